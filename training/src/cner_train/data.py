@@ -1,0 +1,64 @@
+"""Records → chunk examples → padded batches, exactly as the processor encodes them."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .corpus import Record
+from .text import MAX_CHUNK_LEN, bio_tags, chunk_text
+from .vocab import PAD_ID, Vocab
+
+
+@dataclass(frozen=True)
+class Example:
+    record: int  # index into the record list
+    offset: int  # code-point offset of the chunk in its record
+    ids: tuple[int, ...]
+    tags: tuple[int, ...]
+
+
+def make_examples(records: Sequence[Record], vocab: Vocab, max_len: int = MAX_CHUNK_LEN) -> list[Example]:
+    out: list[Example] = []
+    for ri, rec in enumerate(records):
+        for s, e in chunk_text(rec.text, max_len):
+            out.append(Example(ri, s, tuple(vocab.encode(rec.text[s:e])), tuple(bio_tags(e - s, rec.spans, s))))
+    return out
+
+
+def pad_batch(examples: Sequence[Example]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask, tags), each [batch, longest] int64, right-padded."""
+    seq = max(len(x.ids) for x in examples)
+    ids = np.full((len(examples), seq), PAD_ID, dtype=np.int64)
+    mask = np.zeros((len(examples), seq), dtype=np.int64)
+    tags = np.zeros((len(examples), seq), dtype=np.int64)
+    for i, x in enumerate(examples):
+        n = len(x.ids)
+        ids[i, :n] = x.ids
+        mask[i, :n] = 1
+        tags[i, :n] = x.tags
+    return torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(tags)
+
+
+def train_batches(examples: Sequence[Example], batch_size: int, rng: random.Random) -> Iterator[list[Example]]:
+    """Shuffled batches of similar length (sorted within pools of 50 batches), so padding stays small."""
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    pool = batch_size * 50
+    batches: list[list[Example]] = []
+    for p in range(0, len(order), pool):
+        chunk = sorted(order[p : p + pool], key=lambda i: len(examples[i].ids))
+        batches.extend([examples[i] for i in chunk[b : b + batch_size]] for b in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    yield from batches
+
+
+def eval_batches(examples: Sequence[Example], batch_size: int) -> Iterator[tuple[list[int], list[Example]]]:
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].ids))
+    for b in range(0, len(order), batch_size):
+        idx = order[b : b + batch_size]
+        yield idx, [examples[i] for i in idx]

@@ -1,0 +1,114 @@
+"""Golden fixtures shared by the Python and TypeScript test suites.
+
+``cner-train golden`` writes:
+- ``fixtures/tiny-bundle/``: a tiny, randomly initialised ALBERT-IDCNN-MHA-CRF
+  exported exactly like a real bundle (for unit tests only);
+- ``fixtures/golden/golden.json``: for each text, the chunks, encoded ids,
+  ONNX Runtime emissions of the tiny bundle, the constrained Viterbi tags and
+  the entities with their confidences, all computed by this package.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .albert import AlbertConfig
+from .crf import ConstrainedDecoder
+from .export import write_bundle
+from .models import ModelConfig, Tagger
+from .text import LABEL_BY_CODE, TAGS, chunk_text, spans_from_tags
+from .vocab import Vocab
+
+# Synthetic EMR-like texts written for these fixtures (no dataset text), plus edge cases.
+GOLDEN_TEXTS: tuple[str, ...] = (
+    "患者因“反复上腹痛3月”入院，行胃镜检查示：胃窦溃疡。予奥美拉唑20mg qd口服抑酸治疗。",
+    "2018-03-12于我院行腹腔镜下右半结肠切除术，术后病理：（升结肠）中分化腺癌，侵及浆膜下层。术后予奥沙利铂+卡培他滨化疗6周期。",
+    "查血常规：WBC 12.5×10^9/L，CRP 45MG/L；胸部CT示双肺下叶少许炎症，腹部B超未见异常。",
+    "ＣＥＡ　５．６ｎｇ／ｍｌ，ＡＦＰ正常，ＣＡ１９－９升高。",
+    "体温 36.5℃\t脉搏80次/分\n血压120/80mmHg\r\n神志清，精神可。",
+    "患者诉头痛😀，𠀀字测试，𝔸𝔹ℂ为数学字母。",
+    "复查肝功能：ALT 56U/L，AST 48U/L，总胆红素18.2umol/L，直接胆红素6.1umol/L，白蛋白38g/L，球蛋白29g/L，"
+    "肾功能：肌酐78umol/L，尿素氮5.6mmol/L，尿酸320umol/L，电解质：钾4.1mmol/L，钠139mmol/L，氯101mmol/L，"
+    "钙2.31mmol/L，血糖5.8mmol/L，凝血功能：PT 11.8s，APTT 32.5s，INR 1.02，D-二聚体0.35mg/L。",
+    "0123456789" * 30 + "。",
+    "。。。",
+    "。",
+    "入院诊断：1.直肠癌术后；2.高血压病3级 很高危组；3.2型糖尿病，" + "予以对症支持治疗，" * 12 + "病情稳定后出院。",
+    "罕见字符㊣与⚕及\u200b零宽空格、\u00a0不换行空格和\u3000全角空格。",
+    "左侧乳腺癌改良根治术后2年，骨扫描示：胸椎、腰椎多发骨转移。口服来曲唑2.5mg qd内分泌治疗，唑来膦酸4mg静滴q4w。",
+)
+
+TINY_ALBERT = dict(embedding_size=16, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_position=128)
+
+
+@dataclass
+class GoldenConfig:
+    vocab: str = field(metadata={"help": "vocab.txt to give the tiny bundle (the real character vocabulary)"})
+    out: str = field(default="fixtures", metadata={"help": "fixtures folder (tiny-bundle/ and golden/ are written in it)"})
+    seed: int = 0
+
+
+def tiny_model(vocab: Vocab, seed: int) -> Tagger:
+    """A random tiny tagger whose decoded tags are varied (all 13 kinds of tag
+    occur on the golden texts), so the fixtures exercise transitions and the
+    BIO constraints rather than one dominant tag."""
+    torch.manual_seed(seed)
+    albert = AlbertConfig(vocab_size=len(vocab), **TINY_ALBERT).to_dict()
+    cfg = ModelConfig(embedder="albert", encoder="idcnn", heads=2, filters=16, blocks=2, albert=albert)
+    model = Tagger(cfg, len(vocab)).eval()
+    with torch.no_grad():
+        model.crf.start_transitions.normal_(0, 1)
+        model.crf.end_transitions.normal_(0, 1)
+        model.crf.transitions.normal_(0, 1)
+        model.classifier.weight.mul_(8)
+        # Centre each tag's emissions on the golden texts, then favour O a little.
+        ems = [model(torch.tensor([vocab.encode(t)]), torch.ones(1, len(t), dtype=torch.int64))[0]
+               for t in GOLDEN_TEXTS if len(t) <= 128]
+        model.classifier.bias.sub_(torch.cat(ems).mean(0))
+        model.classifier.bias[0] += 2.0
+    return model
+
+
+def golden(cfg: GoldenConfig) -> Path:
+    import onnxruntime as ort
+
+    out = Path(cfg.out)
+    vocab = Vocab.load(Path(cfg.vocab))
+    model = tiny_model(vocab, cfg.seed)
+    bundle = write_bundle(model, vocab, out / "tiny-bundle", {
+        "name": "cner-tiny-random", "version": "tiny-0", "training_data_sha256": "",
+        "model": model.cfg.to_dict(), "metrics": {"note": "random weights, for tests only"},
+    })
+    sess = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    crf = json.loads((bundle / "crf.json").read_text(encoding="utf-8"))
+    decoder = ConstrainedDecoder.from_json(crf)
+    cases = []
+    for text in GOLDEN_TEXTS:
+        chunks = chunk_text(text)
+        case = {"text": text, "chunks": [list(c) for c in chunks], "input_ids": [], "emissions": [], "tags": [],
+                "entities": []}
+        for s, e in chunks:
+            ids = np.array([vocab.encode(text[s:e])], dtype=np.int64)
+            em = sess.run(["emissions"], {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0][0]
+            path = decoder.viterbi(em)
+            fb = decoder.forward_backward(em)
+            case["input_ids"].append(ids[0].tolist())
+            case["emissions"].append([[float(v) for v in row] for row in em.astype(np.float32)])
+            case["tags"].append([TAGS[t] for t in path])
+            for sp in spans_from_tags(path):
+                case["entities"].append({
+                    "start": sp.start + s, "end": sp.end + s, "type": sp.code, "label": LABEL_BY_CODE[sp.code],
+                    "text": text[sp.start + s: sp.end + s],
+                    "confidence": decoder.span_confidence(em, sp.start, sp.end, sp.code, fb),
+                })
+        cases.append(case)
+    gdir = out / "golden"
+    gdir.mkdir(parents=True, exist_ok=True)
+    (gdir / "golden.json").write_text(json.dumps({"bundle": "tiny-bundle", "cases": cases}, ensure_ascii=False),
+                                      encoding="utf-8")
+    return gdir

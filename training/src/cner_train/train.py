@@ -1,0 +1,247 @@
+"""Fine-tuning and evaluation of the tagger on CCKS-2019 (optionally + CCKS-2020).
+
+Protocol: a fixed, seeded split of the 1,000 CCKS-2019 training records into
+train and dev (850/150 by default); the model with the best dev strict micro-F1
+over the epochs is kept. Metrics are computed on the original record offsets
+after re-assembling the chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .corpus import Record, dev_split, file_sha256, read_ccks
+from .crf import ConstrainedDecoder
+from .data import Example, eval_batches, make_examples, pad_batch, train_batches
+from .metrics import format_table, strict_prf
+from .models import ModelConfig, Tagger
+from .text import Span, spans_from_tags
+from .vocab import Vocab
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("adam", "radam", "adagrad", "rmsprop", "lookahead")
+
+
+@dataclass
+class TrainConfig:
+    ccks2019: str = field(metadata={"help": "CCKS-2019 train.jsonl"})
+    out: str = field(metadata={"help": "run folder (model.pt, metrics.json, dev predictions)"})
+    ccks2020: str | None = field(default=None, metadata={"help": "CCKS-2020 train_new.jsonl, added to the training part"})
+    vocab: str | None = field(default=None, metadata={"help": "vocab.txt (defaults to the pretrained encoder's)"})
+    pretrained: str | None = field(default=None, metadata={"help": "pretrained ALBERT encoder.pt (embedder=albert)"})
+    vectors: str | None = field(default=None, metadata={"help": "character vectors (embedder=char); random if absent"})
+    dev_size: int = field(default=150, metadata={"help": "dev records; 0 = train on everything for a fixed number of epochs"})
+    split_seed: int = 42
+    embedder: str = "albert"
+    encoder: str = "idcnn"
+    heads: int = 4
+    dropout: float = 0.5
+    optimizer: str = field(default="adam", metadata={"help": "|".join(OPTIMIZERS)})
+    lr: float = field(default=1e-3, metadata={"help": "learning rate of the layers above the embedder"})
+    lr_embedder: float = field(default=1e-4, metadata={"help": "learning rate of ALBERT / the character vectors"})
+    batch_size: int = 20
+    epochs: int = 30
+    patience: int = 6
+    warmup_ratio: float = 0.05
+    seed: int = 1
+    threads: int = 0
+    max_minutes: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}")
+        if self.embedder == "albert" and not self.pretrained:
+            raise ValueError("--pretrained encoder.pt is required for embedder=albert")
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_optimizer(model: Tagger, cfg: TrainConfig) -> torch.optim.Optimizer:
+    emb_params, top_params = [], []
+    for name, p in model.named_parameters():
+        (emb_params if name.startswith(("albert.", "char.")) else top_params).append(p)
+    groups = [{"params": top_params, "lr": cfg.lr}, {"params": emb_params, "lr": cfg.lr_embedder}]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups)
+    if cfg.optimizer == "radam":
+        return torch.optim.RAdam(groups)
+    if cfg.optimizer == "adagrad":
+        return torch.optim.Adagrad(groups)
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(groups)
+    import torch_optimizer  # Lookahead (Zhang et al., 2019) from the torch-optimizer package
+
+    return torch_optimizer.Lookahead(torch.optim.Adam(groups), k=5, alpha=0.5)
+
+
+def load_vectors(path: Path, vocab: Vocab, dim: int) -> torch.Tensor:
+    """word2vec text format (first line ``count dim``); rows for characters not in the file stay random."""
+    weight = torch.randn(len(vocab), dim) * 0.1
+    weight[0] = 0
+    with open(path, encoding="utf-8") as f:
+        head = f.readline().split()
+        if int(head[1]) != dim:
+            raise ValueError(f"{path} has {head[1]}-d vectors, the model wants {dim}")
+        for line in f:
+            parts = line.rstrip("\n").split(" ")
+            tok = parts[0]
+            i = vocab.index.get(tok)
+            if i is not None:
+                weight[i] = torch.tensor([float(x) for x in parts[1:]])
+    return weight
+
+
+@torch.no_grad()
+def predict(model: Tagger, decoder: ConstrainedDecoder, records: Sequence[Record], examples: Sequence[Example],
+            batch_size: int = 64, with_confidence: bool = False) -> list[list[tuple[Span, float]]]:
+    """Entity spans (record offsets) per record."""
+    model.eval()
+    out: list[list[tuple[Span, float]]] = [[] for _ in records]
+    for _, batch in eval_batches(examples, batch_size):
+        ids, mask, _ = pad_batch(batch)
+        em = model(ids, mask).numpy()  # [batch, seq, tags]
+        for row, x in enumerate(batch):
+            e = em[row, : len(x.ids)]
+            path = decoder.viterbi(e)
+            spans = spans_from_tags(path)
+            fb = decoder.forward_backward(e) if with_confidence and spans else None
+            for sp in spans:
+                conf = decoder.span_confidence(e, sp.start, sp.end, sp.code, fb) if fb else 1.0
+                out[x.record].append((Span(sp.start + x.offset, sp.end + x.offset, sp.code), conf))
+    return out
+
+
+def decoder_of(model: Tagger) -> ConstrainedDecoder:
+    crf = model.crf
+    return ConstrainedDecoder(
+        crf.start_transitions.detach().numpy(), crf.end_transitions.detach().numpy(), crf.transitions.detach().numpy()
+    )
+
+
+def evaluate(model: Tagger, records: Sequence[Record], examples: Sequence[Example]) -> dict:
+    pred = predict(model, decoder_of(model), records, examples)
+    return strict_prf([r.spans for r in records], [[s for s, _ in p] for p in pred])
+
+
+def load_data(cfg: TrainConfig) -> tuple[list[Record], list[Record], list[Path]]:
+    paths = [Path(cfg.ccks2019)]
+    records = read_ccks(paths[0])
+    if cfg.dev_size:
+        tr_idx, dev_idx = dev_split(len(records), cfg.dev_size, cfg.split_seed)
+        train_recs, dev_recs = [records[i] for i in tr_idx], [records[i] for i in dev_idx]
+    else:
+        train_recs, dev_recs = records, []
+    if cfg.ccks2020:
+        paths.append(Path(cfg.ccks2020))
+        train_recs += read_ccks(paths[-1], prefix="ccks2020-")
+    return train_recs, dev_recs, paths
+
+
+def train(cfg: TrainConfig) -> dict:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    set_seed(cfg.seed)
+
+    albert_cfg = None
+    pretrained = None
+    if cfg.embedder == "albert":
+        pretrained = torch.load(cfg.pretrained, map_location="cpu", weights_only=False)
+        albert_cfg = pretrained["model_config"]
+    vocab_path = Path(cfg.vocab) if cfg.vocab else (Path(cfg.pretrained).parent / "vocab.txt" if cfg.pretrained else None)
+    if vocab_path is None:
+        raise ValueError("--vocab is required without a pretrained encoder")
+    vocab = Vocab.load(vocab_path)
+
+    train_recs, dev_recs, data_paths = load_data(cfg)
+    train_ex = make_examples(train_recs, vocab)
+    dev_ex = make_examples(dev_recs, vocab)
+    log.info("train: %d records, %d chunks; dev: %d records, %d chunks", len(train_recs), len(train_ex), len(dev_recs), len(dev_ex))
+
+    mcfg = ModelConfig(embedder=cfg.embedder, encoder=cfg.encoder, heads=cfg.heads, dropout=cfg.dropout, albert=albert_cfg)
+    model = Tagger(mcfg, len(vocab))
+    if pretrained is not None:
+        model.albert.load_state_dict(pretrained["encoder"])
+    if cfg.embedder == "char" and cfg.vectors:
+        model.char.weight.data.copy_(load_vectors(Path(cfg.vectors), vocab, mcfg.char_dim))
+    opt = build_optimizer(model, cfg)
+    steps_per_epoch = math.ceil(len(train_ex) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    warmup = int(total * cfg.warmup_ratio)
+    base_lrs = [g["lr"] for g in opt.param_groups]
+
+    history = []
+    best = {"f1": -1.0, "epoch": -1}
+    started = time.time()
+    step = 0
+    rng = random.Random(cfg.seed)
+    for epoch in range(cfg.epochs):
+        model.train()
+        t0 = time.time()
+        tot = 0.0
+        bar = tqdm(list(train_batches(train_ex, cfg.batch_size, rng)), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   leave=False, mininterval=10)
+        for batch in bar:
+            scale = min(1.0, (step + 1) / max(1, warmup)) * max(0.0, 1 - max(0, step - warmup) / max(1, total - warmup))
+            for g, lr in zip(opt.param_groups, base_lrs):
+                g["lr"] = lr * scale
+            ids, mask, tags = pad_batch(batch)
+            loss = model.loss(ids, mask, tags)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            tot += loss.item()
+            step += 1
+        rec = {"epoch": epoch + 1, "loss": tot / steps_per_epoch, "train_seconds": time.time() - t0}
+        if dev_recs:
+            m = evaluate(model, dev_recs, dev_ex)
+            rec["dev"] = m
+            rec["dev_f1"] = m["micro"]["f1"]
+            if m["micro"]["f1"] > best["f1"]:
+                best = {"f1": m["micro"]["f1"], "epoch": epoch + 1, "metrics": m}
+                torch.save(model.state_dict(), out / "model.pt")
+        else:
+            torch.save(model.state_dict(), out / "model.pt")
+            best = {"f1": None, "epoch": epoch + 1}
+        history.append(rec)
+        log.info("epoch %d loss %.4f dev F1 %s (%.0fs)", epoch + 1, rec["loss"], f"{rec.get('dev_f1', float('nan')):.2f}", rec["train_seconds"])
+        if dev_recs and epoch + 1 - best["epoch"] >= cfg.patience:
+            log.info("no dev improvement for %d epochs: stopping", cfg.patience)
+            break
+        if cfg.max_minutes and time.time() - started > cfg.max_minutes * 60:
+            log.info("time budget reached")
+            break
+
+    result = {
+        "config": asdict(cfg),
+        "model": mcfg.to_dict(),
+        "vocab_size": len(vocab),
+        "training_data_sha256": file_sha256(data_paths),
+        "best_epoch": best["epoch"],
+        "dev": best.get("metrics"),
+        "history": history,
+        "wall_seconds": time.time() - started,
+    }
+    (out / "metrics.json").write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    vocab.save(out / "vocab.txt")
+    if best.get("metrics"):
+        log.info("best dev (epoch %d):\n%s", best["epoch"], format_table(best["metrics"]))
+    return result

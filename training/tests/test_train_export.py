@@ -1,0 +1,77 @@
+"""A tiny end-to-end run: fine-tune on synthetic records, export the bundle,
+check ONNX parity at several shapes and the manifest."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from cner_train.albert import AlbertConfig, AlbertEncoder
+from cner_train.export import ExportConfig, export, load_run, sha256_file
+from cner_train.text import TAGS
+from cner_train.train import TrainConfig, train
+from cner_train.vocab import Vocab
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, mini_ccks):
+    """A tiny untrained 'pretrained' encoder with a vocabulary of the mini records."""
+    d = tmp_path_factory.mktemp("pretrained")
+    texts = [json.loads(l)["originalText"] for l in mini_ccks.read_text(encoding="utf-8").splitlines()]
+    vocab = Vocab.build([], texts)
+    vocab.save(d / "vocab.txt")
+    cfg = AlbertConfig(vocab_size=len(vocab), embedding_size=8, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32)
+    torch.manual_seed(0)
+    torch.save({"encoder": AlbertEncoder(cfg).state_dict(), "model_config": cfg.to_dict()}, d / "encoder.pt")
+    return d / "encoder.pt"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, mini_ccks, pretrained):
+    out = tmp_path_factory.mktemp("run")
+    result = train(TrainConfig(ccks2019=str(mini_ccks), out=str(out), pretrained=str(pretrained), dev_size=2,
+                               epochs=3, batch_size=2, lr=1e-2, lr_embedder=1e-3, optimizer="radam"))
+    assert result["best_epoch"] >= 1
+    return out
+
+
+def test_run_writes_metrics_per_type(run):
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    assert set(metrics["dev"]["per_type"]) == {"DIS", "EXA", "TES", "OPE", "DRU", "ANA"}
+    assert 0.0 <= metrics["dev"]["micro"]["f1"] <= 100.0
+    assert len(metrics["history"]) == 3
+
+
+def test_export_bundle_and_parity(run, tmp_path):
+    bundle = export(ExportConfig(run=str(run), out=str(tmp_path / "bundle"), version="test-1"))
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["version"] == "test-1"
+    assert manifest["labels"] == list(TAGS)
+    assert manifest["metrics"]["dev_micro"] is not None
+    for name, digest in manifest["files"].items():
+        assert sha256_file(bundle / name) == digest
+    crf = json.loads((bundle / "crf.json").read_text(encoding="utf-8"))
+    assert len(crf["start"]) == len(crf["end"]) == len(crf["transitions"]) == 13
+
+    model, vocab, _ = load_run(run)
+    sess = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["input_ids", "attention_mask"]
+    assert [o.name for o in sess.get_outputs()] == ["emissions"]
+    rng = np.random.default_rng(1)
+    # tolerance 1e-4 absolute on emissions of order 1-10: float32 kernels differ in summation order
+    for batch in (1, 4):
+        for seq in (1, 17, 128):
+            ids = rng.integers(1, len(vocab), size=(batch, seq)).astype(np.int64)
+            mask = np.ones_like(ids)
+            if batch > 1:
+                ids[1, seq // 2 + 1:] = 0
+                mask[1, seq // 2 + 1:] = 0
+            with torch.no_grad():
+                ref = model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+            got = sess.run(["emissions"], {"input_ids": ids, "attention_mask": mask})[0]
+            assert got.shape == (batch, seq, 13)
+            for b in range(batch):
+                n = int(mask[b].sum())
+                np.testing.assert_allclose(got[b, :n], ref[b, :n], atol=1e-4)
