@@ -75,3 +75,16 @@ def test_export_bundle_and_parity(run, tmp_path):
             for b in range(batch):
                 n = int(mask[b].sum())
                 np.testing.assert_allclose(got[b, :n], ref[b, :n], atol=1e-4)
+
+
+def test_bundle_predictions_equal_pytorch_predictions(run, tmp_path, mini_ccks):
+    from cner_train.corpus import read_ccks
+    from cner_train.data import make_examples
+    from cner_train.evaluate import bundle_predict
+    from cner_train.train import decoder_of, predict
+
+    bundle = export(ExportConfig(run=str(run), out=str(tmp_path / "b2"), version="test-2"))
+    model, vocab, _ = load_run(run)
+    records = read_ccks(mini_ccks)
+    torch_spans = [[s for s, _ in r] for r in predict(model, decoder_of(model), records, make_examples(records, vocab))]
+    assert bundle_predict(bundle, records) == torch_spans

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from .pretrain import PretrainConfig, pretrain
+from .evaluate import EvaluateConfig, evaluate_bundle
 from .export import ExportConfig, export
 from .golden import GoldenConfig, golden
 from .train import TrainConfig, train
+from .w2v import W2VConfig, train_w2v
 
 COMMANDS = {
     "pretrain": (PretrainConfig, pretrain, "MLM-pretrain the compact ALBERT on the unlabeled medical corpus (resumable)"),
+    "w2v": (W2VConfig, train_w2v, "train 128-d word2vec character vectors for the non-ALBERT baselines"),
     "train": (TrainConfig, train, "fine-tune a tagger on CCKS-2019 with the fixed dev split; keeps the best epoch"),
+    "evaluate": (EvaluateConfig, evaluate_bundle, "strict entity-level P/R/F1 of an exported bundle (ONNX Runtime) on a CCKS-format file"),
     "export": (ExportConfig, export, "write the model bundle (ONNX, CRF, labels, vocab, config, manifest) of a training run"),
     "golden": (GoldenConfig, golden, "regenerate the tiny test bundle and the golden fixtures shared with the TypeScript tests"),
 }
