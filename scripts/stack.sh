@@ -9,6 +9,7 @@
 #   scripts/stack.sh status   what runs; exit 0 only if both are healthy
 #   scripts/stack.sh reset    down + delete the data (next `up` is a fresh cluster)
 #   scripts/stack.sh restart  down + up
+#   scripts/stack.sh resolve  only resolve the jars (what setup.sh does), start nothing
 #   scripts/stack.sh env      print `export KAFKA_BROKERS=...` lines for eval
 #   scripts/stack.sh kafka-tool CLASS [ARGS...]
 #                             run a Kafka CLI class from the broker's classpath,
@@ -469,6 +470,7 @@ main() {
   status) cmd_status ;;
   reset) lock; cmd_reset ;;
   restart) lock; cmd_down; cmd_up ;;
+  resolve) lock; mkdir -p "$STATE"; resolve_kafka; resolve_registry ;;
   env) printf 'export KAFKA_BROKERS=%s\nexport SCHEMA_REGISTRY_URL=%s\n' "$KAFKA_BROKERS" "$SCHEMA_REGISTRY_URL" ;;
   kafka-tool)
     [[ $# -gt 0 ]] || die "usage: scripts/stack.sh kafka-tool CLASS [ARGS...]"
