@@ -1,0 +1,97 @@
+// `cner tag`: JSON Lines in ({"text"|"originalText": …, "id"?: …}), one JSON
+// line out per input line, in order: {"id", "entities": [{label_type,
+// start_pos, end_pos, text, score, type}]} with code-point offsets, end
+// exclusive (the CCKS-2019 convention).
+
+import { parseArgs } from 'node:util';
+import { CnerError, isCnerError } from '../pipeline/errors.js';
+import { firstLoneSurrogate } from '../pipeline/record.js';
+import type { Entity } from '../pipeline/spans.js';
+import { tagRecord } from '../pipeline/tag.js';
+import { type LoadedModel, openModel } from '../model/model.js';
+import { mapOrdered, readLines, write } from './io.js';
+import { type Command, type CommandIo, EXIT } from './main.js';
+import { MODEL_FLAGS, MODEL_FLAGS_USAGE, modelDirFrom, modelOptionsFrom, stderrLogger } from './options.js';
+
+const USAGE = `Usage: cner tag [--model DIR] < in.jsonl > out.jsonl
+
+Reads one JSON object per line with the text in "text" or "originalText" and
+an optional "id"; writes one line per input line with the id and "entities":
+[{"label_type", "start_pos", "end_pos", "text", "score", "type"}]. Offsets are
+code points, end exclusive. A line that cannot be tagged gets {"id", "error"}
+and the exit code is 1.
+
+Options:
+  --concurrency N      lines tagged at once (default 64)
+${MODEL_FLAGS_USAGE}`;
+
+export interface CcksEntity {
+  readonly label_type: string;
+  readonly start_pos: number;
+  readonly end_pos: number;
+  readonly text: string;
+  readonly score: number;
+  readonly type: string;
+}
+
+export const toCcksEntity = (e: Entity): CcksEntity => ({
+  label_type: e.label,
+  start_pos: e.start,
+  end_pos: e.end,
+  text: e.text,
+  score: e.confidence,
+  type: e.code,
+});
+
+export const command: Command = {
+  usage: USAGE,
+  async run(argv: readonly string[], io: CommandIo): Promise<number> {
+    const { values } = parseArgs({ args: [...argv], options: { ...MODEL_FLAGS, concurrency: { type: 'string' } }, strict: true });
+    const log = stderrLogger(values['log-level']);
+    const concurrency = Number(values.concurrency ?? 64);
+    if (!Number.isInteger(concurrency) || concurrency < 1) throw new CnerError('INVALID_CONFIG', '--concurrency must be an integer >= 1');
+    const model = await openModel(modelDirFrom(values), modelOptionsFrom(values, log));
+    let failures = 0;
+    try {
+      const lines = nonEmpty(readLines(io.stdin));
+      for await (const out of mapOrdered(lines, concurrency, (line) => tagLine(line, model))) {
+        if ('error' in out) failures++;
+        await write(io.stdout, `${JSON.stringify(out)}\n`);
+      }
+    } finally {
+      await model.close();
+    }
+    return failures > 0 ? EXIT.failures : EXIT.ok;
+  },
+};
+
+type LineResult = { id?: unknown; entities: CcksEntity[] } | { id?: unknown; error: { code: string; message: string } };
+
+/** Tags one input line; never throws for bad input, only for model failures. */
+export async function tagLine(line: string, model: LoadedModel): Promise<LineResult> {
+  let obj: unknown;
+  try {
+    obj = JSON.parse(line);
+  } catch {
+    return { error: { code: 'INVALID_RECORD', message: 'line is not valid JSON' } };
+  }
+  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) {
+    return { error: { code: 'INVALID_RECORD', message: 'line is not a JSON object' } };
+  }
+  const rec = obj as Record<string, unknown>;
+  const id = 'id' in rec ? { id: rec['id'] } : {};
+  const text = rec['text'] ?? rec['originalText'];
+  if (typeof text !== 'string') return { ...id, error: { code: 'INVALID_RECORD', message: 'needs a string "text" or "originalText"' } };
+  if (firstLoneSurrogate(text) >= 0) return { ...id, error: { code: 'INVALID_RECORD', message: 'text is not well-formed UTF-16 (lone surrogate)' } };
+  try {
+    const entities = await tagRecord(text, model);
+    return { ...id, entities: entities.map(toCcksEntity) };
+  } catch (e) {
+    if (isCnerError(e) && e.code !== 'MODEL_CLOSED') return { ...id, error: { code: e.code, message: e.message } };
+    throw e;
+  }
+}
+
+async function* nonEmpty(lines: AsyncIterable<string>): AsyncGenerator<string> {
+  for await (const line of lines) if (line.trim().length > 0) yield line;
+}

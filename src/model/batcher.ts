@@ -1,0 +1,99 @@
+// Dynamic batching across concurrent callers: sequences from many
+// `tagRecord` calls wait here until `maxBatchSize` of them are pending or the
+// oldest has waited `maxWaitMs`, then go out in batches of similar length
+// (little padding), and each caller gets back exactly its own rows.
+
+import { type PackedBatch, packBatch, planBatches, splitEmissions } from '../pipeline/encode.js';
+import { CnerError } from '../pipeline/errors.js';
+
+export interface BatcherOptions {
+  readonly maxBatchSize: number;
+  readonly maxWaitMs: number;
+  /** Runs one packed batch; resolves to emissions [batch, seq, tags]. */
+  readonly run: (batch: PackedBatch) => Promise<Float32Array>;
+}
+
+interface Pending {
+  readonly ids: Int32Array; // [length]
+  readonly resolve: (emissions: Float32Array) => void; // [length, tags]
+  readonly reject: (error: unknown) => void;
+}
+
+export class DynamicBatcher {
+  readonly #options: BatcherOptions;
+  #pending: Pending[] = [];
+  #timer: NodeJS.Timeout | null = null;
+  readonly #inFlight = new Set<Promise<void>>();
+  #closed = false;
+
+  constructor(options: BatcherOptions) {
+    if (!Number.isInteger(options.maxBatchSize) || options.maxBatchSize < 1) {
+      throw new CnerError('INVALID_CONFIG', `maxBatchSize must be an integer >= 1, got ${options.maxBatchSize}`);
+    }
+    if (!Number.isFinite(options.maxWaitMs) || options.maxWaitMs < 0) {
+      throw new CnerError('INVALID_CONFIG', `maxWaitMs must be a number >= 0, got ${options.maxWaitMs}`);
+    }
+    this.#options = options;
+  }
+
+  /** Emissions per sequence, in order: result[k] is [sequences[k].length, tags]. */
+  infer(sequences: readonly Int32Array[]): Promise<Float32Array[]> {
+    if (this.#closed) return Promise.reject(new CnerError('MODEL_CLOSED', 'the batcher is closed'));
+    if (sequences.length === 0) return Promise.resolve([]);
+    const rows = sequences.map((ids) => new Promise<Float32Array>((resolve, reject) => this.#pending.push({ ids, resolve, reject })));
+    if (this.#pending.length >= this.#options.maxBatchSize) this.#flush(false);
+    else this.#timer ??= setTimeout(this.#onTimer, this.#options.maxWaitMs);
+    return Promise.all(rows);
+  }
+
+  /** Sends what is pending, waits for every batch in flight; later calls are refused. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#flush(true);
+    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
+  }
+
+  /** Sends full batches; with `all`, the partly filled rest as well. */
+  #flush(all: boolean): void {
+    const pending = this.#pending;
+    const keep: Pending[] = [];
+    for (const group of planBatches(
+      pending.map((p) => p.ids.length),
+      this.#options.maxBatchSize,
+    )) {
+      const items = group.map((i) => pending[i]!);
+      if (!all && items.length < this.#options.maxBatchSize) keep.push(...items);
+      else this.#send(items);
+    }
+    this.#pending = keep;
+    if (keep.length === 0 && this.#timer !== null) {
+      clearTimeout(this.#timer);
+      this.#timer = null;
+    } else if (keep.length > 0) {
+      // The rest keeps the running deadline, so nothing waits longer than maxWaitMs.
+      this.#timer ??= setTimeout(this.#onTimer, this.#options.maxWaitMs);
+    }
+  }
+
+  readonly #onTimer = (): void => {
+    this.#timer = null;
+    this.#flush(true);
+  };
+
+  #send(items: readonly Pending[]): void {
+    // The runner may take the input buffers (worker transfer); splitting only
+    // needs the shape and lengths, which stay here.
+    const packed = packBatch(items.map((p) => p.ids));
+    const done = this.#options
+      .run(packed)
+      .then((emissions) => {
+        const rows = splitEmissions(emissions, packed);
+        items.forEach((p, k) => p.resolve(rows[k]!));
+      })
+      .catch((error: unknown) => {
+        for (const p of items) p.reject(error);
+      })
+      .finally(() => this.#inFlight.delete(done));
+    this.#inFlight.add(done);
+  }
+}

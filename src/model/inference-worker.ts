@@ -1,0 +1,44 @@
+// Entry point of one inference worker thread: owns one onnxruntime session
+// and runs batches sent by the pool. onnxruntime-node's run() holds the
+// thread for the whole forward pass, so it must not happen on the thread that
+// talks to Kafka.
+
+import { parentPort, workerData } from 'node:worker_threads';
+import { isCnerError } from '../pipeline/errors.js';
+import { type EmissionsSession, createSession } from './onnx-session.js';
+import type { FromWorker, SerializedError, ToWorker, WorkerInit } from './protocol.js';
+
+const port = parentPort;
+if (port === null) throw new Error('inference-worker must run in a worker thread');
+
+const post = (message: FromWorker, transfer: ArrayBuffer[] = []): void => port.postMessage(message, transfer);
+
+const serialize = (e: unknown): SerializedError =>
+  isCnerError(e)
+    ? { code: e.code, message: e.message, context: e.context }
+    : { code: null, message: e instanceof Error ? e.message : String(e), context: {} };
+
+async function main(init: WorkerInit): Promise<void> {
+  let session: EmissionsSession;
+  try {
+    session = await createSession(init.modelPath, init.session);
+  } catch (e) {
+    post({ type: 'start-failed', error: serialize(e) }); // the pool terminates this worker
+    return;
+  }
+  post({ type: 'ready', provider: session.provider, fallbacks: session.fallbacks });
+
+  port!.on('message', (message: ToWorker) => {
+    if (message.type === 'close') {
+      void session.release().finally(() => port!.close());
+      return;
+    }
+    const { id, inputIds, attentionMask, batch, seq } = message;
+    session.run(inputIds, attentionMask, batch, seq).then(
+      ({ emissions, dims }) => post({ type: 'result', id, emissions, dims }, [emissions.buffer as ArrayBuffer]),
+      (e: unknown) => post({ type: 'failed', id, error: serialize(e) }),
+    );
+  });
+}
+
+await main(workerData as WorkerInit);

@@ -1,0 +1,133 @@
+// The only module that imports onnxruntime-node. It turns plain typed arrays
+// into ORT tensors and back, so ORT types never reach the pipeline or the
+// worker protocol.
+
+import ort from 'onnxruntime-node';
+import { CnerError } from '../pipeline/errors.js';
+
+/** Our provider names → ORT's; one frozen table, as config accepts them. */
+export const EXECUTION_PROVIDERS = Object.freeze({
+  cpu: 'cpu',
+  cuda: 'cuda',
+  tensorrt: 'tensorrt',
+  coreml: 'coreml',
+  dml: 'dml',
+  webgpu: 'webgpu',
+} as const);
+
+export type ExecutionProvider = keyof typeof EXECUTION_PROVIDERS;
+
+export const isExecutionProvider = (name: string): name is ExecutionProvider => Object.hasOwn(EXECUTION_PROVIDERS, name);
+
+export type GraphOptimizationLevel = 'disabled' | 'basic' | 'extended' | 'all';
+
+export interface SessionConfig {
+  /** Tried in order; CPU is always tried last. */
+  readonly executionProviders: readonly ExecutionProvider[];
+  /** Threads for one run; 0 lets onnxruntime choose (one per core). */
+  readonly intraOpThreads: number;
+  readonly graphOptimizationLevel: GraphOptimizationLevel;
+}
+
+export const DEFAULT_SESSION_CONFIG: SessionConfig = Object.freeze({
+  executionProviders: ['cpu'] as const,
+  intraOpThreads: 0,
+  graphOptimizationLevel: 'all',
+});
+
+export interface SessionOutput {
+  readonly emissions: Float32Array; // [batch, seq, tags]; owns its whole buffer (transferable)
+  readonly dims: readonly [batch: number, seq: number, tags: number];
+}
+
+export interface EmissionsSession {
+  /** The execution provider the session was created with. */
+  readonly provider: ExecutionProvider;
+  /** Per-provider reasons for falling back, in the order tried. */
+  readonly fallbacks: readonly { readonly provider: ExecutionProvider; readonly reason: string }[];
+  run(inputIds: BigInt64Array, attentionMask: BigInt64Array, batch: number, seq: number): Promise<SessionOutput>;
+  release(): Promise<void>;
+}
+
+const INPUT_IDS = 'input_ids';
+const ATTENTION_MASK = 'attention_mask';
+const EMISSIONS = 'emissions';
+
+export async function createSession(modelPath: string, config: SessionConfig = DEFAULT_SESSION_CONFIG): Promise<EmissionsSession> {
+  const order: ExecutionProvider[] = [...config.executionProviders.filter((p) => p !== 'cpu'), 'cpu'];
+  const fallbacks: { provider: ExecutionProvider; reason: string }[] = [];
+  for (const provider of order) {
+    let session: ort.InferenceSession;
+    try {
+      session = await ort.InferenceSession.create(modelPath, {
+        // CPU as the second provider runs the nodes an accelerator cannot.
+        executionProviders: provider === 'cpu' ? ['cpu'] : [EXECUTION_PROVIDERS[provider], 'cpu'],
+        intraOpNumThreads: config.intraOpThreads,
+        graphOptimizationLevel: config.graphOptimizationLevel,
+      });
+    } catch (cause) {
+      const reason = cause instanceof Error ? cause.message : String(cause);
+      fallbacks.push({ provider, reason });
+      if (provider === 'cpu') {
+        throw new CnerError('MODEL_LOAD_FAILED', `onnxruntime cannot load ${modelPath}: ${reason}`, {
+          cause,
+          context: { modelPath, fallbacks },
+        });
+      }
+      continue;
+    }
+    checkSignature(session, modelPath);
+    return wrap(session, provider, fallbacks);
+  }
+  throw new Error('unreachable: the CPU provider is always tried');
+}
+
+function checkSignature(session: ort.InferenceSession, modelPath: string): void {
+  const missing = [
+    ...[INPUT_IDS, ATTENTION_MASK].filter((n) => !session.inputNames.includes(n)).map((n) => `input ${n}`),
+    ...(session.outputNames.includes(EMISSIONS) ? [] : [`output ${EMISSIONS}`]),
+  ];
+  if (missing.length > 0) {
+    void session.release();
+    throw new CnerError('MODEL_LOAD_FAILED', `${modelPath} lacks ${missing.join(', ')} (has inputs ${session.inputNames.join(', ')}; outputs ${session.outputNames.join(', ')})`, {
+      context: { modelPath, inputs: session.inputNames, outputs: session.outputNames },
+    });
+  }
+}
+
+function wrap(session: ort.InferenceSession, provider: ExecutionProvider, fallbacks: EmissionsSession['fallbacks']): EmissionsSession {
+  return {
+    provider,
+    fallbacks,
+    async run(inputIds, attentionMask, batch, seq) {
+      const size = batch * seq;
+      if (inputIds.length !== size || attentionMask.length !== size) {
+        throw new RangeError(`inputs hold ${inputIds.length}/${attentionMask.length} values, expected ${batch}×${seq}`);
+      }
+      let out: ort.InferenceSession.OnnxValueMapType;
+      try {
+        out = await session.run({
+          [INPUT_IDS]: new ort.Tensor('int64', inputIds, [batch, seq]),
+          [ATTENTION_MASK]: new ort.Tensor('int64', attentionMask, [batch, seq]),
+        });
+      } catch (cause) {
+        throw new CnerError('INFERENCE_FAILED', `onnxruntime run failed: ${cause instanceof Error ? cause.message : String(cause)}`, {
+          cause,
+          context: { batch, seq, provider },
+        });
+      }
+      const tensor = out[EMISSIONS]!;
+      const [b, s, tags] = tensor.dims;
+      if (tensor.type !== 'float32' || tensor.dims.length !== 3 || b !== batch || s !== seq) {
+        throw new CnerError('INFERENCE_FAILED', `model output ${EMISSIONS} is ${tensor.type} [${tensor.dims.join(', ')}], expected float32 [${batch}, ${seq}, tags]`, {
+          context: { batch, seq, dims: tensor.dims },
+        });
+      }
+      const data = tensor.data as Float32Array;
+      // A view into a larger buffer cannot be transferred on its own.
+      const emissions = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? data : data.slice();
+      return { emissions, dims: [batch, seq, tags!] };
+    },
+    release: () => session.release(),
+  };
+}

@@ -1,0 +1,70 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { describe, it } from 'node:test';
+import { command } from '../../src/cli/tag.js';
+import { LEXICON_BUNDLE } from '../model/helpers.js';
+import { memoryIo } from './helpers.js';
+
+const lines = (...objs: unknown[]): string => objs.map((o) => (typeof o === 'string' ? o : JSON.stringify(o))).join('\n') + '\n';
+const parse = (out: string): Record<string, unknown>[] => out.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+
+describe('cner tag', () => {
+  it('writes one line per input, in order, with the id and CCKS-style entities', async () => {
+    const io = memoryIo(
+      lines(
+        { id: 'a', text: '患者查ＣＴ示肺炎。' },
+        '',
+        { originalText: '头部有疼' },
+        { id: 7, text: '' },
+      ),
+    );
+    assert.equal(await command.run(['--model', LEXICON_BUNDLE, '--workers', '0'], io), 0);
+    const out = parse(io.out());
+    assert.equal(out.length, 3); // the blank line is not an input
+    assert.equal(out[0]!['id'], 'a');
+    const ents = out[0]!['entities'] as Record<string, unknown>[];
+    assert.deepEqual(
+      ents.map((e) => [e['label_type'], e['start_pos'], e['end_pos'], e['text'], e['type']]),
+      [
+        ['影像检查', 3, 5, 'ＣＴ', 'EXA'],
+        ['疾病和诊断', 6, 8, '肺炎', 'DIS'],
+      ],
+    );
+    for (const e of ents) assert.ok(typeof e['score'] === 'number' && e['score'] > 0.9 && e['score'] <= 1);
+    assert.ok(!('id' in out[1]!));
+    assert.deepEqual((out[1]!['entities'] as Record<string, unknown>[]).map((e) => e['text']), ['头部']);
+    assert.deepEqual(out[2], { id: 7, entities: [] });
+  });
+
+  it('reports bad lines in place and exits 1', async () => {
+    const io = memoryIo(lines('{"id":', { id: 'x', text: 5 }, { id: 'y', text: 'ab\ud800' }, { id: 'z', text: '肺炎' }));
+    assert.equal(await command.run(['--model', LEXICON_BUNDLE, '--workers', '0'], io), 1);
+    const out = parse(io.out());
+    assert.deepEqual(
+      out.map((o) => [o['id'], (o['error'] as { code?: string } | undefined)?.code ?? 'ok']),
+      [
+        [undefined, 'INVALID_RECORD'],
+        ['x', 'INVALID_RECORD'],
+        ['y', 'INVALID_RECORD'],
+        ['z', 'ok'],
+      ],
+    );
+  });
+
+  it('runs as `cner tag` through bin/cner.js with inference in a worker thread', () => {
+    const bin = fileURLToPath(new URL('../../bin/cner.js', import.meta.url));
+    const r = spawnSync(process.execPath, [bin, 'tag', '--model', LEXICON_BUNDLE, '--workers', '1'], {
+      input: lines({ id: 1, text: '服用阿司匹林' }),
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    const [out] = parse(r.stdout);
+    assert.deepEqual((out!['entities'] as Record<string, unknown>[]).map((e) => [e['text'], e['start_pos'], e['end_pos']]), [['阿司匹林', 2, 6]]);
+  });
+
+  it('fails with a clear message for a missing bundle', async () => {
+    await assert.rejects(command.run(['--model', '/nonexistent'], memoryIo('')), /does not exist/);
+  });
+});

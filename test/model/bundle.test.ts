@@ -1,0 +1,127 @@
+import assert from 'node:assert/strict';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { loadBundle } from '../../src/model/bundle.js';
+import { CnerError } from '../../src/pipeline/errors.js';
+import { TAGS } from '../../src/pipeline/labels.js';
+import { LEXICON_BUNDLE, LEXICON_VOCAB, TINY_BUNDLE, bundleCopy } from './helpers.js';
+
+async function rejectsWith(promise: Promise<unknown>, code: string, pattern?: RegExp): Promise<CnerError> {
+  try {
+    await promise;
+  } catch (e) {
+    assert.ok(e instanceof CnerError, `expected a CnerError, got ${String(e)}`);
+    assert.equal(e.code, code, e.message);
+    if (pattern) assert.match(e.message, pattern);
+    return e;
+  }
+  assert.fail(`expected ${code}`);
+}
+
+async function withCopy(edit: (dir: string) => Promise<void>, test: (dir: string) => Promise<void>, rehash = true): Promise<void> {
+  const { dir, cleanup } = await bundleCopy(edit, rehash);
+  try {
+    await test(dir);
+  } finally {
+    await cleanup();
+  }
+}
+
+const editJson = async (file: string, f: (json: Record<string, unknown>) => unknown): Promise<void> => {
+  await writeFile(file, JSON.stringify(f(JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>)));
+};
+
+describe('loadBundle', () => {
+  it('loads a valid bundle into a frozen, typed object', async () => {
+    const b = await loadBundle(LEXICON_BUNDLE);
+    assert.equal(b.version, '0.0.1-test');
+    assert.equal(b.manifest.name, 'lexicon-test');
+    assert.equal(b.manifest.trainingDataSha256, null);
+    assert.equal(b.modelPath, path.join(LEXICON_BUNDLE, 'model.onnx'));
+    assert.deepEqual(b.labels, TAGS);
+    assert.equal(b.vocab.size, LEXICON_VOCAB.length);
+    assert.equal(b.vocab.idOf('肺'), LEXICON_VOCAB.indexOf('肺'));
+    assert.equal(b.crf.numTags, 13);
+    assert.ok(Object.isFrozen(b));
+    assert.ok(Object.isFrozen(b.manifest.files));
+  });
+
+  it('loads the tiny bundle written by the Python side', async () => {
+    const b = await loadBundle(TINY_BUNDLE);
+    assert.equal(b.manifest.name, 'cner-tiny-random');
+    assert.equal(b.manifest.trainingDataSha256, null); // "" in the file
+    assert.deepEqual(b.labels, TAGS);
+    assert.ok(b.vocab.size > 4000);
+  });
+
+  it('reports a missing directory as BUNDLE_NOT_FOUND', async () => {
+    await rejectsWith(loadBundle('/nonexistent/bundle'), 'BUNDLE_NOT_FOUND', /does not exist/);
+  });
+
+  it('refuses a file whose sha256 differs from the manifest', async () => {
+    await withCopy(
+      (dir) => writeFile(path.join(dir, 'vocab.txt'), '[PAD]\n'),
+      async (dir) => {
+        const e = await rejectsWith(loadBundle(dir), 'BUNDLE_CHECKSUM_MISMATCH', /vocab\.txt .* has sha256 [0-9a-f]{64}, manifest\.json says/);
+        assert.equal(e.context['file'], 'vocab.txt');
+      },
+      false,
+    );
+  });
+
+  it('refuses a listed file that is missing', async () => {
+    await withCopy(
+      (dir) => rm(path.join(dir, 'crf.json')),
+      async (dir) => void (await rejectsWith(loadBundle(dir), 'BUNDLE_NOT_FOUND', /crf\.json/)),
+      false,
+    );
+  });
+
+  it('requires the manifest to cover every bundle file and stay inside the bundle', async () => {
+    await withCopy(
+      (dir) =>
+        editJson(path.join(dir, 'manifest.json'), (m) => {
+          const files = { ...(m['files'] as Record<string, string>) };
+          delete files['model.onnx'];
+          return { ...m, version: '', files: { ...files, '../x': 'a'.repeat(64), 'labels.json': 'XYZ' } };
+        }),
+      async (dir) => {
+        const e = await rejectsWith(loadBundle(dir), 'BUNDLE_INVALID');
+        const errors = e.context['errors'] as string[];
+        assert.ok(errors.includes('version must be a non-empty string'));
+        assert.ok(errors.includes('files must list model.onnx'));
+        assert.ok(errors.some((x) => x.includes('"../x" must be a relative path inside the bundle')));
+        assert.ok(errors.includes('files.labels.json must be 64 lowercase hex digits'));
+      },
+      false,
+    );
+  });
+
+  it('collects label, CRF, vocab and config problems in one error', async () => {
+    await withCopy(
+      async (dir) => {
+        await writeFile(path.join(dir, 'labels.json'), JSON.stringify([...TAGS].reverse()));
+        await editJson(path.join(dir, 'crf.json'), (c) => ({ ...c, start: [0] }));
+        await writeFile(path.join(dir, 'vocab.txt'), '[PAD]\n[UNK]\n');
+        await editJson(path.join(dir, 'config.json'), (c) => ({ ...c, max_length: 512, add_special_tokens: true }));
+      },
+      async (dir) => {
+        const e = await rejectsWith(loadBundle(dir), 'BUNDLE_INVALID');
+        const text = (e.context['errors'] as string[]).join('\n');
+        assert.match(text, /labels\.json must be exactly/);
+        assert.match(text, /crf\.json: start must be an array of 13 numbers/);
+        assert.match(text, /vocab\.txt: vocab line 3 must be \[CLS\]/);
+        assert.match(text, /config\.json: max_length must be 128, found 512/);
+        assert.match(text, /config\.json: add_special_tokens must be false/);
+      },
+    );
+  });
+
+  it('reports malformed JSON as BUNDLE_INVALID', async () => {
+    await withCopy(
+      (dir) => writeFile(path.join(dir, 'config.json'), '{'),
+      async (dir) => void (await rejectsWith(loadBundle(dir), 'BUNDLE_INVALID', /config\.json .* not valid JSON/)),
+    );
+  });
+});

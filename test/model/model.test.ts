@@ -1,0 +1,95 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { openModel } from '../../src/model/model.js';
+import { CnerError } from '../../src/pipeline/errors.js';
+import { tagRecord } from '../../src/pipeline/tag.js';
+import { LEXICON_BUNDLE, TINY_BUNDLE, goldenCases } from './helpers.js';
+
+const TEXT = '患者查ＣＴ示肺炎，服用阿司匹林后头部疼。行切除术后查血常规。';
+const EXPECTED = [
+  ['EXA', 3, 5, 'ＣＴ'],
+  ['DIS', 6, 8, '肺炎'],
+  ['DRU', 11, 15, '阿司匹林'],
+  ['ANA', 16, 18, '头部'],
+  ['OPE', 21, 23, '切除'],
+  ['TES', 26, 29, '血常规'],
+];
+
+describe('openModel + tagRecord (lexicon bundle)', () => {
+  for (const workers of [1, 0]) {
+    it(`tags a record end to end with ${workers === 0 ? 'in-process inference' : `${workers} worker`}`, async () => {
+      const model = await openModel(LEXICON_BUNDLE, { workers, maxWaitMs: 1 });
+      try {
+        assert.equal(model.version, '0.0.1-test');
+        assert.equal(model.provider, 'cpu');
+        const entities = await tagRecord(TEXT, model);
+        assert.deepEqual(entities.map((e) => [e.code, e.start, e.end, e.text]), EXPECTED);
+        for (const e of entities) assert.ok(e.confidence > 0.9, `${e.text}: ${e.confidence}`);
+      } finally {
+        await model.close();
+      }
+    });
+  }
+
+  it('batches concurrent records and gives each its own entities', async () => {
+    const model = await openModel(LEXICON_BUNDLE, { workers: 2, maxBatchSize: 8, maxWaitMs: 2 });
+    try {
+      const texts = Array.from({ length: 40 }, (_, i) => `${'患'.repeat(i % 7)}肺炎${'者'.repeat(i % 5)}头部`);
+      const results = await Promise.all(texts.map((t) => tagRecord(t, model)));
+      results.forEach((entities, i) => {
+        const k = i % 7;
+        assert.deepEqual(
+          entities.map((e) => [e.code, e.start, e.end]),
+          [
+            ['DIS', k, k + 2],
+            ['ANA', k + 2 + (i % 5), k + 4 + (i % 5)],
+          ],
+        );
+      });
+    } finally {
+      await model.close();
+    }
+  });
+
+  it('gives an ambiguous character its posterior as confidence', async () => {
+    const model = await openModel(LEXICON_BUNDLE, { workers: 0 });
+    try {
+      // 痛's row wins B-DIS narrowly; with a flat CRF the posterior is a softmax
+      // over the tags allowed at a start (O and the B-X): 0.2922 here.
+      const [e, ...rest] = await tagRecord('痛', model);
+      assert.ok(e !== undefined && rest.length === 0);
+      assert.equal(e.code, 'DIS');
+      assert.ok(Math.abs(e.confidence - 0.29220084) < 1e-6, String(e.confidence));
+    } finally {
+      await model.close();
+    }
+  });
+
+  it('rejects a bad worker count', async () => {
+    await assert.rejects(openModel(LEXICON_BUNDLE, { workers: -1 }), (e: unknown) => e instanceof CnerError && e.code === 'INVALID_CONFIG');
+  });
+
+  for (const [name, maxBatchSize] of [
+    ['one chunk per batch', 1],
+    ['chunks batched with padding', 32],
+  ] as const) {
+    it(
+      `reproduces the golden entities with the tiny bundle in a worker (${name})`,
+      async () => {
+        const model = await openModel(TINY_BUNDLE, { workers: 1, maxBatchSize, maxWaitMs: 1 });
+        try {
+          for (const c of goldenCases()) {
+            const got = await tagRecord(c.text, model);
+            assert.deepEqual(
+              got.map((e) => [e.start, e.end, e.code, e.text]),
+              c.entities.map((e) => [e.start, e.end, e.type, e.text]),
+            );
+            got.forEach((e, i) => assert.ok(Math.abs(e.confidence - c.entities[i]!.confidence) < 1e-3));
+          }
+        } finally {
+          await model.close();
+        }
+      },
+    );
+  }
+});

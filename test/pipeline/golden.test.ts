@@ -1,0 +1,120 @@
+// Cross-language agreement: fixtures/golden/golden.json is produced by the
+// Python package (cner-train golden); every field must come out the same here.
+
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { isLeft } from 'fp-ts/lib/Either.js';
+import { chunkText, codePoints } from '../../src/pipeline/chunk.js';
+import { type Crf, constrain, parseCrf } from '../../src/pipeline/crf.js';
+import { type Vocab, encodeChunk, parseVocab } from '../../src/pipeline/encode.js';
+import { NUM_TAGS, TAGS } from '../../src/pipeline/labels.js';
+import { CrfPosterior } from '../../src/pipeline/marginals.js';
+import { spansFromTags, toEntity } from '../../src/pipeline/spans.js';
+import { type TaggingModel, tagRecord } from '../../src/pipeline/tag.js';
+import { ViterbiDecoder } from '../../src/pipeline/viterbi.js';
+
+interface GoldenEntity {
+  start: number;
+  end: number;
+  type: string;
+  label: string;
+  text: string;
+  confidence: number;
+}
+
+interface GoldenCase {
+  text: string;
+  chunks: [number, number][];
+  input_ids: number[][];
+  emissions: number[][][]; // per chunk [seq][13]
+  tags: string[][];
+  entities: GoldenEntity[];
+}
+
+const fixture = (p: string): URL => new URL(`../../fixtures/${p}`, import.meta.url);
+const golden = JSON.parse(readFileSync(fixture('golden/golden.json'), 'utf8')) as { bundle: string; cases: GoldenCase[] };
+
+const vocab: Vocab = (() => {
+  const v = parseVocab(readFileSync(fixture(`${golden.bundle}/vocab.txt`), 'utf8'));
+  if (isLeft(v)) throw new Error(v.left.join('\n'));
+  return v.right;
+})();
+const crf: Crf = (() => {
+  const c = parseCrf(JSON.parse(readFileSync(fixture(`${golden.bundle}/crf.json`), 'utf8')));
+  if (isLeft(c)) throw new Error(c.left.join('\n'));
+  return c.right;
+})();
+
+const emissionsOf = (chunk: number[][]): Float32Array => Float32Array.from(chunk.flat()); // [seq, 13]
+const label = (c: GoldenCase): string => JSON.stringify(c.text.length > 30 ? `${c.text.slice(0, 30)}…` : c.text);
+
+describe('golden fixtures (Python reference)', () => {
+  it('has cases', () => assert.ok(golden.cases.length > 0));
+
+  for (const c of golden.cases) {
+    describe(label(c), () => {
+      it('chunks identically', () => {
+        assert.deepEqual(
+          chunkText(c.text).map((k) => [k.start, k.end]),
+          c.chunks,
+        );
+      });
+
+      it('encodes identical ids', () => {
+        const chars = codePoints(c.text);
+        assert.deepEqual(
+          c.chunks.map(([start, end]) => Array.from(encodeChunk(chars, { start, end }, vocab))),
+          c.input_ids,
+        );
+      });
+
+      it('decodes identical Viterbi tags from the same emissions', () => {
+        const viterbi = new ViterbiDecoder(constrain(crf));
+        c.emissions.forEach((em, k) => {
+          assert.equal(em.length * NUM_TAGS, emissionsOf(em).length);
+          const tags = Array.from(viterbi.decode(emissionsOf(em), em.length), (t) => TAGS[t]);
+          assert.deepEqual(tags, c.tags[k], `chunk ${k}`);
+        });
+      });
+
+      it('finds the same entities with confidences within 1e-6', () => {
+        const chars = codePoints(c.text);
+        const constrained = constrain(crf);
+        const viterbi = new ViterbiDecoder(constrained);
+        const posterior = new CrfPosterior(constrained);
+        const got = c.chunks.flatMap(([start], k) => {
+          const em = emissionsOf(c.emissions[k]!);
+          const n = c.emissions[k]!.length;
+          posterior.compute(em, n);
+          return spansFromTags(viterbi.decode(em, n)).map((s) => toEntity(chars, start, s, posterior.spanConfidence(s.start, s.end, s.typeIndex)));
+        });
+        assert.deepEqual(
+          got.map((e) => ({ start: e.start, end: e.end, type: e.code, label: e.label, text: e.text })),
+          c.entities.map((e) => ({ start: e.start, end: e.end, type: e.type, label: e.label, text: e.text })),
+        );
+        got.forEach((e, i) => {
+          const want = c.entities[i]!.confidence;
+          assert.ok(Math.abs(e.confidence - want) <= 1e-6, `${e.text}: ${e.confidence} vs ${want}`);
+        });
+      });
+
+      it('gives the same entities through tagRecord', async () => {
+        const model: TaggingModel = {
+          version: 'golden',
+          vocab,
+          crf,
+          async infer(sequences) {
+            assert.deepEqual(sequences.map((s) => Array.from(s)), c.input_ids);
+            return c.emissions.map(emissionsOf);
+          },
+        };
+        const got = await tagRecord(c.text, model);
+        assert.deepEqual(
+          got.map((e) => [e.start, e.end, e.code, e.text]),
+          c.entities.map((e) => [e.start, e.end, e.type, e.text]),
+        );
+      });
+    });
+  }
+});
