@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Runs every test suite of the project: TypeScript unit tests, the training
+# package's tests (pytest), the Helm chart tests and the integration tests
+# against a real Kafka broker and schema registry.
+#
+# Integration tests use KAFKA_BROKERS / SCHEMA_REGISTRY_URL when set; otherwise
+# this script starts the local stack (scripts/stack.sh) and stops it again at the
+# end if it started it. Prerequisite: scripts/setup.sh (installs everything).
+#
+# Each suite runs even when an earlier one failed; the exit status is non-zero
+# if any failed, and a summary line per suite is printed at the end.
+set -uo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+started_stack=0
+cleanup() {
+  if [ "$started_stack" = 1 ]; then scripts/stack.sh down || true; fi
+}
+trap cleanup EXIT
+
+declare -a names=() codes=()
+run_suite() { # NAME COMMAND...
+  local name=$1; shift
+  printf '\n===== %s\n' "$name"
+  "$@"
+  local rc=$?
+  names+=("$name"); codes+=("$rc")
+}
+
+run_suite "typescript unit" npm run --silent test:unit
+
+if [ -x .venv/bin/python ]; then
+  run_suite "python (training package)" .venv/bin/python -m pytest -p no:cacheprovider training/tests
+else
+  echo "no .venv: run scripts/setup.sh first" >&2
+  names+=("python (training package)"); codes+=(1)
+fi
+
+run_suite "helm chart" npm run --silent test:helm
+
+if [ -z "${KAFKA_BROKERS:-}" ] || [ -z "${SCHEMA_REGISTRY_URL:-}" ]; then
+  if ! scripts/stack.sh status >/dev/null 2>&1; then
+    started_stack=1
+  fi
+  eval "$(scripts/stack.sh up | sed 's/^/export /')"
+fi
+run_suite "integration (Kafka + registry)" npm run --silent test:integration
+
+printf '\n===== summary\n'
+failed=0
+for i in "${!names[@]}"; do
+  if [ "${codes[$i]}" = 0 ]; then echo "ok    ${names[$i]}"; else echo "FAIL  ${names[$i]} (exit ${codes[$i]})"; failed=1; fi
+done
+exit "$failed"

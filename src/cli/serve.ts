@@ -1,0 +1,100 @@
+// `cner serve`: the stream processor. Configuration comes from environment
+// variables only (docs/config.md); logs are JSON lines on stdout.
+
+import { parseArgs } from 'node:util';
+import { loadConfig } from '../config.js';
+import { type RunningService, StartAborted, startService } from '../consumers/service.js';
+import { describeError } from '../errors.js';
+import { createLogger, flushLogger } from '../observability/logger.js';
+import { type Command, type CommandIo, EXIT } from './main.js';
+
+const USAGE = `Usage: cner serve
+
+Runs the stream processor: reads EMR records from KAFKA_INPUT_TOPIC, tags
+them, and publishes one ClinicalEntities event per record to
+KAFKA_OUTPUT_TOPIC (bad records to KAFKA_DLT_TOPIC), exactly once, in Kafka
+transactions. Configured by environment variables (see docs/config.md);
+KAFKA_BROKERS and SCHEMA_REGISTRY_URL are required. Serves /livez, /readyz and
+/metrics on CNER_HTTP_PORT. SIGTERM or SIGINT: finishes the transaction in
+flight, commits, leaves the group and exits 0 (a second signal exits at once).
+`;
+
+/** How long a graceful stop may take before the process exits anyway. */
+const SHUTDOWN_TIMEOUT_MS = 25_000;
+
+export const command: Command = {
+  usage: USAGE,
+  async run(argv: readonly string[], _io: CommandIo): Promise<number> {
+    parseArgs({ args: [...argv], options: {}, strict: true });
+    const { config, warnings } = loadConfig(process.env, 'serve');
+    const log = createLogger({ level: config.logLevel });
+    for (const w of warnings) log.warn(w);
+
+    // Signals are handled from the start: a SIGTERM while we wait for the
+    // broker or the registry stops the wait instead of killing the process.
+    const abort = new AbortController();
+    let service: RunningService | null = null;
+    let resolveExit: (code: number) => void = () => {};
+    const exit = new Promise<number>((resolve) => (resolveExit = resolve));
+    let stopping = false;
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (stopping) {
+        log.warn({ signal }, 'second signal: exiting without waiting');
+        resolveExit(EXIT.failures);
+        return;
+      }
+      stopping = true;
+      log.info({ signal }, 'stopping: finishing the transaction in flight, committing, leaving the group');
+      setTimeout(() => {
+        log.error({ timeoutMs: SHUTDOWN_TIMEOUT_MS }, 'graceful stop took too long: exiting');
+        resolveExit(EXIT.failures);
+      }, SHUTDOWN_TIMEOUT_MS).unref();
+      abort.abort();
+      if (service !== null) {
+        service.stop().then(
+          () => resolveExit(EXIT.ok),
+          (e: unknown) => {
+            log.error({ err: e }, 'stopping failed');
+            resolveExit(EXIT.failures);
+          },
+        );
+      }
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+
+    try {
+      service = await startService({ config, log, signal: abort.signal });
+    } catch (e) {
+      if (e instanceof StartAborted) {
+        log.info('stopped');
+        return finish(log, EXIT.ok);
+      }
+      log.fatal({ err: e, code: describeError(e).code }, 'the stream processor could not start');
+      await flushLogger(log);
+      throw e;
+    }
+    if (stopping) {
+      // A signal arrived as the start completed.
+      await service.stop();
+      resolveExit(EXIT.ok);
+    }
+    // A fatal error in the loop (a bug, bad credentials) ends the process; unavailability never does.
+    const running = service;
+    running.done.catch(async () => {
+      await running.stop().catch(() => {});
+      resolveExit(EXIT.failures);
+    });
+
+    const code = await exit;
+    if (code === EXIT.ok) log.info('stopped');
+    return finish(log, code);
+  },
+};
+
+async function finish(log: ReturnType<typeof createLogger>, code: number): Promise<number> {
+  await flushLogger(log);
+  // Kafka sockets and timers must not keep a stopped processor alive.
+  setTimeout(() => process.exit(code), 100).unref();
+  return code;
+}

@@ -1,0 +1,92 @@
+// Dead-letter messages, Spring Kafka style so JVM tooling reads them: the
+// original key, value and headers unchanged, plus `kafka_dlt-*` headers with
+// the binary encodings of Spring's DeadLetterPublishingRecoverer (partition a
+// 4-byte and offset/timestamp 8-byte big-endian integers, the rest UTF-8)
+// and our error code. The message never quotes the record.
+
+import type { Headers, InputMessage, OutputMessage } from './types.js';
+
+export const DLT_HEADERS = Object.freeze({
+  originalTopic: 'kafka_dlt-original-topic',
+  originalPartition: 'kafka_dlt-original-partition',
+  originalOffset: 'kafka_dlt-original-offset',
+  originalTimestamp: 'kafka_dlt-original-timestamp',
+  originalConsumerGroup: 'kafka_dlt-original-consumer-group',
+  exceptionFqcn: 'kafka_dlt-exception-fqcn',
+  exceptionMessage: 'kafka_dlt-exception-message',
+  errorCode: 'cner_error-code',
+});
+
+/** Stands in for a Java exception class name in `kafka_dlt-exception-fqcn`. */
+export const DLT_EXCEPTION_CLASS = 'health.cner.DeadLetter';
+
+export interface DeadLetterReason {
+  readonly code: string;
+  readonly message: string;
+}
+
+export function deadLetterMessage(message: InputMessage, reason: DeadLetterReason, dltTopic: string, groupId: string): OutputMessage {
+  const partition = Buffer.alloc(4);
+  partition.writeInt32BE(message.partition);
+  const offset = Buffer.alloc(8);
+  offset.writeBigInt64BE(BigInt(message.offset));
+  const timestamp = Buffer.alloc(8);
+  timestamp.writeBigInt64BE(BigInt(Number.isSafeInteger(message.timestamp) ? message.timestamp : -1));
+  return {
+    topic: dltTopic,
+    key: message.key,
+    value: message.value,
+    headers: {
+      ...message.headers,
+      [DLT_HEADERS.originalTopic]: Buffer.from(message.topic),
+      [DLT_HEADERS.originalPartition]: partition,
+      [DLT_HEADERS.originalOffset]: offset,
+      [DLT_HEADERS.originalTimestamp]: timestamp,
+      [DLT_HEADERS.originalConsumerGroup]: Buffer.from(groupId),
+      [DLT_HEADERS.exceptionFqcn]: Buffer.from(DLT_EXCEPTION_CLASS),
+      [DLT_HEADERS.exceptionMessage]: Buffer.from(`${reason.code}: ${reason.message}`),
+      [DLT_HEADERS.errorCode]: Buffer.from(reason.code),
+    },
+  };
+}
+
+/** The dead-letter headers, read back (for tools and tests). */
+export interface DeadLetterInfo {
+  readonly originalTopic: string;
+  readonly originalPartition: number;
+  readonly originalOffset: string;
+  readonly errorCode: string;
+  readonly message: string;
+}
+
+export function readDeadLetterHeaders(headers: Headers): DeadLetterInfo | null {
+  const h = (name: string): Buffer | undefined => headers[name];
+  const topic = h(DLT_HEADERS.originalTopic);
+  const partition = h(DLT_HEADERS.originalPartition);
+  const offset = h(DLT_HEADERS.originalOffset);
+  const code = h(DLT_HEADERS.errorCode);
+  if (topic === undefined || partition?.length !== 4 || offset?.length !== 8 || code === undefined) return null;
+  return {
+    originalTopic: topic.toString(),
+    originalPartition: partition.readInt32BE(0),
+    originalOffset: offset.readBigInt64BE(0).toString(),
+    errorCode: code.toString(),
+    message: h(DLT_HEADERS.exceptionMessage)?.toString() ?? '',
+  };
+}
+
+/** W3C Trace Context headers carried from the input record to what we publish for it. */
+export const TRACE_HEADERS = ['traceparent', 'tracestate'] as const;
+
+const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
+
+export function traceHeaders(headers: Headers): Headers {
+  const out: Record<string, Buffer> = {};
+  const parent = headers['traceparent'];
+  if (parent !== undefined && TRACEPARENT.test(parent.toString().trim())) {
+    out['traceparent'] = parent;
+    const state = headers['tracestate'];
+    if (state !== undefined) out['tracestate'] = state;
+  }
+  return out;
+}

@@ -1,0 +1,136 @@
+// What one transaction publishes for a slice of input messages: decode each
+// (Either), tag the valid ones concurrently (the model's batcher forms
+// inference batches across them), and fold every record once into an event
+// on the output topic or a dead letter. No Kafka here: the loop in stream.ts
+// commits the result.
+
+import { type Either, isLeft } from 'fp-ts/lib/Either.js';
+import type { Logger } from 'pino';
+import { describeError } from '../errors.js';
+import { buildEvent, type ClinicalEntitiesEvent } from '../pipeline/event.js';
+import type { Entity } from '../pipeline/spans.js';
+import { type TaggingModel, tagRecord } from '../pipeline/tag.js';
+import type { Metrics } from '../observability/metrics.js';
+import { type DeadLetterReason, deadLetterMessage, traceHeaders } from './dead-letter.js';
+import type { DecodeFailure, Decoded } from './decode.js';
+import type { InputMessage, OutputMessage } from './types.js';
+
+export interface ProcessorOptions {
+  readonly outputTopic: string;
+  readonly dltTopic: string;
+  readonly groupId: string;
+  readonly model: TaggingModel;
+  readonly decode: (message: InputMessage) => Promise<Either<DecodeFailure, Decoded>>;
+  readonly encodeEvent: (event: ClinicalEntitiesEvent) => Buffer;
+  /**
+   * A record whose tagging keeps failing with a retriable error is
+   * dead-lettered on this attempt (so one poison record cannot stall its
+   * partition forever).
+   */
+  readonly maxAttempts: number;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  readonly now?: () => number;
+}
+
+export interface TransactionPlan {
+  /** Events and dead letters, in input order. */
+  readonly messages: readonly OutputMessage[];
+  readonly events: number;
+  readonly deadLetters: readonly DeadLetterNote[];
+  readonly entityCounts: Readonly<Record<string, number>>;
+  /** Kafka timestamps of the records that became events (for end-to-end latency). */
+  readonly eventTimestamps: readonly number[];
+  readonly formats: readonly string[];
+}
+
+export interface DeadLetterNote {
+  readonly partition: number;
+  readonly offset: string;
+  readonly code: string;
+  readonly reason: string;
+}
+
+type Outcome = { readonly kind: 'event'; readonly message: OutputMessage; readonly entities: readonly Entity[] } | { readonly kind: 'dead'; readonly reason: DeadLetterReason };
+
+/**
+ * Throws (so the slice is aborted and read again) only when the failure is not
+ * the records': registry unavailable, retriable inference failure (before
+ * `maxAttempts`), the model closing.
+ */
+export async function planTransaction(messages: readonly InputMessage[], attempt: number, options: ProcessorOptions): Promise<TransactionPlan> {
+  const now = options.now ?? Date.now;
+  const decoded = await Promise.all(messages.map((m) => options.decode(m)));
+
+  const tagged = await Promise.allSettled(
+    decoded.map(async (d) => {
+      if (isLeft(d)) return null;
+      const stop = options.metrics.inferenceSeconds.startTimer();
+      const entities = await tagRecord(d.right.record.text, options.model);
+      stop();
+      return entities;
+    }),
+  );
+
+  // A failure that may pass (or the model closing) aborts the whole slice before anything is built.
+  const retry = tagged.find((t): t is PromiseRejectedResult => {
+    if (t.status !== 'rejected') return false;
+    const info = describeError(t.reason);
+    return info.code === 'MODEL_CLOSED' || (info.retriable && attempt < options.maxAttempts);
+  });
+  if (retry !== undefined) throw retry.reason;
+
+  // Every record folded once: an event, or a dead letter.
+  const outcomes: Outcome[] = messages.map((message, i) => {
+    const d = decoded[i]!;
+    if (isLeft(d)) return { kind: 'dead', reason: d.left };
+    const t = tagged[i]!;
+    const ctx = { topic: message.topic, partition: message.partition, offset: message.offset, recordId: d.right.record.recordId };
+    if (t.status === 'rejected') {
+      const info = describeError(t.reason);
+      options.log.error({ ...ctx, code: info.code, attempt, err: t.reason }, 'tagging failed for good: dead-lettering the record');
+      return { kind: 'dead', reason: { code: 'PROCESSING_FAILED', message: `tagging failed (${info.code}${info.retriable ? ` after ${attempt} attempts` : ''}): ${info.message}` } };
+    }
+    try {
+      const event = buildEvent(d.right.record.recordId, options.model.version, t.value ?? [], now());
+      return {
+        kind: 'event',
+        entities: t.value ?? [],
+        message: {
+          topic: options.outputTopic,
+          key: message.key ?? Buffer.from(d.right.record.recordId),
+          value: options.encodeEvent(event),
+          headers: traceHeaders(message.headers),
+        },
+      };
+    } catch (e) {
+      const info = describeError(e);
+      options.log.error({ ...ctx, code: info.code, err: e }, 'encoding the event failed: dead-lettering the record');
+      return { kind: 'dead', reason: { code: 'PROCESSING_FAILED', message: `encoding the event failed: ${info.message}` } };
+    }
+  });
+
+  const out: OutputMessage[] = [];
+  const deadLetters: DeadLetterNote[] = [];
+  const entityCounts: Record<string, number> = {};
+  const eventTimestamps: number[] = [];
+  outcomes.forEach((o, i) => {
+    const message = messages[i]!;
+    if (o.kind === 'event') {
+      out.push(o.message);
+      eventTimestamps.push(message.timestamp);
+      for (const e of o.entities) entityCounts[e.code] = (entityCounts[e.code] ?? 0) + 1;
+    } else {
+      out.push(deadLetterMessage(message, o.reason, options.dltTopic, options.groupId));
+      deadLetters.push({ partition: message.partition, offset: message.offset, code: o.reason.code, reason: o.reason.message });
+    }
+  });
+  return {
+    messages: out,
+    events: eventTimestamps.length,
+    deadLetters,
+    entityCounts,
+    eventTimestamps,
+    formats: decoded.map((d) => (isLeft(d) ? d.left.format : d.right.format)),
+  };
+}

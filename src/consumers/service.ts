@@ -1,0 +1,241 @@
+// The processor, wired: HTTP side server → model → schemas registered →
+// topics present → stream loop. Startup steps that need the registry or the
+// broker wait for them with backoff (not ready meanwhile) instead of failing;
+// a bad configuration or model bundle fails at once. `cner serve` and
+// `cner demo` both run this.
+
+import type { Logger } from 'pino';
+import { type Config, describeConfig } from '../config.js';
+import { StreamError, describeError } from '../errors.js';
+import { type LoadedModel, openModel } from '../model/model.js';
+import { Health } from '../observability/health.js';
+import { type HttpServer, startHttpServer } from '../observability/http.js';
+import { type Metrics, createMetrics } from '../observability/metrics.js';
+import { AvroReader, EventEncoder, loadSchema } from './avro.js';
+import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay, sleep } from './backoff.js';
+import { decodeMessage } from './decode.js';
+import { createKafkaClient } from './kafka.js';
+import { planTransaction } from './processor.js';
+import { SchemaRegistry } from './registry.js';
+import { StreamProcessor } from './stream.js';
+import type { KafkaClient } from './types.js';
+
+export interface ServiceOptions {
+  readonly config: Config;
+  readonly log: Logger;
+  /** Default: a kafkajs client from the configuration. */
+  readonly kafka?: KafkaClient;
+  /** Default: all interfaces. */
+  readonly httpHost?: string;
+  /** Backoff of startup waits and session restarts (tests use short ones). */
+  readonly backoff?: BackoffOptions;
+  /** Default 5: attempts before a record whose tagging keeps failing is dead-lettered. */
+  readonly maxAttempts?: number;
+  /** Aborting it stops a start that is waiting for the broker or the registry. */
+  readonly signal?: AbortSignal;
+}
+
+export interface RunningService {
+  readonly httpPort: number;
+  readonly health: Health;
+  readonly metrics: Metrics;
+  /** Settles when the stream loop ends: resolves after stop(), rejects on a fatal error. */
+  readonly done: Promise<void>;
+  /** Graceful: finishes the transaction in flight, commits, leaves the group, closes everything. */
+  stop(): Promise<void>;
+}
+
+export async function startService(options: ServiceOptions): Promise<RunningService> {
+  const { config, log } = options;
+  if (config.kafka.brokers.length === 0 || config.registry.url === null) {
+    throw new StreamError('INTERNAL', 'startService needs KAFKA_BROKERS and SCHEMA_REGISTRY_URL');
+  }
+  const backoff = options.backoff ?? DEFAULT_BACKOFF;
+  const metrics = createMetrics();
+  const health = new Health(metrics, log);
+  const abort = new AbortController();
+  options.signal?.addEventListener('abort', () => abort.abort(), { once: true });
+  let model: LoadedModel | null = null;
+  let stream: StreamProcessor | null = null;
+
+  log.info({ config: describeConfig(config) }, 'starting the stream processor');
+  const http: HttpServer = await startHttpServer({
+    port: config.httpPort,
+    ...(options.httpHost === undefined ? {} : { host: options.httpHost }),
+    health: () => health.snapshot(),
+    registry: metrics.registry,
+  });
+  log.info({ port: http.port }, 'HTTP side server listening (/livez, /readyz, /metrics)');
+
+  const stopAll = async (): Promise<void> => {
+    abort.abort();
+    health.shuttingDown();
+    await stream?.stop();
+    await model?.close().catch((e: unknown) => log.warn({ err: e }, 'closing the model failed'));
+    await http.close();
+  };
+
+  try {
+    model = await openModel(config.model.dir, {
+      workers: config.model.workers,
+      maxBatchSize: config.model.maxBatchSize,
+      maxWaitMs: config.model.maxWaitMs,
+      session: { executionProviders: config.model.executionProviders, intraOpThreads: config.model.intraOpThreads, graphOptimizationLevel: 'all' },
+      logger: log.child({ component: 'model' }),
+    });
+    health.set('modelLoaded', true);
+
+    const registry = new SchemaRegistry({ url: config.registry.url, auth: config.registry.auth });
+    const input = loadSchema('EmrRecord');
+    const output = loadSchema('ClinicalEntities');
+    const outputSchemaId = await untilAvailable('registry', health, log, backoff, abort.signal, () =>
+      registerSchemas(registry, config, input.text, output.text, log),
+    );
+    if (abort.signal.aborted) throw new StartAborted();
+
+    const kafka = options.kafka ?? createKafkaClient({ ...config.kafka, log: log.child({ component: 'kafka' }) });
+    await untilAvailable('kafka', health, log, backoff, abort.signal, () => ensureTopics(kafka, config, log));
+    if (abort.signal.aborted) throw new StartAborted();
+
+    const reader = new AvroReader(input.type, registry);
+    const encoder = new EventEncoder(output.type, outputSchemaId);
+    const loaded = model;
+    stream = new StreamProcessor({
+      kafka,
+      inputTopic: config.kafka.inputTopic,
+      transactionalId: config.kafka.transactionalId,
+      maxRecordsPerTransaction: Math.max(16, 4 * config.model.maxBatchSize),
+      sessionBackoff: backoff,
+      retryBackoff: backoff,
+      health,
+      metrics,
+      log,
+      plan: (messages, attempt) =>
+        planTransaction(messages, attempt, {
+          outputTopic: config.kafka.outputTopic,
+          dltTopic: config.kafka.dltTopic,
+          groupId: config.kafka.groupId,
+          model: loaded,
+          decode: (m) => decodeMessage(m.key, m.value, { maxTextLength: config.maxTextLength, avro: reader }),
+          encodeEvent: (event) => encoder.encode(event),
+          maxAttempts: options.maxAttempts ?? 5,
+          metrics,
+          log,
+        }),
+    });
+    stream.start();
+  } catch (e) {
+    await stopAll().catch(() => {});
+    throw e;
+  }
+
+  const running = stream;
+  return {
+    httpPort: http.port,
+    health,
+    metrics,
+    done: running.done,
+    stop: stopAll,
+  };
+}
+
+/** startService was stopped (its signal aborted) before the processor ran. */
+export class StartAborted extends Error {
+  override readonly name = 'StartAborted';
+  constructor() {
+    super('stopped during startup');
+  }
+}
+
+/**
+ * Registers ClinicalEntities under `<output topic>-value` (idempotent), and
+ * EmrRecord under `<input topic>-value` unless that subject already has
+ * versions of its own (producers own the input schema; ours must not become
+ * its latest version). Subjects we create get BACKWARD compatibility unless
+ * they already have a compatibility level other than NONE. Returns the
+ * output schema id.
+ */
+export async function registerSchemas(registry: SchemaRegistry, config: Config, inputSchema: string, outputSchema: string, log: Logger): Promise<number> {
+  const outSubject = `${config.kafka.outputTopic}-value`;
+  const outputId = await registry.register(outSubject, outputSchema);
+  await requireBackward(registry, outSubject, log);
+  const inSubject = `${config.kafka.inputTopic}-value`;
+  let inputId = await registry.lookup(inSubject, inputSchema);
+  if (inputId === null) {
+    const versions = await registry.versions(inSubject);
+    if (versions.length === 0) {
+      inputId = await registry.register(inSubject, inputSchema);
+      await requireBackward(registry, inSubject, log);
+    } else {
+      log.info({ subject: inSubject, versions: versions.length }, 'input subject has its own versions: EmrRecord not registered there (values are read with their writer schema)');
+    }
+  }
+  log.info({ outputSubject: outSubject, outputSchemaId: outputId, inputSubject: inSubject, inputSchemaId: inputId }, 'schemas registered');
+  return outputId;
+}
+
+async function requireBackward(registry: SchemaRegistry, subject: string, log: Logger): Promise<void> {
+  const level = await registry.compatibility(subject);
+  if (level !== null && level !== 'NONE') return;
+  try {
+    await registry.setCompatibility(subject, 'BACKWARD');
+    log.info({ subject }, 'compatibility of the subject set to BACKWARD');
+  } catch (e) {
+    if (describeError(e).retriable) throw e;
+    log.warn({ subject, err: e }, 'could not set the subject\'s compatibility to BACKWARD (no permission?); set it in the registry');
+  }
+}
+
+/** Makes sure the three topics exist; creates missing ones when allowed. */
+export async function ensureTopics(kafka: KafkaClient, config: Config, log: Logger): Promise<void> {
+  const { inputTopic, outputTopic, dltTopic, createTopics, topicPartitions, topicReplicationFactor } = config.kafka;
+  const missing = await kafka.missingTopics([inputTopic, outputTopic, dltTopic]);
+  if (missing.length === 0) return;
+  if (!createTopics) {
+    throw new StreamError('TOPIC_MISSING', `topics ${missing.join(', ')} do not exist: create them, or set KAFKA_CREATE_TOPICS=true`, { context: { missing } });
+  }
+  await kafka.createTopics(missing.map((topic) => ({ topic, partitions: topicPartitions, replicationFactor: topicReplicationFactor })));
+  log.info({ topics: missing, partitions: topicPartitions, replicationFactor: topicReplicationFactor }, 'created missing topics');
+}
+
+/** Retries `fn` with backoff while it fails retriably, keeping the dependency marked unavailable. */
+async function untilAvailable<T>(dependency: 'kafka' | 'registry', health: Health, log: Logger, backoff: BackoffOptions, signal: AbortSignal, fn: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const value = await raceAbort(fn(), signal);
+      health.setAvailable(dependency, true);
+      return value;
+    } catch (e) {
+      const info = describeError(e);
+      if (signal.aborted) throw new StartAborted();
+      if (!info.retriable) throw e;
+      const delay = backoffDelay(attempt, backoff);
+      if (info.code === 'TOPIC_MISSING') log.warn({ err: e, retryInMs: delay }, 'waiting for topics: not ready until they exist');
+      else health.setAvailable(dependency, false, { err: e, retryInMs: delay });
+      await sleep(delay, signal);
+      if (signal.aborted) throw new StartAborted();
+    }
+  }
+}
+
+/** `promise`, or StartAborted as soon as `signal` aborts (the promise is left to settle unobserved). */
+function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) {
+    promise.catch(() => {});
+    return Promise.reject(new StartAborted());
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(new StartAborted());
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
+}

@@ -1,0 +1,98 @@
+// The Kafka port: the few operations the stream loop needs, in plain types.
+// `kafka.ts` implements it with kafkajs; another client
+// (@confluentinc/kafka-javascript) would implement the same interfaces and
+// nothing else would change. No Kafka client type appears outside kafka.ts.
+
+/** Header values are raw bytes; only the last value of a repeated header is kept. */
+export type Headers = Readonly<Record<string, Buffer>>;
+
+export interface InputMessage {
+  readonly topic: string;
+  readonly partition: number;
+  /** Decimal string (Kafka offsets are 64-bit). */
+  readonly offset: string;
+  readonly key: Buffer | null;
+  readonly value: Buffer | null;
+  readonly headers: Headers;
+  /** The record's Kafka timestamp, epoch milliseconds. */
+  readonly timestamp: number;
+}
+
+export interface InputBatch {
+  readonly topic: string;
+  readonly partition: number;
+  /** Offset after the last record of the partition (decimal string). */
+  readonly highWatermark: string;
+  readonly messages: readonly InputMessage[];
+}
+
+export interface OutputMessage {
+  readonly topic: string;
+  readonly key: Buffer | null;
+  readonly value: Buffer | null;
+  readonly headers: Headers;
+}
+
+/** What the batch handler may do with the consumer while it holds a batch. */
+export interface BatchControl {
+  /** Marks everything up to `offset` (inclusive) processed: the next fetch starts after it. */
+  resolveOffset(offset: string): void;
+  /** Keeps the group membership alive during long work; throws when the group is rebalancing. */
+  heartbeat(): Promise<void>;
+  /** The next fetch of this partition starts at `offset` (the rest of this batch is dropped). */
+  seek(offset: string): void;
+  /** False once the consumer is stopping: finish the current transaction, start no new one. */
+  isRunning(): boolean;
+  /** True once this partition was seeked: the rest of the batch is stale. */
+  isStale(): boolean;
+}
+
+export type BatchHandler = (batch: InputBatch, control: BatchControl) => Promise<void>;
+
+export interface ConsumerEvents {
+  /** The consumer joined its group and got these partitions. */
+  onJoin(assignment: Readonly<Record<string, readonly number[]>>): void;
+  /** The consumer stopped for good because of `error` (it does not restart itself). */
+  onCrash(error: unknown): void;
+}
+
+export interface StreamConsumer {
+  /** Connects, subscribes and starts calling `handler`, one batch at a time. Resolves once started. */
+  run(topic: string, handler: BatchHandler, events: ConsumerEvents): Promise<void>;
+  /** Lets the batch in progress finish, leaves the group and disconnects. */
+  stop(): Promise<void>;
+}
+
+export interface TopicPartitionOffset {
+  readonly topic: string;
+  readonly partition: number;
+  /** The next offset to read (last processed + 1). */
+  readonly offset: string;
+}
+
+export interface TransactionalProducer {
+  /** Initialises the transactional id: fences an older producer with the same id and aborts its open transaction. */
+  connect(): Promise<void>;
+  /**
+   * One transaction: sends every message, adds the consumer offsets, commits.
+   * On any failure it aborts (best effort) and throws; nothing of it is visible
+   * to read_committed consumers.
+   */
+  commit(messages: readonly OutputMessage[], offsets: readonly TopicPartitionOffset[], groupId: string): Promise<void>;
+  disconnect(): Promise<void>;
+}
+
+export interface TopicSpec {
+  readonly topic: string;
+  readonly partitions: number;
+  readonly replicationFactor: number;
+}
+
+export interface KafkaClient {
+  readonly groupId: string;
+  consumer(): StreamConsumer;
+  transactionalProducer(transactionalId: string): TransactionalProducer;
+  /** Names of `topics` that do not exist. */
+  missingTopics(topics: readonly string[]): Promise<string[]>;
+  createTopics(topics: readonly TopicSpec[]): Promise<void>;
+}

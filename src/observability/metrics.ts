@@ -1,0 +1,75 @@
+// Prometheus metrics of the processor (prom-client), on a registry of their
+// own so tests and a second processor in one process do not collide.
+
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export type Dependency = 'kafka' | 'registry' | 'model';
+
+export interface Metrics {
+  readonly registry: Registry;
+  /** Records consumed, by value format (avro, json, unknown). */
+  readonly recordsIn: Counter<'format'>;
+  /** ClinicalEntities events committed to the output topic. */
+  readonly eventsOut: Counter;
+  /** Records committed to the dead-letter topic, by error code. */
+  readonly deadLettered: Counter<'code'>;
+  /** Entities found, by type code. */
+  readonly entities: Counter<'type'>;
+  /** Records per committed transaction. */
+  readonly batchSize: Histogram;
+  /** Time to tag one record (tagRecord: batcher wait + inference + decoding). */
+  readonly inferenceSeconds: Histogram;
+  /** Kafka record timestamp → committed publish. */
+  readonly endToEndSeconds: Histogram;
+  /** Records of the partition not yet committed (high watermark − next offset). */
+  readonly consumerLag: Gauge<'topic' | 'partition'>;
+  readonly transactions: Counter<'result'>;
+  /** Batches read again after a retriable failure, by error code. */
+  readonly retries: Counter<'code'>;
+  /** 1 while the dependency answers, 0 while it is unavailable. */
+  readonly dependencyUp: Gauge<'dependency'>;
+  /** Times a dependency was found unavailable. */
+  readonly unavailable: Counter<'dependency'>;
+  readonly ready: Gauge;
+}
+
+export function createMetrics(options: { readonly defaultMetrics?: boolean } = {}): Metrics {
+  const registry = new Registry();
+  if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: 'cner_' });
+  const registers = [registry];
+  const metrics: Metrics = {
+    registry,
+    recordsIn: new Counter({ name: 'cner_records_in_total', help: 'Input records consumed, by value format.', labelNames: ['format'], registers }),
+    eventsOut: new Counter({ name: 'cner_events_out_total', help: 'ClinicalEntities events committed to the output topic.', registers }),
+    deadLettered: new Counter({ name: 'cner_dead_lettered_total', help: 'Records committed to the dead-letter topic, by error code.', labelNames: ['code'], registers }),
+    entities: new Counter({ name: 'cner_entities_total', help: 'Entities published, by type code.', labelNames: ['type'], registers }),
+    batchSize: new Histogram({
+      name: 'cner_batch_size',
+      help: 'Input records per committed transaction.',
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
+      registers,
+    }),
+    inferenceSeconds: new Histogram({
+      name: 'cner_inference_duration_seconds',
+      help: 'Time to tag one record: dynamic-batch wait, inference and decoding.',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    }),
+    endToEndSeconds: new Histogram({
+      name: 'cner_end_to_end_latency_seconds',
+      help: 'From the input record\'s Kafka timestamp to the commit of its event.',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+      registers,
+    }),
+    consumerLag: new Gauge({ name: 'cner_consumer_lag', help: 'Records of a partition not yet committed.', labelNames: ['topic', 'partition'], registers }),
+    transactions: new Counter({ name: 'cner_transactions_total', help: 'Kafka transactions, by result (committed, aborted).', labelNames: ['result'], registers }),
+    retries: new Counter({ name: 'cner_retries_total', help: 'Batches read again after a retriable failure, by error code.', labelNames: ['code'], registers }),
+    dependencyUp: new Gauge({ name: 'cner_dependency_up', help: '1 while a dependency (kafka, registry, model) is available, else 0.', labelNames: ['dependency'], registers }),
+    unavailable: new Counter({ name: 'cner_dependency_unavailable_total', help: 'Times a dependency was found unavailable.', labelNames: ['dependency'], registers }),
+    ready: new Gauge({ name: 'cner_ready', help: '1 while /readyz answers 200.', registers }),
+  };
+  for (const d of ['kafka', 'registry', 'model'] satisfies Dependency[]) metrics.dependencyUp.set({ dependency: d }, 0);
+  metrics.transactions.inc({ result: 'committed' }, 0);
+  metrics.transactions.inc({ result: 'aborted' }, 0);
+  return metrics;
+}

@@ -1,0 +1,76 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { EventEncoder, frame, isAvroFramed, loadSchema, unframe } from '../../src/consumers/avro.js';
+import { StreamError } from '../../src/errors.js';
+import { ENTITY_TYPES } from '../../src/pipeline/labels.js';
+
+interface Field {
+  readonly name: string;
+  readonly doc?: string;
+  readonly default?: unknown;
+  readonly type: unknown;
+}
+
+function fields(schema: { fields: Field[] }): Field[] {
+  const out: Field[] = [];
+  for (const f of schema.fields) {
+    out.push(f);
+    const t = f.type as { type?: string; items?: { fields?: Field[] } };
+    if (t.type === 'array' && t.items?.fields) out.push(...fields(t.items as { fields: Field[] }));
+  }
+  return out;
+}
+
+describe('schemas', () => {
+  for (const name of ['EmrRecord', 'ClinicalEntities'] as const) {
+    it(`${name}.avsc: namespace health.cner, every field documented`, () => {
+      const schema = JSON.parse(loadSchema(name).text) as { namespace: string; doc: string; fields: Field[] };
+      assert.equal(schema.namespace, 'health.cner');
+      assert.ok(schema.doc.length > 0);
+      for (const f of fields(schema)) assert.ok(f.doc !== undefined && f.doc.length > 0, `${name}.${f.name} has a doc`);
+    });
+  }
+
+  it('EmrRecord: recordId, text, sourceSystem, timestamp-millis, optional metadata with a default', () => {
+    const schema = JSON.parse(loadSchema('EmrRecord').text) as { fields: Field[] };
+    assert.deepEqual(schema.fields.map((f) => f.name), ['recordId', 'text', 'sourceSystem', 'timestamp', 'metadata']);
+    assert.deepEqual(schema.fields[3]!.type, { type: 'long', logicalType: 'timestamp-millis' });
+    assert.equal(schema.fields[4]!.default, null);
+  });
+
+  it('ClinicalEntities: the entity types are the contract codes, in order', () => {
+    const schema = JSON.parse(loadSchema('ClinicalEntities').text) as { fields: Field[] };
+    const entity = (schema.fields[3]!.type as { items: { fields: Field[] } }).items;
+    const type = entity.fields[0]!.type as { symbols: string[] };
+    assert.deepEqual(type.symbols, ENTITY_TYPES.map((t) => t.code));
+    assert.deepEqual(entity.fields.map((f) => f.name), ['type', 'label', 'start', 'end', 'text', 'confidence']);
+  });
+});
+
+describe('Confluent wire format', () => {
+  it('frames and unframes: magic byte 0, 4-byte big-endian schema id', () => {
+    const f = frame(0x01020304, Buffer.from([9, 8]));
+    assert.deepEqual([...f], [0, 1, 2, 3, 4, 9, 8]);
+    assert.deepEqual(unframe(f), { schemaId: 0x01020304, payload: Buffer.from([9, 8]) });
+    assert.equal(unframe(Buffer.from([0, 1, 2])), null);
+    assert.equal(isAvroFramed(Buffer.from('{')), false);
+    assert.equal(isAvroFramed(f), true);
+  });
+});
+
+describe('EventEncoder', () => {
+  const out = loadSchema('ClinicalEntities');
+  it('encodes an event that round-trips', () => {
+    const event = { recordId: 'r', modelVersion: 'v1', processedAt: 1, entities: [{ type: 'DRU', label: '药物', start: 0, end: 2, text: '阿司', confidence: 0.5 }] };
+    const buf = new EventEncoder(out.type, 3).encode(event as never);
+    assert.deepEqual(JSON.parse(JSON.stringify(out.type.fromBuffer(unframe(buf)!.payload))), event);
+  });
+
+  it('reports invalid events by path, without quoting values', () => {
+    const bad = { recordId: 'r', modelVersion: 'v1', processedAt: 1, entities: [{ type: 'XXX', label: '药物', start: 0, end: 2, text: 'SECRET-TEXT', confidence: 0.5 }] };
+    assert.throws(
+      () => new EventEncoder(out.type, 3).encode(bad as never),
+      (e: unknown) => e instanceof StreamError && e.code === 'PROCESSING_FAILED' && /entities\.0\.type/.test(e.message) && !/SECRET/.test(e.message),
+    );
+  });
+});

@@ -1,0 +1,49 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { DLT_HEADERS, deadLetterMessage, readDeadLetterHeaders, traceHeaders } from '../../src/consumers/dead-letter.js';
+import { message } from './helpers.js';
+
+describe('deadLetterMessage', () => {
+  it('keeps key, value and headers and adds Spring-style headers with Spring\'s encodings', () => {
+    const original = message(7, 1234567890123, Buffer.from([1, 2, 3]), { topic: 'emr.records.raw', timestamp: 1700000000000, headers: { traceparent: Buffer.from('tp'), a: Buffer.from('b') } });
+    const m = deadLetterMessage(original, { code: 'TEXT_TOO_LONG', message: 'invalid record: text has 9 code points' }, 'emr.records.raw.DLT', 'cner');
+    assert.equal(m.topic, 'emr.records.raw.DLT');
+    assert.equal(m.key, original.key);
+    assert.equal(m.value, original.value);
+    assert.equal(m.headers['traceparent']?.toString(), 'tp');
+    assert.equal(m.headers['a']?.toString(), 'b');
+    assert.equal(m.headers[DLT_HEADERS.originalTopic]?.toString(), 'emr.records.raw');
+    assert.deepEqual([...m.headers[DLT_HEADERS.originalPartition]!], [0, 0, 0, 7]);
+    assert.equal(m.headers[DLT_HEADERS.originalOffset]!.readBigInt64BE(0), 1234567890123n);
+    assert.equal(m.headers[DLT_HEADERS.originalTimestamp]!.readBigInt64BE(0), 1700000000000n);
+    assert.equal(m.headers[DLT_HEADERS.originalConsumerGroup]?.toString(), 'cner');
+    assert.equal(m.headers[DLT_HEADERS.exceptionFqcn]?.toString(), 'health.cner.DeadLetter');
+    assert.equal(m.headers[DLT_HEADERS.exceptionMessage]?.toString(), 'TEXT_TOO_LONG: invalid record: text has 9 code points');
+    assert.equal(m.headers[DLT_HEADERS.errorCode]?.toString(), 'TEXT_TOO_LONG');
+    assert.deepEqual(readDeadLetterHeaders(m.headers), {
+      originalTopic: 'emr.records.raw',
+      originalPartition: 7,
+      originalOffset: '1234567890123',
+      errorCode: 'TEXT_TOO_LONG',
+      message: 'TEXT_TOO_LONG: invalid record: text has 9 code points',
+    });
+  });
+
+  it('reads nothing from a message without the headers', () => {
+    assert.equal(readDeadLetterHeaders({}), null);
+  });
+});
+
+describe('traceHeaders', () => {
+  const tp = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+  it('carries a valid traceparent and its tracestate, nothing else', () => {
+    assert.deepEqual(traceHeaders({ traceparent: Buffer.from(tp), tracestate: Buffer.from('k=v'), other: Buffer.from('x') }), {
+      traceparent: Buffer.from(tp),
+      tracestate: Buffer.from('k=v'),
+    });
+  });
+  it('drops a malformed traceparent (and then its tracestate)', () => {
+    assert.deepEqual(traceHeaders({ traceparent: Buffer.from('garbage'), tracestate: Buffer.from('k=v') }), {});
+    assert.deepEqual(traceHeaders({}), {});
+  });
+});

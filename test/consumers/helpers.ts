@@ -1,0 +1,209 @@
+// Fakes for the consumer tests: an in-memory Kafka behind the port in
+// src/consumers/types.ts, a tagging model without onnxruntime, and loggers
+// that keep their lines.
+
+import path from 'node:path';
+import pino, { type Logger } from 'pino';
+import { type LogLevel, PACKAGE_ROOT } from '../../src/config.js';
+import { createLogger } from '../../src/observability/logger.js';
+import { StreamError } from '../../src/errors.js';
+import { type ModelBundle, loadBundle } from '../../src/model/bundle.js';
+import { NUM_TAGS } from '../../src/pipeline/labels.js';
+import type { TaggingModel } from '../../src/pipeline/tag.js';
+import type {
+  BatchHandler,
+  ConsumerEvents,
+  InputMessage,
+  KafkaClient,
+  OutputMessage,
+  StreamConsumer,
+  TopicPartitionOffset,
+  TopicSpec,
+  TransactionalProducer,
+} from '../../src/consumers/types.js';
+
+export const TINY_BUNDLE = path.join(PACKAGE_ROOT, 'fixtures', 'tiny-bundle');
+
+let bundle: Promise<ModelBundle> | null = null;
+
+/**
+ * A TaggingModel over the tiny bundle's vocabulary and CRF whose emissions
+ * come from `emit` (default: all zeros) and which can be made to fail.
+ */
+export async function fakeModel(options: { fail?: (sequences: readonly Int32Array[]) => unknown } = {}): Promise<TaggingModel & { calls: number }> {
+  bundle ??= loadBundle(TINY_BUNDLE);
+  const b = await bundle;
+  const model = {
+    version: 'fake-1',
+    vocab: b.vocab,
+    crf: b.crf,
+    calls: 0,
+    async infer(sequences: readonly Int32Array[]): Promise<Float32Array[]> {
+      model.calls++;
+      const failure = options.fail?.(sequences);
+      if (failure !== undefined) throw failure;
+      // Strongly B-DIS on the first token, O elsewhere: one entity per chunk.
+      return sequences.map((s) => {
+        const em = new Float32Array(s.length * NUM_TAGS);
+        for (let t = 0; t < s.length; t++) em[t * NUM_TAGS + (t === 0 ? 1 : 0)] = 10;
+        return em;
+      });
+    },
+  };
+  return model;
+}
+
+/** The processor's own logger (serializers, redaction) writing into `lines`. */
+export function memoryLogger(lines: string[], level: LogLevel = 'debug'): Logger {
+  return createLogger({ level, destination: { write: (chunk: string) => void lines.push(chunk) } });
+}
+
+export const silent = (): Logger => pino({ level: 'silent' });
+
+export function message(partition: number, offset: number, value: string | Buffer | null, extra: Partial<InputMessage> = {}): InputMessage {
+  return {
+    topic: 'in',
+    partition,
+    offset: String(offset),
+    key: Buffer.from(`k-${partition}-${offset}`),
+    value: typeof value === 'string' ? Buffer.from(value) : value,
+    headers: {},
+    timestamp: Date.now() - 10,
+    ...extra,
+  };
+}
+
+export interface Committed {
+  readonly messages: readonly OutputMessage[];
+  readonly offsets: readonly TopicPartitionOffset[];
+}
+
+/**
+ * In-memory Kafka: partitions of input messages, a group offset per
+ * partition, transactions that either commit atomically or leave no trace.
+ * Each consumer starts from the committed offsets, like a real one after a
+ * restart or rebalance.
+ */
+export class FakeKafka implements KafkaClient {
+  readonly groupId = 'group';
+  readonly partitions = new Map<number, InputMessage[]>();
+  readonly committedOffsets = new Map<number, bigint>();
+  readonly transactions: Committed[] = [];
+  aborted = 0;
+  producersCreated = 0;
+  consumersCreated = 0;
+  readonly seeks: { partition: number; offset: string }[] = [];
+  /** Called before each commit; may throw to make it fail. */
+  beforeCommit: (messages: readonly OutputMessage[]) => void = () => {};
+  /** Thrown by the next transactionalProducer().connect() calls while > 0. */
+  connectFailures: unknown[] = [];
+  missing: string[] = [];
+  readonly created: TopicSpec[] = [];
+
+  add(partition: number, values: readonly (string | Buffer | null)[]): void {
+    const list = this.partitions.get(partition) ?? [];
+    for (const v of values) list.push(message(partition, list.length, v));
+    this.partitions.set(partition, list);
+  }
+
+  output(): OutputMessage[] {
+    return this.transactions.flatMap((t) => t.messages);
+  }
+
+  consumer(): StreamConsumer {
+    this.consumersCreated++;
+    return new FakeConsumer(this);
+  }
+
+  transactionalProducer(): TransactionalProducer {
+    this.producersCreated++;
+    const kafka = this;
+    return {
+      async connect() {
+        const failure = kafka.connectFailures.shift();
+        if (failure !== undefined) throw failure;
+      },
+      async commit(messages, offsets) {
+        try {
+          kafka.beforeCommit(messages);
+        } catch (e) {
+          kafka.aborted++;
+          throw e;
+        }
+        kafka.transactions.push({ messages, offsets });
+        for (const o of offsets) kafka.committedOffsets.set(o.partition, BigInt(o.offset));
+      },
+      async disconnect() {},
+    };
+  }
+
+  async missingTopics(topics: readonly string[]): Promise<string[]> {
+    return topics.filter((t) => this.missing.includes(t));
+  }
+
+  async createTopics(topics: readonly TopicSpec[]): Promise<void> {
+    this.created.push(...topics);
+    this.missing = this.missing.filter((m) => !topics.some((t) => t.topic === m));
+  }
+}
+
+class FakeConsumer implements StreamConsumer {
+  readonly #kafka: FakeKafka;
+  #running = false;
+  #loop: Promise<void> = Promise.resolve();
+
+  constructor(kafka: FakeKafka) {
+    this.#kafka = kafka;
+  }
+
+  async run(topic: string, handler: BatchHandler, events: ConsumerEvents): Promise<void> {
+    this.#running = true;
+    const position = new Map<number, bigint>();
+    for (const p of this.#kafka.partitions.keys()) position.set(p, this.#kafka.committedOffsets.get(p) ?? 0n);
+    events.onJoin({ [topic]: [...this.#kafka.partitions.keys()] });
+    this.#loop = (async () => {
+      while (this.#running) {
+        let delivered = false;
+        for (const [p, all] of this.#kafka.partitions) {
+          if (!this.#running) break;
+          const from = position.get(p) ?? 0n;
+          const messages = all.filter((m) => BigInt(m.offset) >= from);
+          if (messages.length === 0) continue;
+          delivered = true;
+          let stale = false;
+          await handler(
+            { topic, partition: p, highWatermark: String(all.length), messages },
+            {
+              resolveOffset: (o) => position.set(p, BigInt(o) + 1n),
+              heartbeat: async () => {},
+              seek: (o) => {
+                stale = true;
+                this.#kafka.seeks.push({ partition: p, offset: o });
+                position.set(p, BigInt(o));
+              },
+              isRunning: () => this.#running,
+              isStale: () => stale,
+            },
+          );
+        }
+        if (!delivered) await new Promise((r) => setTimeout(r, 2));
+      }
+    })();
+  }
+
+  async stop(): Promise<void> {
+    this.#running = false;
+    await this.#loop;
+  }
+}
+
+export const retriable = (code: 'TRANSACTION_FAILED' | 'REGISTRY_UNAVAILABLE' | 'BROKER_UNAVAILABLE' | 'PRODUCER_FENCED', message = 'test failure'): StreamError =>
+  new StreamError(code, message);
+
+export async function until(what: string, condition: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}

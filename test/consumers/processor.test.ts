@@ -1,0 +1,160 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { AvroReader, EventEncoder, loadSchema, unframe } from '../../src/consumers/avro.js';
+import { readDeadLetterHeaders } from '../../src/consumers/dead-letter.js';
+import { decodeMessage } from '../../src/consumers/decode.js';
+import { type ProcessorOptions, planTransaction } from '../../src/consumers/processor.js';
+import { StreamError } from '../../src/errors.js';
+import { createMetrics } from '../../src/observability/metrics.js';
+import { CnerError } from '../../src/pipeline/errors.js';
+import type { TaggingModel } from '../../src/pipeline/tag.js';
+import { fakeModel, memoryLogger, message } from './helpers.js';
+
+const CANARY = 'CANARY-9c1e-张三';
+const emr = loadSchema('EmrRecord');
+const out = loadSchema('ClinicalEntities');
+const TRACEPARENT = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+
+function options(model: TaggingModel, lines: string[], overrides: Partial<ProcessorOptions> = {}): ProcessorOptions {
+  const reader = new AvroReader(emr.type, { schemaById: async () => emr.text });
+  const encoder = new EventEncoder(out.type, 42);
+  return {
+    outputTopic: 'out',
+    dltTopic: 'in.DLT',
+    groupId: 'g',
+    model,
+    decode: (m) => decodeMessage(m.key, m.value, { maxTextLength: 50, avro: reader }),
+    encodeEvent: (e) => encoder.encode(e),
+    maxAttempts: 3,
+    metrics: createMetrics({ defaultMetrics: false }),
+    log: memoryLogger(lines),
+    now: () => 1_700_000_000_000,
+    ...overrides,
+  };
+}
+
+const json = (r: Record<string, unknown>): string => JSON.stringify({ recordId: 'r', sourceSystem: 's', timestamp: 1, ...r });
+
+describe('planTransaction', () => {
+  it('turns each record into an event or a dead letter, in input order', async () => {
+    const lines: string[] = [];
+    const model = await fakeModel();
+    const messages = [
+      message(0, 0, json({ recordId: 'a', text: '咳嗽。发热。' }), { headers: { traceparent: Buffer.from(TRACEPARENT), other: Buffer.from('x') } }),
+      message(0, 1, json({ recordId: 'b', text: '' })),
+      message(0, 2, json({ recordId: 'c', text: '头痛' })),
+    ];
+    const plan = await planTransaction(messages, 1, options(model, lines));
+    assert.deepEqual(plan.messages.map((m) => m.topic), ['out', 'in.DLT', 'out']);
+    assert.equal(plan.events, 2);
+    assert.deepEqual(plan.deadLetters.map((d) => d.code), ['MISSING_TEXT']);
+    assert.deepEqual(plan.formats, ['json', 'json', 'json']);
+
+    const first = plan.messages[0]!;
+    assert.deepEqual(first.key, messages[0]!.key, 'same key as the input');
+    assert.deepEqual(first.headers, { traceparent: Buffer.from(TRACEPARENT) }, 'trace context only');
+    const framed = unframe(first.value!)!;
+    assert.equal(framed.schemaId, 42);
+    const event = out.type.fromBuffer(framed.payload) as { recordId: string; modelVersion: string; processedAt: number; entities: { type: string; label: string; start: number; end: number; text: string }[] };
+    assert.equal(event.recordId, 'a');
+    assert.equal(event.modelVersion, 'fake-1');
+    assert.equal(event.processedAt, 1_700_000_000_000);
+    // the fake model puts B-DIS on the first code point of each chunk
+    assert.deepEqual(event.entities.map((e) => [e.type, e.label, e.start, e.end, e.text]), [['DIS', '疾病和诊断', 0, 1, '咳']]);
+    assert.equal(plan.entityCounts['DIS'], 2);
+
+    const dead = plan.messages[1]!;
+    assert.deepEqual(dead.value, messages[1]!.value, 'original bytes');
+    assert.equal(readDeadLetterHeaders(dead.headers)?.errorCode, 'MISSING_TEXT');
+  });
+
+  it('tags the records of a slice concurrently (one inference call per record, all in flight together)', async () => {
+    let inFlight = 0;
+    let peak = 0;
+    const base = await fakeModel();
+    const model: TaggingModel = {
+      ...base,
+      infer: async (seqs) => {
+        inFlight++;
+        peak = Math.max(peak, inFlight);
+        await new Promise((r) => setTimeout(r, 5));
+        inFlight--;
+        return base.infer(seqs);
+      },
+    };
+    const messages = Array.from({ length: 8 }, (_, i) => message(0, i, json({ recordId: `r${i}`, text: '胸痛。' })));
+    await planTransaction(messages, 1, options(model, []));
+    assert.equal(peak, 8);
+  });
+
+  it('throws a retriable inference failure so the slice is read again, then dead-letters it after maxAttempts', async () => {
+    const model = await fakeModel({ fail: () => new CnerError('INFERENCE_FAILED', 'device out of memory') });
+    const messages = [message(0, 0, json({ recordId: 'a', text: '腹痛' }))];
+    await assert.rejects(planTransaction(messages, 1, options(model, [])), (e: unknown) => e instanceof CnerError && e.code === 'INFERENCE_FAILED');
+    await assert.rejects(planTransaction(messages, 2, options(model, [])), CnerError);
+    const plan = await planTransaction(messages, 3, options(model, []));
+    assert.equal(plan.deadLetters[0]?.code, 'PROCESSING_FAILED');
+    assert.match(readDeadLetterHeaders(plan.messages[0]!.headers)!.message, /INFERENCE_FAILED after 3 attempts/);
+  });
+
+  it('dead-letters a record whose tagging fails for good (a bug), and goes on', async () => {
+    const model = await fakeModel({ fail: (seqs) => (seqs[0]!.length === 2 ? new RangeError('index out of range') : undefined) });
+    const messages = [message(0, 0, json({ recordId: 'a', text: '腹痛' })), message(0, 1, json({ recordId: 'b', text: '腹泻三天' }))];
+    const plan = await planTransaction(messages, 1, options(model, []));
+    assert.deepEqual(plan.messages.map((m) => m.topic), ['in.DLT', 'out']);
+    assert.equal(plan.deadLetters[0]?.code, 'PROCESSING_FAILED');
+  });
+
+  it('does not dead-letter anything while the model is closing', async () => {
+    const model = await fakeModel({ fail: () => new CnerError('MODEL_CLOSED', 'the batcher is closed') });
+    await assert.rejects(planTransaction([message(0, 0, json({ text: '咳' }))], 99, options(model, [])), (e: unknown) => e instanceof CnerError && e.code === 'MODEL_CLOSED');
+  });
+
+  it('throws when the registry is unavailable (nothing is dead-lettered)', async () => {
+    const reader = new AvroReader(emr.type, {
+      schemaById: async () => {
+        throw new StreamError('REGISTRY_UNAVAILABLE', 'down');
+      },
+    });
+    const value = Buffer.concat([Buffer.from([0, 0, 0, 0, 9]), emr.type.toBuffer({ recordId: 'a', text: 't', sourceSystem: 's', timestamp: 1, metadata: null })]);
+    const o = options(await fakeModel(), [], { decode: (m) => decodeMessage(m.key, m.value, { maxTextLength: 50, avro: reader }) });
+    await assert.rejects(planTransaction([message(0, 0, value)], 1, o), (e: unknown) => e instanceof StreamError && e.code === 'REGISTRY_UNAVAILABLE');
+  });
+
+  it('a canary in the record never reaches the logs or the dead-letter headers, on any error path', async () => {
+    const lines: string[] = [];
+    // A model that fails with messages of its own for some records.
+    const model = await fakeModel({
+      fail: (seqs) => {
+        if (seqs[0]!.length === 16) return new RangeError('bad shape'); // a bug
+        if (seqs[0]!.length === 17) return new CnerError('WORKER_CRASHED', 'inference worker exited'); // retriable, last attempt
+        return undefined;
+      },
+    });
+    const encoderFails = new EventEncoder(out.type, 1);
+    const messages = [
+      message(0, 0, `{"recordId":"x","text":"${CANARY}`),
+      message(0, 1, Buffer.concat([Buffer.from([0xc3, 0x28]), Buffer.from(CANARY)])),
+      message(0, 2, Buffer.concat([Buffer.from([0, 0, 0, 0, 1]), Buffer.from(CANARY)])),
+      message(0, 3, json({ text: `${CANARY}${'长'.repeat(60)}` })),
+      message(0, 4, json({ text: `${CANARY}\ud800` })),
+      message(0, 5, json({ text: CANARY, timestamp: CANARY, metadata: { x: CANARY } })),
+      message(0, 6, json({ text: `${CANARY}12` })), // 16 code points: RangeError
+      message(0, 7, json({ text: `${CANARY}123` })), // 17: WORKER_CRASHED on the last attempt
+      message(0, 8, json({ recordId: 'enc-fail', text: CANARY, metadata: { note: CANARY } })), // tagged: its event must not be logged either
+    ];
+    const o = options(model, lines, {
+      encodeEvent: (e) => {
+        if (e.recordId === 'enc-fail') throw new Error(`cannot encode ${JSON.stringify(e)}`); // a third-party message quoting the value
+        return encoderFails.encode(e);
+      },
+    });
+    const plan = await planTransaction(messages, 3, o);
+    assert.equal(plan.deadLetters.length, messages.length);
+    for (const m of plan.messages) {
+      for (const [name, value] of Object.entries(m.headers)) assert.doesNotMatch(value.toString(), /CANARY|张三/, `header ${name}`);
+    }
+    assert.ok(lines.length > 0);
+    for (const line of lines) assert.doesNotMatch(line, /CANARY|张三/, line);
+  });
+});

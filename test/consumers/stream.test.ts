@@ -1,0 +1,219 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { StreamError } from '../../src/errors.js';
+import { Health } from '../../src/observability/health.js';
+import { createMetrics } from '../../src/observability/metrics.js';
+import type { TransactionPlan } from '../../src/consumers/processor.js';
+import { type StreamOptions, StreamProcessor } from '../../src/consumers/stream.js';
+import type { InputMessage } from '../../src/consumers/types.js';
+import { FakeKafka, memoryLogger, retriable, silent, until } from './helpers.js';
+
+const FAST = { initialMs: 1, maxMs: 5, multiplier: 2, jitter: 0 } as const;
+
+/** One output message per input message, value = "out:<partition>:<offset>". */
+function echoPlan(messages: readonly InputMessage[]): Promise<TransactionPlan> {
+  return Promise.resolve({
+    messages: messages.map((m) => ({ topic: 'out', key: m.key, value: Buffer.from(`out:${m.partition}:${m.offset}`), headers: {} })),
+    events: messages.length,
+    deadLetters: [],
+    entityCounts: {},
+    eventTimestamps: messages.map((m) => m.timestamp),
+    formats: messages.map(() => 'json'),
+  });
+}
+
+function setup(kafka: FakeKafka, overrides: Partial<StreamOptions> = {}, lines?: string[]) {
+  const metrics = createMetrics({ defaultMetrics: false });
+  const log = lines === undefined ? silent() : memoryLogger(lines);
+  const health = new Health(metrics, log);
+  health.set('modelLoaded', true);
+  health.setAvailable('registry', true);
+  const stream = new StreamProcessor({
+    kafka,
+    inputTopic: 'in',
+    transactionalId: 'cner-test',
+    plan: echoPlan,
+    maxRecordsPerTransaction: 4,
+    sessionBackoff: FAST,
+    retryBackoff: FAST,
+    heartbeatIntervalMs: 5,
+    health,
+    metrics,
+    log,
+    ...overrides,
+  });
+  return { stream, metrics, health };
+}
+
+function values(kafka: FakeKafka): string[] {
+  return kafka.output().map((m) => m.value!.toString());
+}
+
+function assertExactlyOnce(kafka: FakeKafka, expected: number): void {
+  const out = values(kafka);
+  assert.equal(new Set(out).size, out.length, `duplicates in ${out.join(',')}`);
+  assert.equal(out.length, expected);
+}
+
+const total = (kafka: FakeKafka): number => [...kafka.partitions.values()].reduce((n, l) => n + l.length, 0);
+const allCommitted = (kafka: FakeKafka) => () => [...kafka.partitions].every(([p, l]) => kafka.committedOffsets.get(p) === BigInt(l.length));
+
+describe('StreamProcessor', () => {
+  it('commits each slice with its offsets in one transaction', async () => {
+    const kafka = new FakeKafka();
+    kafka.add(0, Array.from({ length: 10 }, (_, i) => `a${i}`));
+    kafka.add(1, Array.from({ length: 3 }, (_, i) => `b${i}`));
+    const { stream, metrics, health } = setup(kafka);
+    stream.start();
+    await until('all committed', allCommitted(kafka));
+    await stream.stop();
+    assertExactlyOnce(kafka, 13);
+    // slices of at most 4, offsets = last + 1 of the slice
+    assert.deepEqual(
+      kafka.transactions.map((t) => `${t.offsets[0]!.partition}:${t.offsets[0]!.offset}:${t.messages.length}`),
+      ['0:4:4', '0:8:4', '0:10:2', '1:3:3'],
+    );
+    assert.equal((await metrics.transactions.get()).values.find((v) => v.labels['result'] === 'committed')?.value, 4);
+    assert.equal((await metrics.eventsOut.get()).values[0]?.value, 13);
+    assert.equal((await metrics.consumerLag.get()).values.find((v) => v.labels['partition'] === '0')?.value, 0);
+    assert.equal(health.snapshot().ready, false, 'not ready once stopping');
+  });
+
+  it('aborts a failed transaction, seeks back to the last committed offset and reads the slice again', async () => {
+    const kafka = new FakeKafka();
+    kafka.add(0, Array.from({ length: 10 }, (_, i) => `a${i}`));
+    let failures = 0;
+    kafka.beforeCommit = (messages) => {
+      if (messages[0]!.value!.toString() === 'out:0:4' && failures++ < 2) throw retriable('TRANSACTION_FAILED');
+    };
+    const { stream, metrics } = setup(kafka);
+    stream.start();
+    await until('all committed', allCommitted(kafka));
+    await stream.stop();
+    assertExactlyOnce(kafka, 10);
+    assert.equal(kafka.aborted, 2);
+    assert.deepEqual(kafka.seeks, [
+      { partition: 0, offset: '4' },
+      { partition: 0, offset: '4' },
+    ]);
+    assert.equal((await metrics.transactions.get()).values.find((v) => v.labels['result'] === 'aborted')?.value, 2);
+    assert.equal((await metrics.retries.get()).values.find((v) => v.labels['code'] === 'TRANSACTION_FAILED')?.value, 2);
+    assert.equal(kafka.producersCreated, 1, 'a cleanly aborted transaction keeps the producer');
+  });
+
+  it('marks the registry unavailable while a slice cannot be decoded, and recovers', async () => {
+    const kafka = new FakeKafka();
+    kafka.add(0, ['a', 'b']);
+    let down = 3;
+    const states: boolean[] = [];
+    const { stream, health } = setup(kafka, {
+      plan: async (m) => {
+        states.push(health.snapshot().waitingFor.includes('registryAvailable'));
+        if (down-- > 0) throw retriable('REGISTRY_UNAVAILABLE', 'schema registry did not answer');
+        return echoPlan(m);
+      },
+    });
+    stream.start();
+    await until('all committed', allCommitted(kafka));
+    assert.deepEqual(states, [false, true, true, true]);
+    assert.equal(health.snapshot().ready, true);
+    await stream.stop();
+    assertExactlyOnce(kafka, 2);
+  });
+
+  it('starts a new session (new producer, committed offsets) when the producer is fenced or Kafka fails', async () => {
+    const kafka = new FakeKafka();
+    kafka.add(0, Array.from({ length: 8 }, (_, i) => `a${i}`));
+    let fenced = false;
+    kafka.beforeCommit = (messages) => {
+      if (!fenced && messages[0]!.value!.toString() === 'out:0:4') {
+        fenced = true;
+        throw retriable('PRODUCER_FENCED');
+      }
+    };
+    const { stream, metrics } = setup(kafka);
+    stream.start();
+    await until('all committed', allCommitted(kafka));
+    await stream.stop();
+    assertExactlyOnce(kafka, 8);
+    assert.equal(kafka.producersCreated, 2);
+    assert.equal(kafka.consumersCreated, 2);
+    assert.equal((await metrics.retries.get()).values.find((v) => v.labels['code'] === 'PRODUCER_FENCED')?.value, 1);
+  });
+
+  it('keeps retrying while the broker is unavailable at the start, not ready meanwhile', async () => {
+    const kafka = new FakeKafka();
+    kafka.add(0, ['a']);
+    kafka.connectFailures = [retriable('BROKER_UNAVAILABLE'), retriable('BROKER_UNAVAILABLE'), retriable('BROKER_UNAVAILABLE')];
+    const lines: string[] = [];
+    const { stream, health, metrics } = setup(kafka, {}, lines);
+    stream.start();
+    await until('all committed', allCommitted(kafka));
+    assert.equal(health.snapshot().ready, true);
+    await stream.stop();
+    assertExactlyOnce(kafka, 1);
+    assert.equal(lines.filter((l) => l.includes('Kafka unavailable: retrying with backoff')).length, 1, 'logged once, not per retry');
+    assert.ok(lines.some((l) => l.includes('Kafka available again')));
+    assert.equal((await metrics.unavailable.get()).values.find((v) => v.labels['dependency'] === 'kafka')?.value, 3);
+  });
+
+  it('never retries a bug: the processor stops and is no longer live', async () => {
+    const kafka = new FakeKafka();
+    kafka.add(0, ['a']);
+    let calls = 0;
+    const { stream, health } = setup(kafka, {
+      plan: async () => {
+        calls++;
+        throw new TypeError('undefined is not a function');
+      },
+    });
+    stream.start();
+    await assert.rejects(stream.done, TypeError);
+    assert.equal(calls, 1);
+    assert.equal(health.snapshot().live, false);
+    assert.equal(kafka.transactions.length, 0);
+  });
+
+  it('on stop, finishes and commits the slice in flight, then starts no other', async () => {
+    const kafka = new FakeKafka();
+    kafka.add(0, Array.from({ length: 12 }, (_, i) => `a${i}`));
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => (release = r));
+    let started = 0;
+    const { stream } = setup(kafka, {
+      plan: async (m) => {
+        started++;
+        await gate;
+        return echoPlan(m);
+      },
+    });
+    stream.start();
+    await until('the first slice in flight', () => started === 1);
+    const stopping = stream.stop();
+    release();
+    await stopping;
+    assert.equal(started, 1);
+    assert.equal(kafka.transactions.length, 1);
+    assert.equal(kafka.committedOffsets.get(0), 4n);
+    assertExactlyOnce(kafka, 4);
+  });
+
+  it('exactly once across random transaction failures and session restarts', async () => {
+    const kafka = new FakeKafka();
+    for (let p = 0; p < 3; p++) kafka.add(p, Array.from({ length: 40 }, (_, i) => `v${p}-${i}`));
+    let seed = 42;
+    const rand = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    kafka.beforeCommit = () => {
+      const r = rand();
+      if (r < 0.15) throw retriable('TRANSACTION_FAILED');
+      if (r < 0.2) throw retriable('BROKER_UNAVAILABLE');
+      if (r < 0.23) throw new StreamError('PRODUCER_FENCED', 'fenced');
+    };
+    const { stream } = setup(kafka, { maxRecordsPerTransaction: 7 });
+    stream.start();
+    await until('all committed', allCommitted(kafka), 20_000);
+    await stream.stop();
+    assertExactlyOnce(kafka, total(kafka));
+    assert.ok(kafka.aborted >= 3, `failures were injected (${kafka.aborted})`);
+  });
+});

@@ -1,0 +1,49 @@
+// Our registry adapter against the real registry (Apicurio's Confluent-
+// compatible API here): idempotent registration, BACKWARD compatibility on
+// the subjects we create, what an incompatible change gets, ids that resolve.
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { loadConfig } from '../../src/config.js';
+import { loadSchema } from '../../src/consumers/avro.js';
+import { SchemaRegistry } from '../../src/consumers/registry.js';
+import { registerSchemas } from '../../src/consumers/service.js';
+import { StreamError } from '../../src/errors.js';
+import { type Services, getServices, silentLogger, uniqueName } from './helpers.js';
+
+const services = await getServices();
+const skip = typeof services === 'string' ? services : false;
+
+describe('schema registry', { skip, timeout: 60_000 }, () => {
+  const s = services as Services;
+
+  it('registers both schemas idempotently, BACKWARD, and resolves their ids', async () => {
+    const run = uniqueName('it.reg');
+    const { config } = loadConfig({ KAFKA_BROKERS: 'x:1', SCHEMA_REGISTRY_URL: s.registryUrl, KAFKA_INPUT_TOPIC: `${run}.raw`, KAFKA_OUTPUT_TOPIC: `${run}.entities` });
+    const registry = new SchemaRegistry({ url: s.registryUrl, auth: null });
+    const input = loadSchema('EmrRecord');
+    const output = loadSchema('ClinicalEntities');
+    const id1 = await registerSchemas(registry, config, input.text, output.text, silentLogger());
+    const id2 = await registerSchemas(registry, config, input.text, output.text, silentLogger());
+    assert.equal(id1, id2, 'same schema, same id');
+    assert.deepEqual(await registry.versions(`${run}.entities-value`), [1]);
+    assert.deepEqual(await registry.versions(`${run}.raw-value`), [1]);
+    assert.equal(await registry.compatibility(`${run}.entities-value`), 'BACKWARD');
+    const text = await registry.schemaById(id1);
+    assert.equal((JSON.parse(text) as { name: string }).name, 'ClinicalEntities');
+    assert.match(text, /疾病和诊断/, 'non-ASCII docs survive');
+
+    // A new field with a default is a compatible change; one without is refused.
+    const schema = JSON.parse(output.text) as { fields: unknown[] };
+    const compatible = { ...schema, fields: [...schema.fields, { name: 'pipelineRun', type: ['null', 'string'], default: null, doc: 'x' }] };
+    const added = await registry.register(`${run}.entities-value`, JSON.stringify(compatible));
+    assert.notEqual(added, id1);
+    const incompatible = { ...schema, fields: [...schema.fields, { name: 'required', type: 'string', doc: 'x' }] };
+    await assert.rejects(registry.register(`${run}.entities-value`, JSON.stringify(incompatible)), (e: unknown) => e instanceof StreamError && e.code === 'REGISTRY_REJECTED');
+  });
+
+  it('UNKNOWN_SCHEMA for an id the registry never issued', async () => {
+    const registry = new SchemaRegistry({ url: s.registryUrl, auth: null });
+    await assert.rejects(registry.schemaById(2_000_000_001), (e: unknown) => e instanceof StreamError && e.code === 'UNKNOWN_SCHEMA');
+  });
+});
