@@ -54,6 +54,8 @@ class PretrainConfig:
     holdout_segments: int = 1000
     seed: int = 1234
     threads: int = 0
+    init_from: str | None = field(default=None, metadata={
+        "help": "start from this encoder.pt (weights only, fresh optimizer and schedule) when --out has no checkpoint"})
 
     def __post_init__(self) -> None:
         if not 0 < self.mask_rate < 1:
@@ -160,6 +162,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
     exclude = WindowFilter(dev_texts)
 
     vocab_path = out / "vocab.txt"
+    if not vocab_path.exists() and cfg.init_from and (Path(cfg.init_from).parent / "vocab.txt").exists():
+        vocab_path.write_bytes((Path(cfg.init_from).parent / "vocab.txt").read_bytes())
     if vocab_path.exists():
         vocab = Vocab.load(vocab_path)
     else:
@@ -204,6 +208,13 @@ def pretrain(cfg: PretrainConfig) -> Path:
         state = ckpt["state"]
         torch.set_rng_state(ckpt["torch_rng"])
         log.info("resumed at step %d (epoch %d, batch %d)", state["step"], state["epoch"], state["batch_in_epoch"])
+    elif cfg.init_from:
+        init = torch.load(cfg.init_from, map_location="cpu", weights_only=False)
+        if init["model_config"] != mcfg.to_dict():
+            raise ValueError(f"{cfg.init_from} was made with another model config")
+        model.encoder.load_state_dict(init["encoder"])
+        model.load_state_dict(init["mlm_head"], strict=False)
+        log.info("initialised from %s (pretrained for %s tokens)", cfg.init_from, init.get("state", {}).get("tokens"))
     (out / "config.json").write_text(json.dumps({"pretrain": asdict(cfg), "model": mcfg.to_dict()}, indent=2))
 
     n_params = sum(p.numel() for p in model.parameters())
@@ -226,7 +237,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
             tmp,
         )
         os.replace(tmp, ckpt_path)
-        torch.save({"encoder": model.encoder.state_dict(), "model_config": mcfg.to_dict(), "state": state}, out / "encoder.pt")
+        save_encoder(model, out / "encoder.pt", state)
 
     stop = False
     run_loss, run_n = 0.0, 0
@@ -281,6 +292,18 @@ def pretrain(cfg: PretrainConfig) -> Path:
     save()
     log.info("stopped at step %d, %d tokens seen", state["step"], state["tokens"])
     return out
+
+
+def save_encoder(model: AlbertForMLM, path: Path, state: dict) -> None:
+    """The compact artifact that is committed under models/pretrained/: float16
+    weights of the encoder and of the MLM head (so pretraining can continue
+    from it with --init-from), the model config and where pretraining stood."""
+    half = lambda sd: {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}  # noqa: E731
+    head = {k: v for k, v in model.state_dict().items() if not k.startswith("encoder.")}
+    tmp = path.with_suffix(".tmp")
+    torch.save({"encoder": half(model.encoder.state_dict()), "mlm_head": half(head),
+                "model_config": model.encoder.cfg.to_dict(), "state": dict(state)}, tmp)
+    os.replace(tmp, path)
 
 
 @torch.no_grad()
