@@ -6,11 +6,12 @@
 #   docker build --target runtime-cuda -t cner:<version>-cuda .        # GPU nodes (CUDA 12 + cuDNN 9)
 #
 # Both targets hold the same /app: package.json, dist/ (compiled TypeScript), bin/,
-# production node_modules and the default model bundle in models/default/ (the
-# model-version topic can replace it at run time; versions land in
-# CNER_MODEL_CACHE_DIR). They run as UID/GID 10001 and work with a read-only root
-# filesystem when CNER_MODEL_CACHE_DIR and /tmp are writable volumes (the Helm chart
-# mounts emptyDirs there).
+# schemas/ (the Avro schemas the processor reads and registers at startup), demo/
+# (the records of `cner demo`), production node_modules and the default model
+# bundle in models/default/ (the model-version topic can replace it at run time;
+# versions land in CNER_MODEL_CACHE_DIR). They run as UID/GID 10001 and work with a
+# read-only root filesystem when CNER_MODEL_CACHE_DIR and /tmp are writable volumes
+# (the Helm chart mounts emptyDirs there).
 #
 # The build context must contain models/default/ (a bundle made by `cner-train export`).
 
@@ -61,6 +62,8 @@ RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
 FROM scratch AS app
 COPY package.json /app/package.json
 COPY bin /app/bin
+COPY schemas /app/schemas
+COPY demo /app/demo
 COPY --from=build /src/dist /app/dist
 COPY models/default /app/models/default
 

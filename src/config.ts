@@ -1,7 +1,7 @@
 // Configuration from environment variables, parsed once at startup into one
-// frozen object. Every variable is listed in VARIABLES (the source of
-// docs/config.md); every problem is collected, and each message says how to
-// fix it. Secrets are never echoed in messages and never logged
+// frozen object. Every variable is listed in VARIABLES (the source of the
+// README's configuration table); every problem is collected, and each message
+// says how to fix it. Secrets are never echoed in messages and never logged
 // (`describeConfig` is the loggable view).
 
 import { accessSync, constants as fsConstants } from 'node:fs';
@@ -16,12 +16,12 @@ import { type ExecutionProvider, isExecutionProvider } from './model/onnx-sessio
 
 export interface VariableSpec {
   readonly name: string;
-  /** As shown in docs/config.md; undefined = no default. */
+  /** As shown in the README's configuration table; undefined = no default. */
   readonly default?: string;
   readonly doc: string;
 }
 
-/** Every variable the processor reads. docs/config.md must list exactly these. */
+/** Every variable the processor reads. The README's configuration table must list exactly these. */
 export const VARIABLES: readonly VariableSpec[] = Object.freeze([
   { name: 'KAFKA_BROKERS', doc: 'Comma-separated bootstrap brokers, `host:port`. Required by `cner serve`; `cner demo` starts a local stack when unset.' },
   { name: 'KAFKA_CLIENT_ID', default: 'cner', doc: 'Kafka client id (broker logs, quotas).' },
@@ -169,7 +169,7 @@ export function parseConfig(env: Env, mode: ConfigMode = 'serve'): Either<NonEmp
 export function loadConfig(env: Env, mode: ConfigMode = 'serve'): ParsedConfig {
   const parsed = parseConfig(env, mode);
   if (isLeft(parsed)) {
-    throw new CnerError('INVALID_CONFIG', `invalid configuration (see docs/config.md):\n- ${parsed.left.join('\n- ')}`, {
+    throw new CnerError('INVALID_CONFIG', `invalid configuration (see README.md, Configuration):\n- ${parsed.left.join('\n- ')}`, {
       context: { problems: parsed.left.length },
     });
   }
@@ -383,7 +383,7 @@ function unknownVariables(env: Env): string[] {
   return Object.keys(env)
     .filter((k) => /^(KAFKA_|SCHEMA_REGISTRY_|CNER_)/.test(k) && !KNOWN.has(k) && !/^CNER_(TRAIN|STACK)_/.test(k))
     .sort()
-    .map((k) => `${k} is not a known variable (typo?); see docs/config.md`);
+    .map((k) => `${k} is not a known variable (typo?); see README.md, Configuration`);
 }
 
 /** The loggable view: no passwords, no key material. */

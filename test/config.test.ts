@@ -168,7 +168,7 @@ describe('config', () => {
 
   it('warns about unknown variables with our prefixes', () => {
     const { warnings } = loadConfig({ ...REQUIRED, KAFKA_BROKER: 'x', CNER_TRAIN_SEED: '1', HOME: '/root' });
-    assert.deepEqual(warnings, ['KAFKA_BROKER is not a known variable (typo?); see docs/config.md']);
+    assert.deepEqual(warnings, ['KAFKA_BROKER is not a known variable (typo?); see README.md, Configuration']);
   });
 
   it('throws one INVALID_CONFIG error listing all problems', () => {
@@ -178,9 +178,13 @@ describe('config', () => {
     );
   });
 
-  it('docs/config.md lists exactly the variables the parser knows, with their defaults', () => {
-    const doc = readFileSync(path.join(PACKAGE_ROOT, 'docs', 'config.md'), 'utf8');
-    const rows = [...doc.matchAll(/^\| `([A-Z0-9_]+)` \| ([^|]*) \|/gm)].map((m) => ({ name: m[1]!, default: m[2]!.trim() }));
+  it('the README configuration table lists exactly the variables the parser knows, with their defaults', () => {
+    const readme = readFileSync(path.join(PACKAGE_ROOT, 'README.md'), 'utf8');
+    const start = readme.indexOf('\n## Configuration\n');
+    assert.ok(start >= 0, 'README.md has a "## Configuration" section');
+    const next = readme.indexOf('\n## ', start + 1);
+    const section = readme.slice(start, next < 0 ? undefined : next);
+    const rows = [...section.matchAll(/^\| `([A-Z0-9_]+)` \| ([^|]*) \|/gm)].map((m) => ({ name: m[1]!, default: m[2]!.trim() }));
     assert.deepEqual(
       rows.map((r) => r.name).sort(),
       VARIABLES.map((v) => v.name).sort(),
@@ -190,6 +194,10 @@ describe('config', () => {
       const shown = row.default.replace(/`/g, '');
       assert.equal(shown === '—' ? undefined : shown, v.default?.replace(/`/g, ''), `default of ${v.name}`);
     }
+    // The detail page links to the table instead of keeping a second copy.
+    const doc = readFileSync(path.join(PACKAGE_ROOT, 'docs', 'config.md'), 'utf8');
+    assert.doesNotMatch(doc, /^\| `[A-Z0-9_]+` \|/m, 'docs/config.md has no variable table of its own');
+    assert.match(doc, /\(\.\.\/README\.md#configuration\)/);
   });
 
   it('reads only listed variables, and every listed variable is read', () => {

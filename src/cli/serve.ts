@@ -1,5 +1,5 @@
 // `cner serve`: the stream processor. Configuration comes from environment
-// variables only (docs/config.md); logs are JSON lines on stdout.
+// variables only (README.md, Configuration); logs are JSON lines on stdout.
 
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config.js';
@@ -13,7 +13,7 @@ const USAGE = `Usage: cner serve
 Runs the stream processor: reads EMR records from KAFKA_INPUT_TOPIC, tags
 them, and publishes one ClinicalEntities event per record to
 KAFKA_OUTPUT_TOPIC (bad records to KAFKA_DLT_TOPIC), exactly once, in Kafka
-transactions. Configured by environment variables (see docs/config.md);
+transactions. Configured by environment variables (see README.md, Configuration);
 KAFKA_BROKERS and SCHEMA_REGISTRY_URL are required. Serves /livez, /readyz and
 /metrics on CNER_HTTP_PORT. SIGTERM or SIGINT: finishes the transaction in
 flight, commits, leaves the group and exits 0 (a second signal exits at once).

@@ -49,7 +49,8 @@ export function unframe(value: Buffer): { readonly schemaId: number; readonly pa
 export const isAvroFramed = (value: Buffer): boolean => value.length > 0 && value[0] === MAGIC_BYTE;
 
 export interface WriterSchemas {
-  schemaById(id: number): Promise<string>;
+  /** The writer type of a schema id (the registry adapter's, parsed by the registry library). */
+  writerType(id: number): Promise<avro.Type>;
 }
 
 /**
@@ -89,13 +90,7 @@ export class AvroReader {
   #resolver(id: number): Promise<avro.Resolver> {
     let pending = this.#resolvers.get(id);
     if (pending === undefined) {
-      pending = this.#schemas.schemaById(id).then((text) => {
-        let writer: avro.Type;
-        try {
-          writer = avro.Type.forSchema(JSON.parse(text) as avro.Schema);
-        } catch {
-          throw new StreamError('INCOMPATIBLE_SCHEMA', `schema id ${id} is not a valid Avro schema`, { context: { schemaId: id } });
-        }
+      pending = this.#schemas.writerType(id).then((writer) => {
         try {
           return this.#reader.createResolver(writer);
         } catch (e) {

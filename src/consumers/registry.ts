@@ -1,191 +1,325 @@
-// The schema registry adapter: the Confluent REST API subset we use
-// (register, look up, fetch by id), over fetch, with basic auth, a timeout per
-// request and errors mapped to codes: no answer, 5xx, 408 and 429 are
-// REGISTRY_UNAVAILABLE (retried by the caller), a 404 for a schema id is
-// UNKNOWN_SCHEMA (the record is dead-lettered), 401/403/409/422 are
-// REGISTRY_REJECTED (fix the configuration or the schema). Tested against
-// Apicurio Registry's ccompat API (/apis/ccompat/v7) and written to the
-// Confluent API reference.
+// The schema registry adapter. @kafkajs/confluent-schema-registry does the
+// registry work over the Confluent API (Apicurio: /apis/ccompat/v7): register
+// under a subject (TopicNameStrategy, `<topic>-value`, chosen by the caller),
+// look a schema up, the latest id of a subject, the writer schema of an id.
+// The wire format and Avro encoding stay in avro.ts (avsc with the types the
+// library parsed; its own decode would rebuild the reader type per message).
 //
-// Lookups by id memoise the promise, so concurrent cache misses make one
-// request; failures that may succeed later are not cached.
+// Its errors are mapped to our codes by their shape (dist/api/middleware/
+// errorMiddleware.js, dist/errors.js), never by message text:
+//   ResponseError {status, unauthorized, url}: any failed request. No answer
+//     at all is a ResponseError with status 400 too (mappersmith turns a
+//     socket error or timeout into a "client error" response of status 400,
+//     and errorMiddleware keeps only the status). So every request goes
+//     through our own http.Agent, which records its socket's error in the
+//     calling lookup's AsyncLocalStorage context: status 400 with a recorded
+//     socket error is "no answer".
+//     No answer, 5xx, 408, 429 → REGISTRY_UNAVAILABLE (the caller retries);
+//     401/403/409/422/other → REGISTRY_REJECTED (fix the configuration or
+//     the schema); 404 is decided per call (not registered, or an unknown
+//     schema id → UNKNOWN_SCHEMA, which dead-letters the record).
+//   ConfluentSchemaRegistryError (the base class, no status): thrown only by
+//     getRegistryIdBySchema for a 404, i.e. "not registered".
+//   ConfluentSchemaRegistryArgumentError: the library could not parse a
+//     schema (ours: REGISTRY_REJECTED; a writer schema: INCOMPATIBLE_SCHEMA).
+//   ConfluentSchemaRegistryCompatibilityError: register() found the subject
+//     at another compatibility level than the one asked for (see register).
+//
+// The library retries GETs itself (mappersmith's retry middleware); that is
+// cut to one quick retry so that our backoff owns retrying. The subject-level
+// compatibility endpoint (/config/{subject}: read, set) and deleting a
+// subject (the demo's cleanup) are not in the library: those are direct
+// fetch calls (`#direct`), classified the same way.
+//
+// Writer types by id are memoised as promises, so concurrent cache misses make
+// one request; failures that may succeed later are not cached.
 
+import { AsyncLocalStorage } from 'node:async_hooks';
+import http from 'node:http';
+import https from 'node:https';
+import net from 'node:net';
+import { COMPATIBILITY, SchemaRegistry as ConfluentSchemaRegistry, SchemaType } from '@kafkajs/confluent-schema-registry';
+import avro from 'avsc';
 import { StreamError } from '../errors.js';
 
 export interface RegistryOptions {
   readonly url: string;
   readonly auth: { readonly username: string; readonly password: string } | null;
-  /** Per request (default 5 s). */
+  /** Per request: connecting, and each wait for bytes of the answer (default 5 s). */
   readonly timeoutMs?: number;
-  /** Tests inject a fake. */
-  readonly fetch?: typeof fetch;
 }
 
+/** The library's User-Agent comment and the prefix of its error messages. */
+const CLIENT_ID = 'cner';
+/** One quick retry of a GET (a reset connection); mappersmith's default is 3 with up to 5 s between. */
+const LIBRARY_RETRY = { retries: 1, initialRetryTimeInSecs: 0.1, maxRetryTimeInSecs: 0.5 } as const;
 const CONTENT_TYPE = 'application/vnd.schemaregistry.v1+json';
-const MAX_UNKNOWN_IDS = 10_000;
+const MAX_REMEMBERED_FAILURES = 10_000;
+
+/** One call into the library: the socket error of its last connection, if any. */
+interface Attempt {
+  socketError?: Error;
+}
+const attempts = new AsyncLocalStorage<Attempt>();
 
 export class SchemaRegistry {
   readonly #base: string;
   readonly #authHeader: string | null;
   readonly #timeoutMs: number;
-  readonly #fetch: typeof fetch;
-  readonly #byId = new Map<number, Promise<string>>();
-  #unknownIds = 0;
+  readonly #library: ConfluentSchemaRegistry;
+  readonly #byId = new Map<number, Promise<avro.Type>>();
+  #rememberedFailures = 0;
 
   constructor(options: RegistryOptions) {
     this.#base = options.url.replace(/\/+$/, '');
     this.#authHeader = options.auth === null ? null : `Basic ${Buffer.from(`${options.auth.username}:${options.auth.password}`).toString('base64')}`;
     this.#timeoutMs = options.timeoutMs ?? 5_000;
-    this.#fetch = options.fetch ?? fetch;
+    this.#library = new ConfluentSchemaRegistry({
+      host: this.#base,
+      clientId: CLIENT_ID,
+      // (The library merges this into a module-wide default object: every instance gets the same values.)
+      retry: { ...LIBRARY_RETRY },
+      agent: observedAgent(this.#base, this.#timeoutMs),
+      ...(options.auth === null ? {} : { auth: { username: options.auth.username, password: options.auth.password } }),
+    });
   }
 
-  /** Registers `schema` under `subject` (idempotent: an identical schema keeps its id). */
+  /**
+   * Registers `schema` (Avro) under `subject` and returns its id; an identical
+   * schema keeps its id. A subject this creates gets BACKWARD compatibility
+   * (the library sets it after the first registration).
+   */
   async register(subject: string, schema: string): Promise<number> {
-    const body = await this.#request('POST', `/subjects/${encodeURIComponent(subject)}/versions`, { schema, schemaType: 'AVRO' });
-    return idOf(body, subject);
+    const where = `POST /subjects/${subject}/versions`;
+    const confluent = { type: SchemaType.AVRO, schema } as const;
+    try {
+      return idOf(await this.#call(where, () => this.#library.register(confluent, { subject, compatibility: COMPATIBILITY.BACKWARD })), subject);
+    } catch (e) {
+      if (!(e instanceof StreamError)) throw e;
+      if (e.context['error'] === 'ConfluentSchemaRegistryCompatibilityError') {
+        // The subject exists at another level (NONE included) and the library
+        // registers only when the level it is given matches: give it the
+        // subject's own. (registerSchemas then turns NONE into BACKWARD.)
+        const level = (await this.#subjectLevel(subject)) ?? COMPATIBILITY.BACKWARD;
+        return idOf(await this.#call(where, () => this.#library.register(confluent, { subject, compatibility: level as COMPATIBILITY })), subject);
+      }
+      if (e.context['method'] === 'PUT' && (e.context['status'] === 401 || e.context['status'] === 403)) {
+        // Registered, but setting the new subject's level was refused:
+        // registerSchemas tries again and only warns.
+        const id = await this.lookup(subject, schema);
+        if (id !== null) return id;
+      }
+      throw e;
+    }
   }
 
   /** The id of `schema` if it is registered under `subject`, else null. */
   async lookup(subject: string, schema: string): Promise<number | null> {
     try {
-      const body = await this.#request('POST', `/subjects/${encodeURIComponent(subject)}`, { schema, schemaType: 'AVRO' });
-      return idOf(body, subject);
+      return idOf(await this.#call(`POST /subjects/${subject}`, () => this.#library.getRegistryIdBySchema(subject, { type: SchemaType.AVRO, schema })), subject);
     } catch (e) {
-      if (e instanceof StreamError && e.context['status'] === 404) return null;
+      if (isNotFound(e)) return null;
       throw e;
     }
   }
 
-  /** Version numbers under `subject` (empty when the subject does not exist). */
-  async versions(subject: string): Promise<number[]> {
+  /** The id of the latest version under `subject`, or null when the subject has none. */
+  async latestSchemaId(subject: string): Promise<number | null> {
     try {
-      const body = await this.#request('GET', `/subjects/${encodeURIComponent(subject)}/versions`);
-      return Array.isArray(body) ? body.filter((v): v is number => typeof v === 'number') : [];
+      return idOf(await this.#call(`GET /subjects/${subject}/versions/latest`, () => this.#library.getLatestSchemaId(subject)), subject);
     } catch (e) {
-      if (e instanceof StreamError && e.context['status'] === 404) return [];
+      if (isNotFound(e)) return null;
       throw e;
     }
   }
 
-  /** The compatibility level that applies to `subject` (its own, else the global one). */
+  /** The compatibility level that applies to `subject` (its own, else the global one). Direct: not in the library. */
   async compatibility(subject: string): Promise<string | null> {
-    try {
-      const body = await this.#request('GET', `/config/${encodeURIComponent(subject)}?defaultToGlobal=true`);
-      const level = (body as { compatibilityLevel?: unknown; compatibility?: unknown } | null) ?? {};
-      const value = level.compatibilityLevel ?? level.compatibility;
-      return typeof value === 'string' ? value : null;
-    } catch (e) {
-      if (e instanceof StreamError && e.context['status'] === 404) return null;
-      throw e;
-    }
+    return levelOf(await this.#direct('GET', `/config/${encodeURIComponent(subject)}?defaultToGlobal=true`, undefined, 'null-if-missing'));
   }
 
+  /** Sets the subject's own compatibility level. Direct: the library sets it only on a subject's first registration. */
   async setCompatibility(subject: string, level: string): Promise<void> {
-    await this.#request('PUT', `/config/${encodeURIComponent(subject)}`, { compatibility: level });
+    await this.#direct('PUT', `/config/${encodeURIComponent(subject)}`, { compatibility: level });
   }
 
-  /** Deletes a subject and its versions (soft, then permanent); a missing subject is fine. */
+  /** Deletes a subject and its versions (soft, then permanent); a missing subject is fine. Direct: not in the library. */
   async deleteSubject(subject: string): Promise<void> {
-    for (const suffix of ['', '?permanent=true']) {
-      try {
-        await this.#request('DELETE', `/subjects/${encodeURIComponent(subject)}${suffix}`);
-      } catch (e) {
-        if (!(e instanceof StreamError && e.context['status'] === 404)) throw e;
-      }
-    }
+    for (const suffix of ['', '?permanent=true']) await this.#direct('DELETE', `/subjects/${encodeURIComponent(subject)}${suffix}`, undefined, 'null-if-missing');
   }
 
-  /** The schema text of a global id. Rejects with UNKNOWN_SCHEMA for an id the registry does not know. */
-  schemaById(id: number): Promise<string> {
+  /**
+   * The writer type of a schema id, as the library parsed it. Rejects with
+   * UNKNOWN_SCHEMA for an id the registry does not know or a schema that is
+   * not Avro, INCOMPATIBLE_SCHEMA for one that does not parse.
+   */
+  writerType(id: number): Promise<avro.Type> {
     let pending = this.#byId.get(id);
     if (pending === undefined) {
-      pending = this.#fetchSchema(id);
+      pending = this.#fetchType(id);
       this.#byId.set(id, pending);
       pending.catch((e: unknown) => {
-        const permanent = e instanceof StreamError && e.code === 'UNKNOWN_SCHEMA' && this.#unknownIds++ < MAX_UNKNOWN_IDS;
+        const permanent = e instanceof StreamError && !e.retriable && this.#rememberedFailures++ < MAX_REMEMBERED_FAILURES;
         if (!permanent) this.#byId.delete(id);
       });
     }
     return pending;
   }
 
-  async #fetchSchema(id: number): Promise<string> {
-    let body: unknown;
+  async #fetchType(id: number): Promise<avro.Type> {
+    let schema: unknown;
     try {
-      body = await this.#request('GET', `/schemas/ids/${id}`);
+      schema = await this.#call(`GET /schemas/ids/${id}`, () => this.#library.getSchema(id));
     } catch (e) {
-      if (e instanceof StreamError && e.context['status'] === 404) {
-        throw new StreamError('UNKNOWN_SCHEMA', `schema id ${id} is not in the registry`, { context: { schemaId: id } });
+      if (isNotFound(e)) throw new StreamError('UNKNOWN_SCHEMA', `schema id ${id} is not in the registry`, { context: { schemaId: id } });
+      if (e instanceof StreamError && e.context['error'] === 'ConfluentSchemaRegistryArgumentError') {
+        throw new StreamError('INCOMPATIBLE_SCHEMA', `schema id ${id} is not a valid schema (${e.message})`, { context: { schemaId: id } });
       }
       throw e;
     }
-    const schema = (body as { schema?: unknown } | null)?.schema;
-    const type = (body as { schemaType?: unknown } | null)?.schemaType;
-    if (typeof schema !== 'string') throw new StreamError('REGISTRY_UNAVAILABLE', `registry answered schema id ${id} without a schema`, { context: { schemaId: id } });
-    if (type !== undefined && type !== 'AVRO') {
-      throw new StreamError('UNKNOWN_SCHEMA', `schema id ${id} is a ${String(type)} schema, not Avro`, { context: { schemaId: id } });
-    }
-    return schema;
+    if (!avro.Type.isType(schema)) throw new StreamError('UNKNOWN_SCHEMA', `schema id ${id} is not an Avro schema`, { context: { schemaId: id } });
+    return schema as avro.Type;
   }
 
-  async #request(method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, json?: unknown): Promise<unknown> {
+  /** The subject's own level (what the library compares with), or null. */
+  async #subjectLevel(subject: string): Promise<string | null> {
+    return levelOf(await this.#direct('GET', `/config/${encodeURIComponent(subject)}`, undefined, 'null-if-missing'));
+  }
+
+  /** Runs one library call, noting its socket errors, and maps what it throws to a StreamError. */
+  async #call<T>(where: string, fn: () => Promise<T>): Promise<T> {
+    const attempt: Attempt = {};
+    try {
+      return await attempts.run(attempt, fn);
+    } catch (e) {
+      throw this.#fromLibrary(e, where, attempt);
+    }
+  }
+
+  #fromLibrary(e: unknown, where: string, attempt: Attempt): unknown {
+    if (e instanceof StreamError || !(e instanceof Error)) return e;
+    const context = { registry: this.#base, error: e.name };
+    switch (e.name) {
+      case 'ResponseError': {
+        const { status, url } = e as Error & { status?: unknown; url?: unknown };
+        if (typeof status !== 'number') break;
+        // mappersmith's status for "no HTTP answer"; the socket error says why.
+        if (status === 400 && attempt.socketError !== undefined) return unavailable(where, attempt.socketError, this.#base);
+        // `url` is "<method> <url>": the library's request that failed (register makes three).
+        const method = typeof url === 'string' ? url.split(' ', 1)[0]!.toUpperCase() : undefined;
+        return fromStatus(status, where, libraryDetail(e.message), { ...context, ...(method === undefined ? {} : { method }) });
+      }
+      case 'ConfluentSchemaRegistryError':
+        // Only getRegistryIdBySchema throws the base class, for a 404 (its status dropped).
+        return new StreamError('REGISTRY_REJECTED', `schema registry has no match for ${where} (404)`, { cause: e, context: { ...context, status: 404 } });
+      case 'ConfluentSchemaRegistryArgumentError':
+        return new StreamError('REGISTRY_REJECTED', `schema rejected before ${where}: ${e.message.slice(0, 300)}`, { cause: e, context });
+      case 'ConfluentSchemaRegistryCompatibilityError':
+        return new StreamError('REGISTRY_REJECTED', `${where}: the subject's compatibility level changed while registering; set it in the registry`, { cause: e, context });
+    }
+    return e; // a bug (TypeError ...): INTERNAL, not retried
+  }
+
+  /** The few calls the library does not offer, over fetch. `null-if-missing`: a 404 gives null. */
+  async #direct(method: 'GET' | 'PUT' | 'DELETE', path: string, json?: unknown, missing?: 'null-if-missing'): Promise<unknown> {
     const headers: Record<string, string> = { accept: `${CONTENT_TYPE}, application/json` };
     if (json !== undefined) headers['content-type'] = CONTENT_TYPE;
     if (this.#authHeader !== null) headers['authorization'] = this.#authHeader;
     const where = `${method} ${path}`;
     let res: Response;
     try {
-      res = await this.#fetch(`${this.#base}${path}`, {
+      res = await fetch(`${this.#base}${path}`, {
         method,
         headers,
         ...(json === undefined ? {} : { body: JSON.stringify(json) }),
         signal: AbortSignal.timeout(this.#timeoutMs),
       });
     } catch (e) {
-      const reason = e instanceof Error ? (causeCode(e) ?? e.name) : 'error';
-      throw new StreamError('REGISTRY_UNAVAILABLE', `schema registry did not answer ${where} (${reason})`, { cause: e, context: { registry: this.#base } });
+      // fetch rejects only without an answer: TypeError with the socket error as `cause`, or TimeoutError.
+      const cause = (e as { cause?: unknown }).cause;
+      throw unavailable(where, cause instanceof Error ? cause : e, this.#base);
     }
     const text = await res.text().catch(() => '');
-    if (res.ok) {
-      try {
-        return text === '' ? null : (JSON.parse(text) as unknown);
-      } catch {
-        throw new StreamError('REGISTRY_UNAVAILABLE', `schema registry answered ${where} with invalid JSON`, { context: { status: res.status } });
-      }
+    if (res.status === 404 && missing === 'null-if-missing') return null;
+    if (!res.ok) throw fromStatus(res.status, where, registryDetail(text), { registry: this.#base });
+    try {
+      return text === '' ? null : (JSON.parse(text) as unknown);
+    } catch {
+      throw new StreamError('REGISTRY_UNAVAILABLE', `schema registry answered ${where} with invalid JSON`, { context: { status: res.status } });
     }
-    const detail = registryMessage(text);
-    const context = { status: res.status, registry: this.#base };
-    if (res.status >= 500 || res.status === 408 || res.status === 429) {
-      throw new StreamError('REGISTRY_UNAVAILABLE', `schema registry answered ${where} with ${res.status}${detail}`, { context });
-    }
-    if (res.status === 401 || res.status === 403) {
-      throw new StreamError('REGISTRY_REJECTED', `schema registry refused ${where} (${res.status}): check SCHEMA_REGISTRY_USERNAME and SCHEMA_REGISTRY_PASSWORD`, { context });
-    }
-    if (res.status === 409) {
-      throw new StreamError('REGISTRY_REJECTED', `schema registry refused ${where} as incompatible with the registered versions (409)${detail}; evolve the schema compatibly (new fields need defaults)`, { context });
-    }
-    throw new StreamError('REGISTRY_REJECTED', `schema registry refused ${where} (${res.status})${detail}`, { context });
   }
 }
 
+/**
+ * An agent that connects afresh for every request (no keep-alive: a socket
+ * belongs to one call) and records the socket's error, including our timeout,
+ * in the calling library call's context.
+ */
+function observedAgent(base: string, timeoutMs: number): http.Agent {
+  const agent = new URL(base).protocol === 'https:' ? new https.Agent({ keepAlive: false }) : new http.Agent({ keepAlive: false });
+  const connect = agent.createConnection.bind(agent) as typeof agent.createConnection;
+  agent.createConnection = (options, callback) => {
+    const socket = connect(options, callback);
+    const attempt = attempts.getStore();
+    if (socket instanceof net.Socket) {
+      if (attempt !== undefined) delete attempt.socketError; // a retry starts clean
+      socket.setTimeout(timeoutMs, () => socket.destroy(Object.assign(new Error(`no answer within ${timeoutMs} ms`), { name: 'TimeoutError', code: 'ETIMEDOUT' })));
+      socket.once('error', (e) => {
+        if (attempt !== undefined) attempt.socketError = e;
+      });
+    }
+    return socket;
+  };
+  return agent;
+}
+
+function unavailable(where: string, error: unknown, registry: string): StreamError {
+  const code = (error as { code?: unknown } | null)?.code;
+  const reason = typeof code === 'string' ? code : error instanceof Error ? error.name : 'error';
+  return new StreamError('REGISTRY_UNAVAILABLE', `schema registry did not answer ${where} (${reason})`, { cause: error, context: { registry } });
+}
+
+function fromStatus(status: number, where: string, detail: string, context: Record<string, unknown>): StreamError {
+  const ctx = { ...context, status };
+  if (status >= 500 || status === 408 || status === 429) {
+    return new StreamError('REGISTRY_UNAVAILABLE', `schema registry answered ${where} with ${status}${detail}`, { context: ctx });
+  }
+  if (status === 401 || status === 403) {
+    return new StreamError('REGISTRY_REJECTED', `schema registry refused ${where} (${status}): check SCHEMA_REGISTRY_USERNAME and SCHEMA_REGISTRY_PASSWORD`, { context: ctx });
+  }
+  if (status === 409) {
+    return new StreamError('REGISTRY_REJECTED', `schema registry refused ${where} as incompatible with the registered versions (409)${detail}; evolve the schema compatibly (new fields need defaults)`, {
+      context: ctx,
+    });
+  }
+  return new StreamError('REGISTRY_REJECTED', `schema registry refused ${where} (${status})${detail}`, { context: ctx });
+}
+
+const isNotFound = (e: unknown): boolean => e instanceof StreamError && e.context['status'] === 404;
+
 function idOf(body: unknown, subject: string): number {
-  const id = (body as { id?: unknown } | null)?.id;
+  const id = typeof body === 'number' ? body : (body as { id?: unknown } | null)?.id;
   if (typeof id !== 'number' || !Number.isInteger(id)) throw new StreamError('REGISTRY_UNAVAILABLE', `schema registry answered for ${subject} without an id`);
   return id;
 }
 
-function registryMessage(text: string): string {
+function levelOf(body: unknown): string | null {
+  const level = (body as { compatibilityLevel?: unknown; compatibility?: unknown } | null) ?? {};
+  const value = level.compatibilityLevel ?? level.compatibility;
+  return typeof value === 'string' ? value.toUpperCase() : null;
+}
+
+/** The registry's message from a ResponseError ("<clientId> - <message>"). */
+function libraryDetail(message: string): string {
+  const prefix = `${CLIENT_ID} - `;
+  return message.startsWith(prefix) ? `: ${message.slice(prefix.length, prefix.length + 300)}` : '';
+}
+
+function registryDetail(text: string): string {
   try {
     const message = (JSON.parse(text) as { message?: unknown }).message;
     return typeof message === 'string' ? `: ${message.slice(0, 300)}` : '';
   } catch {
     return '';
   }
-}
-
-/** ECONNREFUSED etc. from undici's `cause` (network errors carry no payload). */
-function causeCode(e: Error): string | undefined {
-  const cause = (e as { cause?: { code?: unknown; message?: unknown } }).cause;
-  if (typeof cause?.code === 'string') return cause.code;
-  return typeof cause?.message === 'string' ? cause.message : undefined;
 }

@@ -151,9 +151,10 @@ export class StartAborted extends Error {
  * Registers ClinicalEntities under `<output topic>-value` (idempotent), and
  * EmrRecord under `<input topic>-value` unless that subject already has
  * versions of its own (producers own the input schema; ours must not become
- * its latest version). Subjects we create get BACKWARD compatibility unless
- * they already have a compatibility level other than NONE. Returns the
- * output schema id.
+ * its latest version). Subjects we create get BACKWARD compatibility (the
+ * registry library sets it on a subject's first registration); a subject at
+ * NONE is raised to BACKWARD, any other level is kept. Returns the output
+ * schema id.
  */
 export async function registerSchemas(registry: SchemaRegistry, config: Config, inputSchema: string, outputSchema: string, log: Logger): Promise<number> {
   const outSubject = `${config.kafka.outputTopic}-value`;
@@ -162,12 +163,12 @@ export async function registerSchemas(registry: SchemaRegistry, config: Config, 
   const inSubject = `${config.kafka.inputTopic}-value`;
   let inputId = await registry.lookup(inSubject, inputSchema);
   if (inputId === null) {
-    const versions = await registry.versions(inSubject);
-    if (versions.length === 0) {
+    const latestId = await registry.latestSchemaId(inSubject);
+    if (latestId === null) {
       inputId = await registry.register(inSubject, inputSchema);
       await requireBackward(registry, inSubject, log);
     } else {
-      log.info({ subject: inSubject, versions: versions.length }, 'input subject has its own versions: EmrRecord not registered there (values are read with their writer schema)');
+      log.info({ subject: inSubject, latestSchemaId: latestId }, 'input subject has its own versions: EmrRecord not registered there (values are read with their writer schema)');
     }
   }
   log.info({ outputSubject: outSubject, outputSchemaId: outputId, inputSubject: inSubject, inputSchemaId: inputId }, 'schemas registered');

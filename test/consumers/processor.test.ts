@@ -16,7 +16,7 @@ const out = loadSchema('ClinicalEntities');
 const TRACEPARENT = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
 
 function options(model: TaggingModel, lines: string[], overrides: Partial<ProcessorOptions> = {}): ProcessorOptions {
-  const reader = new AvroReader(emr.type, { schemaById: async () => emr.text });
+  const reader = new AvroReader(emr.type, { writerType: async () => emr.type });
   const encoder = new EventEncoder(out.type, 42);
   return {
     outputTopic: 'out',
@@ -112,7 +112,7 @@ describe('planTransaction', () => {
 
   it('throws when the registry is unavailable (nothing is dead-lettered)', async () => {
     const reader = new AvroReader(emr.type, {
-      schemaById: async () => {
+      writerType: async () => {
         throw new StreamError('REGISTRY_UNAVAILABLE', 'down');
       },
     });

@@ -9,7 +9,7 @@ import { FakeKafka, silent } from './helpers.js';
 
 const { config } = loadConfig({ KAFKA_BROKERS: 'a:1', SCHEMA_REGISTRY_URL: 'http://r', KAFKA_TOPIC_PARTITIONS: '6' });
 
-function fakeRegistry(inputVersions: number[], registeredInput: number | null) {
+function fakeRegistry(inputLatestId: number | null, registeredInput: number | null) {
   const calls: string[] = [];
   const registry = {
     register: async (subject: string) => {
@@ -20,9 +20,9 @@ function fakeRegistry(inputVersions: number[], registeredInput: number | null) {
       calls.push(`lookup ${subject}`);
       return registeredInput;
     },
-    versions: async (subject: string) => {
-      calls.push(`versions ${subject}`);
-      return inputVersions;
+    latestSchemaId: async (subject: string) => {
+      calls.push(`latest ${subject}`);
+      return inputLatestId;
     },
     compatibility: async (subject: string) => {
       calls.push(`compatibility ${subject}`);
@@ -37,27 +37,27 @@ function fakeRegistry(inputVersions: number[], registeredInput: number | null) {
 
 describe('registerSchemas', () => {
   it('registers the output schema and, on an empty input subject, the input schema', async () => {
-    const { registry, calls } = fakeRegistry([], null);
+    const { registry, calls } = fakeRegistry(null, null);
     assert.equal(await registerSchemas(registry, config, 'in', 'out', silent()), 2);
     assert.deepEqual(calls, [
       'register emr.records.entities-value',
       'compatibility emr.records.entities-value',
       'set emr.records.entities-value BACKWARD',
       'lookup emr.records.raw-value',
-      'versions emr.records.raw-value',
+      'latest emr.records.raw-value',
       'register emr.records.raw-value',
       'compatibility emr.records.raw-value',
       'set emr.records.raw-value BACKWARD',
     ]);
   });
   it('leaves an input subject that producers already own alone', async () => {
-    const { registry, calls } = fakeRegistry([1, 2, 3], null);
+    const { registry, calls } = fakeRegistry(3, null);
     await registerSchemas(registry, config, 'in', 'out', silent());
     assert.ok(!calls.includes('register emr.records.raw-value'));
     assert.ok(!calls.includes('set emr.records.raw-value BACKWARD'), 'the producers\' subject is left alone');
-    const again = fakeRegistry([1], 1);
+    const again = fakeRegistry(1, 1);
     await registerSchemas(again.registry, config, 'in', 'out', silent());
-    assert.ok(!again.calls.includes('versions emr.records.raw-value'));
+    assert.ok(!again.calls.includes('latest emr.records.raw-value'));
   });
 });
 

@@ -105,9 +105,9 @@ func TestProcessorEnvironment(t *testing.T) {
 			t.Errorf("%s = %q, want %q", name, got, value)
 		}
 	}
-	// The transactional id is prefix + '-' + pod name: the pod name comes from the downward API.
-	if got := str(env(c)["POD_NAME"], "valueFrom", "fieldRef", "fieldPath"); got != "metadata.name" {
-		t.Errorf("POD_NAME fieldRef = %q, want metadata.name", got)
+	// The transactional id is prefix + '-' + instance id: by default the pod name, from the downward API.
+	if got := str(env(c)["CNER_INSTANCE_ID"], "valueFrom", "fieldRef", "fieldPath"); got != "metadata.name" {
+		t.Errorf("CNER_INSTANCE_ID fieldRef = %q, want metadata.name", got)
 	}
 	// Unset optional settings are left to the processor's defaults.
 	d = one(t, render(t, "default"), "Deployment")

@@ -5,6 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
+import avro from 'avsc';
 import { loadConfig } from '../../src/config.js';
 import { frame, loadSchema } from '../../src/consumers/avro.js';
 import { SchemaRegistry } from '../../src/consumers/registry.js';
@@ -65,12 +66,15 @@ describe('dependencies unavailable', { skip, timeout: 180_000 }, () => {
       await waitFor('ready', 30_000, async () => (await httpGet(port, '/readyz')).status === 200);
 
       // Registry gone while a record with a new schema id arrives: the slice is retried, then tagged.
+      // (A new version: the processor already knows the id of the EmrRecord it registered itself.)
       const registry = new SchemaRegistry({ url: s.registryUrl, auth: null });
-      const emr = loadSchema('EmrRecord');
-      const id = await registry.register(`${input}-value`, emr.text);
+      const emr = JSON.parse(loadSchema('EmrRecord').text) as { fields: unknown[] };
+      const v2 = { ...emr, fields: [...emr.fields, { name: 'ward', type: ['null', 'string'], default: null, doc: 'Ward (test-only field).' }] };
+      const id = await registry.register(`${input}-value`, JSON.stringify(v2));
+      const v2Type = avro.Type.forSchema(v2 as avro.Schema);
       await proxy.close();
       await kafka!.produce(input, [
-        { key: Buffer.from('r1'), value: frame(id, emr.type.toBuffer({ recordId: 'r1', text: '头颅MRI未见异常。', sourceSystem: 'it', timestamp: Date.now(), metadata: null })), headers: {} },
+        { key: Buffer.from('r1'), value: frame(id, v2Type.toBuffer({ recordId: 'r1', text: '头颅MRI未见异常。', sourceSystem: 'it', timestamp: Date.now(), metadata: null, ward: '神经内科' })), headers: {} },
       ]);
       await waitFor('not ready while the registry is gone', 20_000, async () => (await httpGet(port, '/readyz')).status === 503);
       const during = (await httpGet(port, '/metrics')).body;

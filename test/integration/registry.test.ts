@@ -26,12 +26,14 @@ describe('schema registry', { skip, timeout: 60_000 }, () => {
     const id1 = await registerSchemas(registry, config, input.text, output.text, silentLogger());
     const id2 = await registerSchemas(registry, config, input.text, output.text, silentLogger());
     assert.equal(id1, id2, 'same schema, same id');
-    assert.deepEqual(await registry.versions(`${run}.entities-value`), [1]);
-    assert.deepEqual(await registry.versions(`${run}.raw-value`), [1]);
+    assert.deepEqual(await versions(s.registryUrl, `${run}.entities-value`), [1]);
+    assert.deepEqual(await versions(s.registryUrl, `${run}.raw-value`), [1]);
+    assert.equal(await registry.latestSchemaId(`${run}.entities-value`), id1);
     assert.equal(await registry.compatibility(`${run}.entities-value`), 'BACKWARD');
-    const text = await registry.schemaById(id1);
-    assert.equal((JSON.parse(text) as { name: string }).name, 'ClinicalEntities');
-    assert.match(text, /疾病和诊断/, 'non-ASCII docs survive');
+    assert.equal(await registry.compatibility(`${run}.raw-value`), 'BACKWARD');
+    const type = await registry.writerType(id1);
+    assert.equal(type.name, 'health.cner.ClinicalEntities');
+    assert.match(JSON.stringify(type.schema({ exportAttrs: true })), /疾病和诊断/, 'non-ASCII docs survive');
 
     // A new field with a default is a compatible change; one without is refused.
     const schema = JSON.parse(output.text) as { fields: unknown[] };
@@ -44,6 +46,32 @@ describe('schema registry', { skip, timeout: 60_000 }, () => {
 
   it('UNKNOWN_SCHEMA for an id the registry never issued', async () => {
     const registry = new SchemaRegistry({ url: s.registryUrl, auth: null });
-    await assert.rejects(registry.schemaById(2_000_000_001), (e: unknown) => e instanceof StreamError && e.code === 'UNKNOWN_SCHEMA');
+    await assert.rejects(registry.writerType(2_000_000_001), (e: unknown) => e instanceof StreamError && e.code === 'UNKNOWN_SCHEMA');
+  });
+
+  it('raises a subject at NONE to BACKWARD, keeps any other level', async () => {
+    const run = uniqueName('it.lvl');
+    const { config } = loadConfig({ KAFKA_BROKERS: 'x:1', SCHEMA_REGISTRY_URL: s.registryUrl, KAFKA_INPUT_TOPIC: `${run}.raw`, KAFKA_OUTPUT_TOPIC: `${run}.entities` });
+    const registry = new SchemaRegistry({ url: s.registryUrl, auth: null });
+    const input = loadSchema('EmrRecord');
+    const output = loadSchema('ClinicalEntities');
+    // Subjects made earlier or by someone else: the output one at NONE, the input one at FULL.
+    await registry.register(`${run}.entities-value`, output.text);
+    await registry.setCompatibility(`${run}.entities-value`, 'NONE');
+    await registry.register(`${run}.raw-value`, input.text);
+    await registry.setCompatibility(`${run}.raw-value`, 'FULL');
+    // The library registers only under a subject whose level it is given: register passes the subject's own.
+    const outputId = await registerSchemas(registry, config, input.text, output.text, silentLogger());
+    assert.equal(await registry.latestSchemaId(`${run}.entities-value`), outputId);
+    assert.equal(await registry.compatibility(`${run}.entities-value`), 'BACKWARD');
+    assert.equal(await registry.register(`${run}.raw-value`, input.text), await registry.lookup(`${run}.raw-value`, input.text));
+    assert.equal(await registry.compatibility(`${run}.raw-value`), 'FULL');
   });
 });
+
+/** Version numbers of a subject (a listing the library does not offer; only this test needs it). */
+async function versions(registryUrl: string, subject: string): Promise<number[]> {
+  const res = await fetch(`${registryUrl}/subjects/${encodeURIComponent(subject)}/versions`);
+  assert.equal(res.status, 200);
+  return (await res.json()) as number[];
+}
