@@ -43,11 +43,19 @@ if [ "$with_python" = 1 ]; then
   step "Python training package"
   hash=$(cat training/constraints.txt training/pyproject.toml | sha256sum | cut -c1-12)
   venv="${CNER_VENV:-$HOME/.cache/cner/venv-$hash}"
-  if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
-  fi
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    -c training/constraints.txt -e "training[test]"
+  mkdir -p "$(dirname "$venv")"
+  # The environment is shared by every checkout: one pip at a time in it.
+  (
+    if command -v flock >/dev/null 2>&1; then
+      flock -w 3600 9 || { echo "setup.sh: $venv.lock is still held after an hour" >&2; exit 1; }
+    fi
+    # (re)created when missing or left without pip by an interrupted creation
+    if ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
+      python3 -m venv --clear "$venv"
+    fi
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+      -c training/constraints.txt -e "training[test]"
+  ) 9>"$venv.lock"
   if [ -e .venv ] && [ ! -L .venv ]; then
     echo "setup.sh: .venv exists and is not a link; using it as it is" >&2
   else
