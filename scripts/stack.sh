@@ -11,6 +11,11 @@
 #   scripts/stack.sh restart  down + up
 #   scripts/stack.sh resolve  only resolve the jars (what setup.sh does), start nothing
 #   scripts/stack.sh env      print `export KAFKA_BROKERS=...` lines for eval
+#   scripts/stack.sh env-secure
+#                             print `export CNER_STACK_SASL_BROKERS=...` lines:
+#                             the secured listeners and their TEST-ONLY user,
+#                             password and CA file (exit 1 when the running
+#                             broker was not started with them)
 #   scripts/stack.sh kafka-tool CLASS [ARGS...]
 #                             run a Kafka CLI class from the broker's classpath,
 #                             e.g. org.apache.kafka.tools.TopicCommand
@@ -19,9 +24,18 @@
 # Progress goes to stderr; `up` prints only the environment (dotenv lines) on
 # stdout, so `scripts/stack.sh up > .stack/env` works.
 #
+# Besides PLAINTEXT on 9092 (what everything uses), the broker offers, for
+# security tests only: SASL_PLAINTEXT on 9094 and SASL_SSL (TLS) on 9095, each
+# with PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for one test user. Its password
+# is generated on the first `up` (.stack/kafka/sasl-test-password), the CA and
+# the broker certificate too (.stack/tls/, with keytool). `env-secure` prints
+# them; `up` keeps printing only the two lines above.
+#
 # Environment:
 #   CNER_STACK_KAFKA_PORT            broker port                 (9092)
 #   CNER_STACK_KAFKA_CONTROLLER_PORT KRaft controller port       (9093)
+#   CNER_STACK_KAFKA_SASL_PORT       SASL_PLAINTEXT port         (9094)
+#   CNER_STACK_KAFKA_SSL_PORT        SASL_SSL (TLS) port         (9095)
 #   CNER_STACK_REGISTRY_PORT         registry HTTP port          (8081)
 #   CNER_STACK_TIMEOUT               seconds `up` waits for health (180)
 #   CNER_STACK_KAFKA_HEAP            broker max heap             (512m)
@@ -31,7 +45,8 @@
 #
 # Files: stack/kafka/pom.xml (broker classpath), stack/kafka/server.properties.in,
 # stack/kafka/log4j2.xml, stack/registry/pom.xml (registry distribution).
-# State under .stack/: kafka/libs, kafka/data, registry/app, *.pid, *.log.
+# State under .stack/: kafka/libs, kafka/data, registry/app, *.pid, *.log,
+# tls/ (test CA and broker keystore), kafka/sasl-test-password, secure.env.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -41,6 +56,8 @@ STATE=${CNER_STACK_DIR:-$ROOT/.stack}
 
 KAFKA_PORT=${CNER_STACK_KAFKA_PORT:-9092}
 CONTROLLER_PORT=${CNER_STACK_KAFKA_CONTROLLER_PORT:-9093}
+SASL_PORT=${CNER_STACK_KAFKA_SASL_PORT:-9094}
+SSL_PORT=${CNER_STACK_KAFKA_SSL_PORT:-9095}
 REGISTRY_PORT=${CNER_STACK_REGISTRY_PORT:-8081}
 TIMEOUT=${CNER_STACK_TIMEOUT:-180}
 KAFKA_HEAP=${CNER_STACK_KAFKA_HEAP:-512m}
@@ -56,12 +73,22 @@ KAFKA_LOG=$STATE/kafka.log
 # Fixed KRaft cluster id (base64 of the 16 bytes "cner-stack-kraft").
 KAFKA_CLUSTER_ID=Y25lci1zdGFjay1rcmFmdA
 
+# Secured listeners (tests only): one user for PLAIN and both SCRAM mechanisms.
+SASL_USERNAME=cner_test
+SASL_PASSWORD_FILE=$KAFKA_DIR/sasl-test-password
+# sha256 of the SCRAM credentials stored in the cluster metadata (see ensure_scram_users)
+SCRAM_MARKER=$KAFKA_DIR/scram.sha256
+TLS_DIR=$STATE/tls
+SECURE_ENV=$STATE/secure.env
+
 REGISTRY_DIR=$STATE/registry
 REGISTRY_APP=$REGISTRY_DIR/app
 REGISTRY_LOG=$STATE/registry.log
 REGISTRY_PATH=/apis/ccompat/v7
 
 KAFKA_BROKERS=$HOST:$KAFKA_PORT
+SASL_BROKERS=$HOST:$SASL_PORT
+SSL_BROKERS=$HOST:$SSL_PORT
 SCHEMA_REGISTRY_URL=http://$HOST:$REGISTRY_PORT$REGISTRY_PATH
 
 log() { printf '[stack] %s\n' "$*" >&2; }
@@ -150,6 +177,94 @@ registry_jar() {
     if [[ -f $j ]]; then printf '%s\n' "$j"; return 0; fi
   done
   return 1
+}
+
+# ------------------------------------------- secured listeners (tests only)
+
+random_hex() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
+
+# The test user's password: generated once, kept across down/reset (the data
+# may be deleted, the password stays; ensure_scram_users re-adds it).
+sasl_password() {
+  if [[ ! -s $SASL_PASSWORD_FILE ]]; then
+    mkdir -p "$KAFKA_DIR"
+    (umask 077 && printf 'test-only-%s\n' "$(random_hex 12)" >"$SASL_PASSWORD_FILE")
+  fi
+  local pw
+  pw=$(<"$SASL_PASSWORD_FILE")
+  [[ $pw =~ ^[A-Za-z0-9_-]+$ ]] || die "$SASL_PASSWORD_FILE must hold letters, digits, '-' or '_' only; delete it to generate a new one"
+  printf '%s\n' "$pw"
+}
+
+scram_hash() { printf '%s:%s\n' "$SASL_USERNAME" "$(sasl_password)" | sha256sum | cut -d' ' -f1; }
+
+# A self-signed CA and a broker certificate for 127.0.0.1/localhost, made
+# once with keytool (part of every JDK): .stack/tls/ca.pem for clients,
+# broker.p12 (key + chain) for the broker. Test-only: the keys sit in .stack/.
+ensure_tls() {
+  if [[ -s $TLS_DIR/broker.p12 && -s $TLS_DIR/ca.pem && -s $TLS_DIR/store-password ]]; then return 0; fi
+  find_java
+  local keytool=${JAVA%/*}/keytool
+  [[ -x $keytool ]] || keytool=$(command -v keytool) || die "keytool (part of the JDK) is needed to make the stack's test certificates"
+  log "generating a test-only CA and broker certificate in ${TLS_DIR#"$ROOT"/} ..."
+  local tmp=$TLS_DIR.tmp pw
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  chmod 700 "$tmp"
+  pw=$(random_hex 12)
+  kt() { "$keytool" -J-XX:TieredStopAtLevel=1 -J-XX:+UseSerialGC "$@" >>"$tmp/keytool.log" 2>&1 || {
+    tail -n 20 "$tmp/keytool.log" >&2
+    die "keytool $1 failed (see $tmp/keytool.log)"
+  }; }
+  kt -genkeypair -alias ca -keyalg RSA -keysize 2048 -validity 3650 -dname 'CN=cner stack TEST-ONLY CA' \
+    -ext bc:c -ext KU=keyCertSign,cRLSign -keystore "$tmp/ca.p12" -storetype PKCS12 -storepass "$pw"
+  kt -exportcert -rfc -alias ca -keystore "$tmp/ca.p12" -storepass "$pw" -file "$tmp/ca.pem"
+  kt -genkeypair -alias broker -keyalg RSA -keysize 2048 -validity 3650 -dname "CN=$HOST" \
+    -keystore "$tmp/broker.p12" -storetype PKCS12 -storepass "$pw"
+  kt -certreq -alias broker -keystore "$tmp/broker.p12" -storepass "$pw" -file "$tmp/broker.csr"
+  kt -gencert -rfc -alias ca -keystore "$tmp/ca.p12" -storepass "$pw" -infile "$tmp/broker.csr" -outfile "$tmp/broker.pem" \
+    -validity 3650 -ext "SAN=ip:$HOST,dns:localhost" -ext KU=digitalSignature,keyEncipherment -ext EKU=serverAuth
+  kt -importcert -noprompt -alias ca -file "$tmp/ca.pem" -keystore "$tmp/broker.p12" -storepass "$pw"
+  kt -importcert -alias broker -file "$tmp/broker.pem" -keystore "$tmp/broker.p12" -storepass "$pw"
+  printf '%s\n' "$pw" >"$tmp/store-password"
+  rm -f "$tmp/broker.csr"
+  rm -rf "$TLS_DIR"
+  mv "$tmp" "$TLS_DIR"
+}
+
+# The SCRAM credentials of the test user, when the cluster's metadata may
+# lack them (data formatted by an older stack.sh, or a new password): added
+# through the admin API. A fresh cluster gets them at format time instead.
+ensure_scram_users() {
+  local want have=
+  want=$(scram_hash)
+  [[ -f $SCRAM_MARKER ]] && have=$(<"$SCRAM_MARKER")
+  [[ $have == "$want" ]] && return 0
+  local pw
+  pw=$(sasl_password)
+  log "adding the SCRAM credentials of the test user $SASL_USERNAME"
+  # one mechanism per call: KRaft refuses a request that replaces an existing
+  # user's credentials for both mechanisms at once (DuplicateResourceException)
+  local mechanism
+  for mechanism in SCRAM-SHA-256 SCRAM-SHA-512; do
+    KAFKA_TOOL_TIMEOUT=60 kafka_tool kafka.admin.ConfigCommand --bootstrap-server "$KAFKA_BROKERS" \
+      --command-config "$KAFKA_ADMIN_CONF" --alter --entity-type users --entity-name "$SASL_USERNAME" \
+      --add-config "$mechanism=[password=$pw]" >&2 ||
+      die "could not add the $mechanism credentials of $SASL_USERNAME (see above)"
+  done
+  printf '%s\n' "$want" >"$SCRAM_MARKER"
+}
+
+write_secure_env() {
+  (umask 077 && printf '%s\n' \
+    "# scripts/stack.sh: the broker's secured listeners, for security tests only." \
+    "# TEST-ONLY credentials and CA; never use them outside this local stack." \
+    "CNER_STACK_PLAINTEXT_BROKERS=$KAFKA_BROKERS" \
+    "CNER_STACK_SASL_BROKERS=$SASL_BROKERS" \
+    "CNER_STACK_SSL_BROKERS=$SSL_BROKERS" \
+    "CNER_STACK_SSL_CA_FILE=$TLS_DIR/ca.pem" \
+    "CNER_STACK_SASL_USERNAME=$SASL_USERNAME" \
+    "CNER_STACK_SASL_PASSWORD=$(sasl_password)" >"$SECURE_ENV")
 }
 
 # ------------------------------------------------------------------ processes
@@ -293,21 +408,37 @@ registry_answers() {
 
 # ----------------------------------------------------------------- start
 
+kafka_ports_taken() {
+  tcp_open "$KAFKA_PORT" || tcp_open "$CONTROLLER_PORT" || tcp_open "$SASL_PORT" || tcp_open "$SSL_PORT"
+}
+KAFKA_PORTS_TAKEN="port $KAFKA_PORT, $CONTROLLER_PORT, $SASL_PORT or $SSL_PORT on $HOST is taken by a process that stack.sh did not start; stop it or set CNER_STACK_KAFKA_PORT / CNER_STACK_KAFKA_CONTROLLER_PORT / CNER_STACK_KAFKA_SASL_PORT / CNER_STACK_KAFKA_SSL_PORT"
+
 start_kafka() {
   find_java
-  if tcp_open "$KAFKA_PORT" || tcp_open "$CONTROLLER_PORT"; then
-    die "port $KAFKA_PORT or $CONTROLLER_PORT on $HOST is taken by a process that stack.sh did not start; stop it or set CNER_STACK_KAFKA_PORT / CNER_STACK_KAFKA_CONTROLLER_PORT"
-  fi
+  if kafka_ports_taken; then die "$KAFKA_PORTS_TAKEN"; fi
   mkdir -p "$KAFKA_DATA"
-  sed -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" \
+  ensure_tls
+  local pw
+  pw=$(sasl_password)
+  (umask 077 && sed -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" \
     -e "s|@CONTROLLER_PORT@|$CONTROLLER_PORT|g" \
+    -e "s|@SASL_PORT@|$SASL_PORT|g" \
+    -e "s|@SSL_PORT@|$SSL_PORT|g" \
     -e "s|@DATA_DIR@|$KAFKA_DATA|g" \
-    "$SRC/kafka/server.properties.in" >"$KAFKA_CONF"
+    -e "s|@TLS_DIR@|$TLS_DIR|g" \
+    -e "s|@TLS_PASSWORD@|$(<"$TLS_DIR/store-password")|g" \
+    -e "s|@SASL_USERNAME@|$SASL_USERNAME|g" \
+    -e "s|@SASL_PASSWORD@|$pw|g" \
+    "$SRC/kafka/server.properties.in" >"$KAFKA_CONF")
   if [[ ! -f $KAFKA_DATA/meta.properties ]]; then
     log "formatting KRaft storage in ${KAFKA_DATA#"$ROOT"/} (cluster id $KAFKA_CLUSTER_ID)"
+    rm -f "$SCRAM_MARKER"
     kafka_tool kafka.tools.StorageTool format --ignore-formatted \
-      --cluster-id "$KAFKA_CLUSTER_ID" --config "$KAFKA_CONF" >&2 ||
+      --cluster-id "$KAFKA_CLUSTER_ID" --config "$KAFKA_CONF" \
+      --add-scram "SCRAM-SHA-256=[name=$SASL_USERNAME,password=$pw]" \
+      --add-scram "SCRAM-SHA-512=[name=$SASL_USERNAME,password=$pw]" >&2 ||
       die "formatting the Kafka storage failed"
+    scram_hash >"$SCRAM_MARKER"
   fi
   # shellcheck disable=SC2046 # marker is two words on purpose
   spawn kafka "$KAFKA_LOG" "$JAVA" $(marker kafka) \
@@ -315,6 +446,7 @@ start_kafka() {
     -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$SRC/kafka/log4j2.xml" \
     -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_CONF"
+  write_secure_env
 }
 
 start_registry() {
@@ -368,14 +500,13 @@ cmd_up() {
   rpid=$(service_pid registry)
   if [[ -n $kpid && -n $rpid ]] && registry_answers && kafka_answers; then
     log "already running and healthy (kafka pid $kpid, registry pid $rpid)"
+    if [[ -f $SECURE_ENV ]]; then ensure_scram_users; else warn_if_not_secured; fi
     print_env
     return 0
   fi
   local t0=$SECONDS
   # refuse before starting anything if a foreign process holds a port
-  if [[ -z $kpid ]] && { tcp_open "$KAFKA_PORT" || tcp_open "$CONTROLLER_PORT"; }; then
-    die "port $KAFKA_PORT or $CONTROLLER_PORT on $HOST is taken by a process that stack.sh did not start; stop it or set CNER_STACK_KAFKA_PORT / CNER_STACK_KAFKA_CONTROLLER_PORT"
-  fi
+  if [[ -z $kpid ]] && kafka_ports_taken; then die "$KAFKA_PORTS_TAKEN"; fi
   if [[ -z $rpid ]] && tcp_open "$REGISTRY_PORT"; then
     die "port $REGISTRY_PORT on $HOST is taken by a process that stack.sh did not start; stop it or set CNER_STACK_REGISTRY_PORT"
   fi
@@ -403,13 +534,22 @@ cmd_up() {
     fi
     sleep 1
   done
+  if [[ -f $SECURE_ENV ]]; then ensure_scram_users; else warn_if_not_secured; fi
   log "up in $((SECONDS - t0))s"
   print_env
+}
+
+# A broker started by a stack.sh from before the secured listeners keeps
+# running without them until it is restarted.
+warn_if_not_secured() {
+  [[ -f $SECURE_ENV ]] ||
+    log "note: the running broker has no secured listeners (started by an older stack.sh); scripts/stack.sh restart adds them"
 }
 
 cmd_down() {
   stop_service registry
   stop_service kafka
+  rm -f "$SECURE_ENV"
 }
 
 cmd_status() {
@@ -448,7 +588,7 @@ cmd_status() {
 cmd_reset() {
   cmd_down
   log "deleting data and logs (resolved artifacts are kept)"
-  rm -rf "$KAFKA_DATA" "$KAFKA_CONF" "$KAFKA_ADMIN_CONF" \
+  rm -rf "$KAFKA_DATA" "$KAFKA_CONF" "$KAFKA_ADMIN_CONF" "$SCRAM_MARKER" \
     "$KAFKA_LOG" "$KAFKA_LOG.1" "$REGISTRY_LOG" "$REGISTRY_LOG.1"
 }
 
@@ -472,6 +612,10 @@ main() {
   restart) lock; cmd_down; cmd_up ;;
   resolve) lock; mkdir -p "$STATE"; resolve_kafka; resolve_registry ;;
   env) printf 'export KAFKA_BROKERS=%s\nexport SCHEMA_REGISTRY_URL=%s\n' "$KAFKA_BROKERS" "$SCHEMA_REGISTRY_URL" ;;
+  env-secure)
+    [[ -f $SECURE_ENV ]] || die "no secured listeners: the broker is not running, or was started by an older stack.sh (scripts/stack.sh restart)"
+    sed -n 's/^CNER_STACK_/export CNER_STACK_/p' "$SECURE_ENV"
+    ;;
   kafka-tool)
     [[ $# -gt 0 ]] || die "usage: scripts/stack.sh kafka-tool CLASS [ARGS...]"
     kafka_tool "$@"
