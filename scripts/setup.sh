@@ -54,7 +54,7 @@ if [ "$with_python" = 1 ]; then
       python3 -m venv --clear "$venv"
     fi
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-      -c training/constraints.txt -e "training[test]"
+      -c training/constraints.txt -e "training[test,stream]"
   ) 9>"$venv.lock"
   if [ -e .venv ] && [ ! -L .venv ]; then
     echo "setup.sh: .venv exists and is not a link; using it as it is" >&2

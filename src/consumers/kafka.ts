@@ -23,10 +23,13 @@ import type {
   InputBatch,
   InputMessage,
   KafkaClient,
+  ModelTopicClient,
   OutputMessage,
   StreamConsumer,
+  TailOptions,
   TopicPartitionOffset,
   TopicSpec,
+  TopicTail,
   TransactionalProducer,
 } from './types.js';
 
@@ -46,7 +49,7 @@ export interface KafkaAdapterOptions {
   readonly retries?: number;
 }
 
-export function createKafkaClient(options: KafkaAdapterOptions): KafkaClient & KafkaTools {
+export function createKafkaClient(options: KafkaAdapterOptions): KafkaClient & KafkaTools & ModelTopicClient {
   const kafka = new Kafka(kafkaConfig(options));
   return new KafkajsClient(kafka, options);
 }
@@ -195,7 +198,7 @@ const messageOf = (e: unknown): string => (e instanceof Error ? e.message : Stri
 
 // ---------------------------------------------------------------- client
 
-class KafkajsClient implements KafkaClient, KafkaTools {
+class KafkajsClient implements KafkaClient, KafkaTools, ModelTopicClient {
   readonly groupId: string;
   readonly #kafka: InstanceType<typeof Kafka>;
   readonly #options: KafkaAdapterOptions;
@@ -248,9 +251,62 @@ class KafkajsClient implements KafkaClient, KafkaTools {
     await this.#withAdmin('creating topics', async (admin) => {
       await admin.createTopics({
         waitForLeaders: true,
-        topics: topics.map((t) => ({ topic: t.topic, numPartitions: t.partitions, replicationFactor: t.replicationFactor })),
+        topics: topics.map((t) => ({
+          topic: t.topic,
+          numPartitions: t.partitions,
+          replicationFactor: t.replicationFactor,
+          ...(t.config === undefined ? {} : { configEntries: Object.entries(t.config).map(([name, value]) => ({ name, value })) }),
+        })),
       });
     });
+  }
+
+  async endOffsets(topic: string): Promise<Record<number, string>> {
+    return this.#withAdmin('fetching end offsets', async (admin) => Object.fromEntries((await admin.fetchTopicOffsets(topic)).map((p) => [p.partition, p.high])));
+  }
+
+  async tail(topic: string, options: TailOptions): Promise<TopicTail> {
+    const consumer = this.#kafka.consumer({
+      groupId: options.groupId,
+      readUncommitted: false,
+      allowAutoTopicCreation: false,
+      maxWaitTimeInMs: 500,
+      maxBytesPerPartition: 4 * 1024 * 1024,
+      retry: { initialRetryTime: 300, retries: this.#options.retries ?? 5, restartOnFailure: async () => false },
+    });
+    let stopped = false;
+    consumer.on(consumer.events.CRASH, (e) => {
+      if (!stopped) options.onCrash(classify(e.payload.error, `reading ${topic}`));
+    });
+    try {
+      await consumer.connect();
+      await consumer.subscribe({ topic, fromBeginning: true });
+      await consumer.run({
+        autoCommit: false,
+        eachBatch: async ({ batch }) => options.onMessages(batch.messages.map((m) => toInputMessage(batch, m))),
+      });
+    } catch (e) {
+      await consumer.disconnect().catch(() => {});
+      throw classify(e, `reading ${topic}`);
+    }
+    return {
+      stop: async () => {
+        stopped = true;
+        await consumer.disconnect().catch(() => {});
+      },
+    };
+  }
+
+  async produceEach(topic: string, messages: readonly Omit<OutputMessage, 'topic'>[]): Promise<void> {
+    const producer = this.#kafka.producer({ allowAutoTopicCreation: false, createPartitioner: Partitioners.DefaultPartitioner, idempotent: true, maxInFlightRequests: 1 });
+    try {
+      await producer.connect();
+      for (const m of messages) await producer.send({ topic, acks: -1, messages: [toKafkaMessage(m)] });
+    } catch (e) {
+      throw classify(e, `producing to ${topic}`);
+    } finally {
+      await producer.disconnect().catch(() => {});
+    }
   }
 
   async deleteTopics(topics: readonly string[]): Promise<void> {

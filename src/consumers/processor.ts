@@ -11,6 +11,7 @@ import { buildEvent, type ClinicalEntitiesEvent } from '../pipeline/event.js';
 import type { Entity } from '../pipeline/spans.js';
 import { type TaggingModel, tagRecord } from '../pipeline/tag.js';
 import type { Metrics } from '../observability/metrics.js';
+import { type ModelLease, type ModelProvider, isModelProvider } from '../model/manager.js';
 import { type DeadLetterReason, deadLetterMessage, traceHeaders } from './dead-letter.js';
 import type { DecodeFailure, Decoded } from './decode.js';
 import type { InputMessage, OutputMessage } from './types.js';
@@ -19,7 +20,11 @@ export interface ProcessorOptions {
   readonly outputTopic: string;
   readonly dltTopic: string;
   readonly groupId: string;
-  readonly model: TaggingModel;
+  /**
+   * A fixed model, or a provider (the ModelManager) asked once per slice: the
+   * whole slice is tagged, and its events stamped, by the model it got.
+   */
+  readonly model: TaggingModel | ModelProvider;
   readonly decode: (message: InputMessage) => Promise<Either<DecodeFailure, Decoded>>;
   readonly encodeEvent: (event: ClinicalEntitiesEvent) => Buffer;
   /**
@@ -59,15 +64,29 @@ type Outcome = { readonly kind: 'event'; readonly message: OutputMessage; readon
  * `maxAttempts`), the model closing.
  */
 export async function planTransaction(messages: readonly InputMessage[], attempt: number, options: ProcessorOptions): Promise<TransactionPlan> {
+  const lease: ModelLease = isModelProvider(options.model) ? options.model.acquire() : { model: options.model, shadow: null, release: () => {} };
+  const shadows: Promise<void>[] = [];
+  try {
+    return await plan(messages, attempt, options, lease, shadows);
+  } finally {
+    // Shadow runs finish in the background; the lease (and so both models) is held until they do.
+    if (shadows.length === 0) lease.release();
+    else void Promise.allSettled(shadows).then(() => lease.release());
+  }
+}
+
+async function plan(messages: readonly InputMessage[], attempt: number, options: ProcessorOptions, lease: ModelLease, shadows: Promise<void>[]): Promise<TransactionPlan> {
   const now = options.now ?? Date.now;
+  const model = lease.model;
   const decoded = await Promise.all(messages.map((m) => options.decode(m)));
 
   const tagged = await Promise.allSettled(
     decoded.map(async (d) => {
       if (isLeft(d)) return null;
       const stop = options.metrics.inferenceSeconds.startTimer();
-      const entities = await tagRecord(d.right.record.text, options.model);
+      const entities = await tagRecord(d.right.record.text, model);
       stop();
+      if (lease.shadow !== null && lease.shadow.pick()) shadows.push(lease.shadow.compare(d.right.record.text, entities));
       return entities;
     }),
   );
@@ -92,7 +111,7 @@ export async function planTransaction(messages: readonly InputMessage[], attempt
       return { kind: 'dead', reason: { code: 'PROCESSING_FAILED', message: `tagging failed (${info.code}${info.retriable ? ` after ${attempt} attempts` : ''}): ${info.message}` } };
     }
     try {
-      const event = buildEvent(d.right.record.recordId, options.model.version, t.value ?? [], now());
+      const event = buildEvent(d.right.record.recordId, model.version, t.value ?? [], now());
       return {
         kind: 'event',
         entities: t.value ?? [],

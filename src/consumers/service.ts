@@ -7,7 +7,11 @@
 import type { Logger } from 'pino';
 import { type Config, describeConfig } from '../config.js';
 import { StreamError, describeError } from '../errors.js';
-import { type LoadedModel, openModel } from '../model/model.js';
+import os from 'node:os';
+import path from 'node:path';
+import { ModelManager } from '../model/manager.js';
+import { openModel } from '../model/model.js';
+import { tagRecord } from '../pipeline/tag.js';
 import { Health } from '../observability/health.js';
 import { type HttpServer, startHttpServer } from '../observability/http.js';
 import { type Metrics, createMetrics } from '../observability/metrics.js';
@@ -15,16 +19,21 @@ import { AvroReader, EventEncoder, loadSchema } from './avro.js';
 import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay, sleep } from './backoff.js';
 import { decodeMessage } from './decode.js';
 import { createKafkaClient } from './kafka.js';
+import { modelTopicDecoder } from './model-topic.js';
 import { planTransaction } from './processor.js';
 import { SchemaRegistry } from './registry.js';
 import { StreamProcessor } from './stream.js';
-import type { KafkaClient } from './types.js';
+import type { KafkaClient, ModelTopicClient } from './types.js';
 
 export interface ServiceOptions {
   readonly config: Config;
   readonly log: Logger;
   /** Default: a kafkajs client from the configuration. */
   readonly kafka?: KafkaClient;
+  /** The model topic's reader; default: the kafkajs client (null: serve CNER_MODEL_DIR only). */
+  readonly modelTopic?: ModelTopicClient | null;
+  /** How long startup waits to read the model topic to its end (default 30 s). */
+  readonly modelCatchUpTimeoutMs?: number;
   /** Default: all interfaces. */
   readonly httpHost?: string;
   /** Backoff of startup waits and session restarts (tests use short ones). */
@@ -39,6 +48,8 @@ export interface RunningService {
   readonly httpPort: number;
   readonly health: Health;
   readonly metrics: Metrics;
+  /** Which model serves, from the model topic. */
+  readonly models: ModelManager;
   /** Settles when the stream loop ends: resolves after stop(), rejects on a fatal error. */
   readonly done: Promise<void>;
   /** Graceful: finishes the transaction in flight, commits, leaves the group, closes everything. */
@@ -55,7 +66,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   const health = new Health(metrics, log);
   const abort = new AbortController();
   options.signal?.addEventListener('abort', () => abort.abort(), { once: true });
-  let model: LoadedModel | null = null;
+  let model: ModelManager | null = null;
   let stream: StreamProcessor | null = null;
 
   log.info({ config: describeConfig(config) }, 'starting the stream processor');
@@ -76,16 +87,35 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   };
 
   try {
-    model = await openModel(config.model.dir, {
-      workers: config.model.workers,
-      maxBatchSize: config.model.maxBatchSize,
-      maxWaitMs: config.model.maxWaitMs,
-      session: { executionProviders: config.model.executionProviders, intraOpThreads: config.model.intraOpThreads, graphOptimizationLevel: 'all' },
-      logger: log.child({ component: 'model' }),
+    const registry = new SchemaRegistry({ url: config.registry.url, auth: config.registry.auth });
+    const kafkajs = options.kafka === undefined ? createKafkaClient({ ...config.kafka, log: log.child({ component: 'kafka' }) }) : null;
+    const modelLog = log.child({ component: 'model' });
+    model = new ModelManager({
+      defaultDir: config.model.dir,
+      cacheDir: config.model.cacheDir ?? path.join(os.tmpdir(), `cner-model-cache-${config.kafka.instanceId}`),
+      topic: config.kafka.modelTopic,
+      readerGroupId: `${config.kafka.groupId}.models.${config.kafka.instanceId}.${process.pid}.${Date.now().toString(36)}`,
+      client: options.modelTopic === undefined ? kafkajs : options.modelTopic,
+      decode: modelTopicDecoder(registry),
+      open: (dir) =>
+        openModel(dir, {
+          workers: config.model.workers,
+          maxBatchSize: config.model.maxBatchSize,
+          maxWaitMs: config.model.maxWaitMs,
+          session: { executionProviders: config.model.executionProviders, intraOpThreads: config.model.intraOpThreads, graphOptimizationLevel: 'all' },
+          logger: modelLog,
+        }),
+      createTopic: config.kafka.createTopics,
+      replicationFactor: config.kafka.topicReplicationFactor,
+      shadowFraction: config.model.shadowFraction,
+      metrics,
+      log: modelLog,
+      tagRecord,
+      ...(options.modelCatchUpTimeoutMs === undefined ? {} : { catchUpTimeoutMs: options.modelCatchUpTimeoutMs }),
     });
+    await model.openDefault();
     health.set('modelLoaded', true);
 
-    const registry = new SchemaRegistry({ url: config.registry.url, auth: config.registry.auth });
     const input = loadSchema('EmrRecord');
     const output = loadSchema('ClinicalEntities');
     const outputSchemaId = await untilAvailable('registry', health, log, backoff, abort.signal, () =>
@@ -93,13 +123,15 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     );
     if (abort.signal.aborted) throw new StartAborted();
 
-    const kafka = options.kafka ?? createKafkaClient({ ...config.kafka, log: log.child({ component: 'kafka' }) });
+    const kafka: KafkaClient = options.kafka ?? kafkajs!;
     await untilAvailable('kafka', health, log, backoff, abort.signal, () => ensureTopics(kafka, config, log));
+    if (abort.signal.aborted) throw new StartAborted();
+    await model.follow();
     if (abort.signal.aborted) throw new StartAborted();
 
     const reader = new AvroReader(input.type, registry);
     const encoder = new EventEncoder(output.type, outputSchemaId);
-    const loaded = model;
+    const models = model;
     stream = new StreamProcessor({
       kafka,
       inputTopic: config.kafka.inputTopic,
@@ -115,7 +147,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
           outputTopic: config.kafka.outputTopic,
           dltTopic: config.kafka.dltTopic,
           groupId: config.kafka.groupId,
-          model: loaded,
+          model: models,
           decode: (m) => decodeMessage(m.key, m.value, { maxTextLength: config.maxTextLength, avro: reader }),
           encodeEvent: (event) => encoder.encode(event),
           maxAttempts: options.maxAttempts ?? 5,
@@ -130,8 +162,10 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   }
 
   const running = stream;
+  const models = model;
   return {
     httpPort: http.port,
+    models,
     health,
     metrics,
     done: running.done,

@@ -86,6 +86,35 @@ export interface TopicSpec {
   readonly topic: string;
   readonly partitions: number;
   readonly replicationFactor: number;
+  /** Topic-level configuration (e.g. cleanup.policy=compact). */
+  readonly config?: Readonly<Record<string, string>>;
+}
+
+/** A reader of a whole topic from its beginning, outside any shared consumer group (the model topic). */
+export interface TopicTail {
+  /** Stops reading and disconnects. */
+  stop(): Promise<void>;
+}
+
+export interface TailOptions {
+  /** A group id of this reader alone (nothing is committed under it). */
+  readonly groupId: string;
+  /** Called with each fetched batch of one partition, in offset order. */
+  readonly onMessages: (messages: readonly InputMessage[]) => Promise<void>;
+  /** The reader stopped for good because of `error`. */
+  readonly onCrash: (error: unknown) => void;
+}
+
+/** What the model manager and the `cner model` commands need from Kafka. */
+export interface ModelTopicClient {
+  missingTopics(topics: readonly string[]): Promise<string[]>;
+  createTopics(topics: readonly TopicSpec[]): Promise<void>;
+  /** Offset after the last record, per partition (decimal strings). */
+  endOffsets(topic: string): Promise<Record<number, string>>;
+  /** Reads `topic` from the beginning, then follows it. Resolves once subscribed. */
+  tail(topic: string, options: TailOptions): Promise<TopicTail>;
+  /** Plain produce, acks=all, one request per message (parts are close to the broker's message size). */
+  produceEach(topic: string, messages: readonly Omit<OutputMessage, 'topic'>[]): Promise<void>;
 }
 
 export interface KafkaClient {

@@ -31,6 +31,16 @@ export interface Metrics {
   /** Times a dependency was found unavailable. */
   readonly unavailable: Counter<'dependency'>;
   readonly ready: Gauge;
+  /** Model versions from the model topic that failed verification, by reason. */
+  readonly modelRejected: Counter<'reason'>;
+  /** 1 for the model version serving live traffic (0 for earlier ones). */
+  readonly modelLive: Gauge<'version'>;
+  /** From seeing a new live selection to serving it (download, verify, load, switch). */
+  readonly modelSwitchSeconds: Histogram;
+  /** Shadow run: entity-level F1 of the candidate against the live model, per type (and `all`). */
+  readonly shadowF1: Gauge<'type' | 'candidate' | 'live'>;
+  /** Records also tagged by the candidate model in shadow. */
+  readonly shadowRecords: Counter<'candidate'>;
 }
 
 export function createMetrics(options: { readonly defaultMetrics?: boolean } = {}): Metrics {
@@ -67,6 +77,21 @@ export function createMetrics(options: { readonly defaultMetrics?: boolean } = {
     dependencyUp: new Gauge({ name: 'cner_dependency_up', help: '1 while a dependency (kafka, registry, model) is available, else 0.', labelNames: ['dependency'], registers }),
     unavailable: new Counter({ name: 'cner_dependency_unavailable_total', help: 'Times a dependency was found unavailable.', labelNames: ['dependency'], registers }),
     ready: new Gauge({ name: 'cner_ready', help: '1 while /readyz answers 200.', registers }),
+    modelRejected: new Counter({ name: 'cner_model_versions_rejected_total', help: 'Model versions that failed verification, by reason.', labelNames: ['reason'], registers }),
+    modelLive: new Gauge({ name: 'cner_model_live_info', help: '1 for the model version serving live traffic, 0 for versions served before.', labelNames: ['version'], registers }),
+    modelSwitchSeconds: new Histogram({
+      name: 'cner_model_switch_seconds',
+      help: 'From seeing a new live model version to serving it: reassemble, verify, load, switch.',
+      buckets: [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+      registers,
+    }),
+    shadowF1: new Gauge({
+      name: 'cner_model_shadow_agreement_f1',
+      help: 'Entity-level F1 of the shadow candidate against the live model (live = reference), per entity type and all.',
+      labelNames: ['type', 'candidate', 'live'],
+      registers,
+    }),
+    shadowRecords: new Counter({ name: 'cner_model_shadow_records_total', help: 'Records also tagged by the candidate model in shadow.', labelNames: ['candidate'], registers }),
   };
   for (const d of ['kafka', 'registry', 'model'] satisfies Dependency[]) metrics.dependencyUp.set({ dependency: d }, 0);
   metrics.transactions.inc({ result: 'committed' }, 0);

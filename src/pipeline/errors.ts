@@ -21,6 +21,8 @@ export const ERROR_CODES = {
   WORKER_CRASHED: { retriable: true },
   /** The model (pool, batcher) was closed: shutting down. */
   MODEL_CLOSED: { retriable: false },
+  /** A model version from the model topic failed verification (context.reason says which check). */
+  MODEL_REJECTED: { retriable: false },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -42,6 +42,7 @@ describe('dependencies unavailable', { skip, timeout: 180_000 }, () => {
       KAFKA_BROKERS: s.brokers,
       SCHEMA_REGISTRY_URL: `http://127.0.0.1:${proxy.port}${registryUrl.pathname}`,
       KAFKA_INPUT_TOPIC: input,
+      KAFKA_MODEL_TOPIC: `${run}.models`, // never the shared ner.models.versions
       KAFKA_OUTPUT_TOPIC: output,
       KAFKA_GROUP_ID: `${run}.group`,
       KAFKA_TRANSACTIONAL_ID_PREFIX: run,
@@ -103,6 +104,7 @@ describe('dependencies unavailable', { skip, timeout: 180_000 }, () => {
       KAFKA_BROKERS: `127.0.0.1:${proxy.port}`,
       SCHEMA_REGISTRY_URL: s.registryUrl,
       KAFKA_INPUT_TOPIC: input,
+      KAFKA_MODEL_TOPIC: `${run}.models`, // never the shared ner.models.versions
       KAFKA_OUTPUT_TOPIC: output,
       KAFKA_GROUP_ID: `${run}.group`,
       KAFKA_TRANSACTIONAL_ID_PREFIX: run,

@@ -37,6 +37,7 @@ describe('dead-letter topic', { skip, timeout: 120_000 }, () => {
       KAFKA_BROKERS: s.brokers,
       SCHEMA_REGISTRY_URL: s.registryUrl,
       KAFKA_INPUT_TOPIC: input,
+      KAFKA_MODEL_TOPIC: `${run}.models`, // never the shared ner.models.versions
       KAFKA_OUTPUT_TOPIC: output,
       KAFKA_GROUP_ID: `${run}.group`,
       KAFKA_TRANSACTIONAL_ID_PREFIX: run,

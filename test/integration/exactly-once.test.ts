@@ -34,6 +34,7 @@ describe('exactly once through SIGKILL and restart', { skip, timeout: 240_000 },
       KAFKA_BROKERS: s.brokers,
       SCHEMA_REGISTRY_URL: s.registryUrl,
       KAFKA_INPUT_TOPIC: input,
+      KAFKA_MODEL_TOPIC: `${run}.models`, // never the shared ner.models.versions
       KAFKA_OUTPUT_TOPIC: output,
       KAFKA_DLT_TOPIC: dlt,
       KAFKA_GROUP_ID: `${run}.group`,

@@ -99,6 +99,7 @@ describe('Kafka TLS/SASL and registry basic auth', { skip, timeout: 420_000 }, (
       env: {
         SCHEMA_REGISTRY_URL: s.registryUrl,
         KAFKA_INPUT_TOPIC: input,
+        KAFKA_MODEL_TOPIC: `${run}.models`, // never the shared ner.models.versions
         KAFKA_OUTPUT_TOPIC: output,
         KAFKA_GROUP_ID: `${run}.group`,
         KAFKA_TRANSACTIONAL_ID_PREFIX: run,

@@ -6,6 +6,7 @@ from .pretrain import PretrainConfig, pretrain
 from .evaluate import EvaluateConfig, evaluate_bundle
 from .export import ExportConfig, export
 from .golden import GoldenConfig, golden
+from .publish import PublishConfig, publish
 from .train import TrainConfig, train
 from .w2v import W2VConfig, train_w2v
 
@@ -16,4 +17,5 @@ COMMANDS = {
     "evaluate": (EvaluateConfig, evaluate_bundle, "strict entity-level P/R/F1 of an exported bundle (ONNX Runtime) on a CCKS-format file"),
     "export": (ExportConfig, export, "write the model bundle (ONNX, CRF, labels, vocab, config, manifest) of a training run"),
     "golden": (GoldenConfig, golden, "regenerate the tiny test bundle and the golden fixtures shared with the TypeScript tests"),
+    "publish": (PublishConfig, publish, "put a bundle on the compacted model-version topic (Kafka + schema registry); --live true makes it live"),
 }

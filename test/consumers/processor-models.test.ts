@@ -1,0 +1,96 @@
+// planTransaction with a model provider (the ModelManager): one model per
+// slice, events stamped with it, the lease released when the slice (and its
+// shadow runs) are done, even when the slice fails.
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { AvroReader, EventEncoder, loadSchema, unframe } from '../../src/consumers/avro.js';
+import { decodeMessage } from '../../src/consumers/decode.js';
+import { type ProcessorOptions, planTransaction } from '../../src/consumers/processor.js';
+import type { ModelLease, ModelProvider } from '../../src/model/manager.js';
+import { createMetrics } from '../../src/observability/metrics.js';
+import { CnerError } from '../../src/pipeline/errors.js';
+import type { TaggingModel } from '../../src/pipeline/tag.js';
+import { fakeModel, memoryLogger, message } from './helpers.js';
+
+const emr = loadSchema('EmrRecord');
+const out = loadSchema('ClinicalEntities');
+
+function options(model: ProcessorOptions['model']): ProcessorOptions {
+  const reader = new AvroReader(emr.type, { writerType: async () => emr.type });
+  const encoder = new EventEncoder(out.type, 42);
+  return {
+    outputTopic: 'out',
+    dltTopic: 'in.DLT',
+    groupId: 'g',
+    model,
+    decode: (m) => decodeMessage(m.key, m.value, { maxTextLength: 50, avro: reader }),
+    encodeEvent: (e) => encoder.encode(e),
+    maxAttempts: 3,
+    metrics: createMetrics({ defaultMetrics: false }),
+    log: memoryLogger([]),
+  };
+}
+
+const json = (id: string, text: string): string => JSON.stringify({ recordId: id, sourceSystem: 's', timestamp: 1, text });
+
+class Provider implements ModelProvider {
+  current: TaggingModel;
+  shadowed: string[] = [];
+  held = 0;
+  releases = 0;
+  shadowDelayMs = 0;
+  constructor(model: TaggingModel) {
+    this.current = model;
+  }
+  acquire(): ModelLease {
+    const model = this.current;
+    this.held++;
+    return {
+      model,
+      shadow: {
+        pick: () => true,
+        compare: async (text) => {
+          await new Promise((r) => setTimeout(r, this.shadowDelayMs));
+          this.shadowed.push(text);
+        },
+      },
+      release: () => {
+        this.held--;
+        this.releases++;
+      },
+    };
+  }
+}
+
+const versionsOf = (values: readonly (Buffer | null)[]): string[] => values.map((v) => (out.type.fromBuffer(unframe(v!)!.payload) as { modelVersion: string }).modelVersion);
+
+describe('planTransaction with a model provider', () => {
+  it('tags a slice with the model it got and stamps its version; the next slice gets the new one', async () => {
+    const a = { ...(await fakeModel()), version: 'a' };
+    const p = new Provider(a);
+    const msgs = [message(0, 0, json('r1', '咳嗽。')), message(0, 1, json('r2', '发热。'))];
+    const first = planTransaction(msgs, 1, options(p));
+    p.current = { ...(await fakeModel()), version: 'b' }; // switched while the first slice is in flight
+    assert.deepEqual(versionsOf((await first).messages.map((m) => m.value)), ['a', 'a']);
+    const second = await planTransaction(msgs, 1, options(p));
+    assert.deepEqual(versionsOf(second.messages.map((m) => m.value)), ['b', 'b']);
+  });
+
+  it('holds the lease until the shadow runs finish, then releases it', async () => {
+    const p = new Provider(await fakeModel());
+    p.shadowDelayMs = 50;
+    await planTransaction([message(0, 0, json('r1', '咳嗽。')), message(0, 1, json('r2', '头痛'))], 1, options(p));
+    assert.equal(p.held, 1, 'shadow runs still hold the lease after the plan');
+    await new Promise((r) => setTimeout(r, 120));
+    assert.equal(p.held, 0);
+    assert.deepEqual(p.shadowed.sort(), ['咳嗽。', '头痛'].sort());
+  });
+
+  it('releases the lease when the slice fails', async () => {
+    const p = new Provider(await fakeModel({ fail: () => new CnerError('INFERENCE_FAILED', 'oom') }));
+    await assert.rejects(planTransaction([message(0, 0, json('r1', '咳嗽。'))], 1, options(p)), { code: 'INFERENCE_FAILED' });
+    assert.equal(p.held, 0);
+    assert.equal(p.releases, 1);
+  });
+});
