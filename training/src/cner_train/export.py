@@ -120,6 +120,15 @@ def load_run(run: Path) -> tuple[Tagger, Vocab, dict]:
     return model, vocab, metrics
 
 
+def protocol_of(train_cfg: dict) -> str:
+    dev, seed = train_cfg.get("dev_size", 0), train_cfg.get("split_seed")
+    extra = " + the CCKS-2020 records" if train_cfg.get("ccks2020") else ""
+    if not dev:
+        return f"trained on all CCKS-2019 training records{extra}; no dev split (fixed epochs)"
+    return (f"dev = {dev} of the 1,000 CCKS-2019 training records (seeded split, seed {seed}); "
+            f"trained on the other {1000 - dev}{extra}; best dev epoch kept; strict entity-level metrics")
+
+
 def export(cfg: ExportConfig) -> Path:
     run = Path(cfg.run)
     model, vocab, metrics = load_run(run)
@@ -133,7 +142,7 @@ def export(cfg: ExportConfig) -> Path:
         "model": metrics["model"],
         "training": metrics.get("config", {}),
         "metrics": {
-            "protocol": metrics.get("protocol", "fixed seeded dev split of CCKS-2019 training records"),
+            "protocol": protocol_of(metrics.get("config", {})),
             "dev_micro": dev.get("micro"),
             "dev_per_type": dev.get("per_type"),
         },
