@@ -32,13 +32,15 @@ failures=0
 fail() { printf 'FAIL: %s\n' "$*" >&2; failures=$((failures + 1)); }
 step() { printf '\n== %s\n' "$*"; }
 
-step "hadolint Dockerfile"
+step "hadolint Dockerfile training/Dockerfile"
 if [[ -x "$HADOLINT" ]]; then
-  if "$HADOLINT" --failure-threshold warning Dockerfile; then
-    echo "Dockerfile: no findings"
-  else
-    fail "hadolint Dockerfile"
-  fi
+  for dockerfile in Dockerfile training/Dockerfile; do
+    if "$HADOLINT" --failure-threshold warning "$dockerfile"; then
+      echo "$dockerfile: no findings"
+    else
+      fail "hadolint $dockerfile"
+    fi
+  done
 else
   echo "skipped: no hadolint binary for this platform"
 fi

@@ -35,6 +35,10 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         default = None if required else (f.default if f.default is not dataclasses.MISSING else f.default_factory())
         help_text = f.metadata.get("help", "")
+        if f.metadata.get("positional"):
+            # `cner-train publish BUNDLE` as well as `--bundle BUNDLE`
+            parser.add_argument(f"{f.name}_positional", metavar=f.name.upper(), nargs="?", type=conv,
+                                default=argparse.SUPPRESS, help=f"{help_text} (or --{f.name.replace('_', '-')})")
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
@@ -50,6 +54,9 @@ def dataclass_from_args(cls: type, ns: argparse.Namespace) -> Any:
         values.update(json.loads(Path(ns.config).read_text(encoding="utf-8")))
     names = {f.name for f in dataclasses.fields(cls)}
     values.update({k: v for k, v in vars(ns).items() if k in names})
+    for k, v in vars(ns).items():
+        if k.endswith("_positional") and k[: -len("_positional")] in names:
+            values[k[: -len("_positional")]] = v
     unknown = set(values) - names
     if unknown:
         raise SystemExit(f"unknown options for {cls.__name__}: {sorted(unknown)}")

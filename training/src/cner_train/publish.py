@@ -37,7 +37,7 @@ SAFE_VERSION = re.compile(r"^[A-Za-z0-9._+-]{1,128}$")
 
 @dataclass
 class PublishConfig:
-    bundle: str = field(metadata={"help": "model bundle directory (manifest.json, model.onnx, ...)"})
+    bundle: str = field(metadata={"help": "model bundle directory (manifest.json, model.onnx, ...)", "positional": True})
     brokers: str = field(default="", metadata={"help": "Kafka bootstrap servers (default: $KAFKA_BROKERS)"})
     registry_url: str = field(default="", metadata={"help": "Confluent-compatible registry URL (default: $SCHEMA_REGISTRY_URL)"})
     topic: str = field(default="", metadata={"help": "model-version topic (default: $KAFKA_MODEL_TOPIC or ner.models.versions)"})
