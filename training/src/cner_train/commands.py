@@ -7,6 +7,7 @@ from .evaluate import EvaluateConfig, evaluate_bundle
 from .export import ExportConfig, export
 from .golden import GoldenConfig, golden
 from .publish import PublishConfig, publish
+from .report import ReportConfig, report
 from .train import TrainConfig, train
 from .w2v import W2VConfig, train_w2v
 
@@ -15,6 +16,7 @@ COMMANDS = {
     "w2v": (W2VConfig, train_w2v, "train 128-d word2vec character vectors for the non-ALBERT baselines"),
     "train": (TrainConfig, train, "fine-tune a tagger on CCKS-2019 with the fixed dev split; keeps the best epoch"),
     "evaluate": (EvaluateConfig, evaluate_bundle, "strict entity-level P/R/F1 of an exported bundle (ONNX Runtime) on a CCKS-format file"),
+    "report": (ReportConfig, report, "markdown tables of the runs in training/results (models, optimizers, heads)"),
     "export": (ExportConfig, export, "write the model bundle (ONNX, CRF, labels, vocab, config, manifest) of a training run"),
     "golden": (GoldenConfig, golden, "regenerate the tiny test bundle and the golden fixtures shared with the TypeScript tests"),
     "publish": (PublishConfig, publish, "put a bundle on the compacted model-version topic (Kafka + schema registry); --live true makes it live"),
