@@ -88,3 +88,46 @@ def test_bundle_predictions_equal_pytorch_predictions(run, tmp_path, mini_ccks):
     records = read_ccks(mini_ccks)
     torch_spans = [[s for s, _ in r] for r in predict(model, decoder_of(model), records, make_examples(records, vocab))]
     assert bundle_predict(bundle, records) == torch_spans
+
+
+@pytest.fixture(scope="module")
+def run_seed2(tmp_path_factory, mini_ccks, pretrained):
+    out = tmp_path_factory.mktemp("run2")
+    train(TrainConfig(ccks2019=str(mini_ccks), out=str(out), pretrained=str(pretrained), dev_size=2,
+                      epochs=2, batch_size=2, lr=1e-2, lr_embedder=1e-3, optimizer="radam", seed=2))
+    return out
+
+
+def test_ensemble_bundle_is_the_mean_of_its_members(run, run_seed2, tmp_path):
+    bundle = export(ExportConfig(run=str(run), members=[str(run_seed2)], out=str(tmp_path / "ens"), version="ens-1"))
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    assert [m["run"] for m in manifest["ensemble"]["members"]] == [str(run), str(run_seed2)]
+    assert "ensemble of 2 runs" in manifest["metrics"]["protocol"]
+    assert manifest["metrics"]["dev_micro"] is not None
+    for name, digest in manifest["files"].items():
+        assert sha256_file(bundle / name) == digest
+
+    members = [load_run(run)[0], load_run(run_seed2)[0]]
+    crf = json.loads((bundle / "crf.json").read_text(encoding="utf-8"))
+    for key, name in (("start", "start_transitions"), ("end", "end_transitions"), ("transitions", "transitions")):
+        mean = torch.stack([getattr(m.crf, name).detach() for m in members]).double().mean(0).numpy()
+        np.testing.assert_allclose(np.array(crf[key]), mean, atol=1e-6)
+
+    sess = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(2)
+    ids = rng.integers(1, 20, size=(3, 17)).astype(np.int64)
+    mask = np.ones_like(ids)
+    ids[2, 9:] = 0
+    mask[2, 9:] = 0
+    with torch.no_grad():
+        ref = torch.stack([m(torch.from_numpy(ids), torch.from_numpy(mask)) for m in members]).mean(0).numpy()
+    got = sess.run(["emissions"], {"input_ids": ids, "attention_mask": mask})[0]
+    for b, n in enumerate(mask.sum(1)):
+        np.testing.assert_allclose(got[b, :n], ref[b, :n], atol=1e-4)
+
+
+def test_ensemble_refuses_dev_metrics_without_protocol(run, run_seed2, tmp_path):
+    metrics = tmp_path / "dev.json"
+    metrics.write_text(json.dumps({"micro": {"f1": 1.0}, "per_type": {}}), encoding="utf-8")
+    with pytest.raises(SystemExit, match="--dev-protocol"):
+        export(ExportConfig(run=str(run), members=[str(run_seed2)], out=str(tmp_path / "e"), dev_metrics=str(metrics)))

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
+from .crf import CRF
 from .models import ModelConfig, Tagger
 from .text import ENTITY_TYPES, MAX_CHUNK_LEN, SECONDARY_TIERS, TAGS, WHITESPACE
 from .vocab import PAD, SPACE, SPECIAL_TOKENS, UNK, Vocab
@@ -30,6 +32,34 @@ class ExportConfig:
     out: str = field(metadata={"help": "bundle folder to write"})
     version: str = field(default="", metadata={"help": "model version (default: date and training data hash)"})
     name: str = "cner-albert-idcnn-mha-crf"
+    members: list[str] = field(default_factory=list, metadata={
+        "help": "more runs (comma-separated) averaged with --run into one exported model: mean emissions, mean CRF scores"})
+    dev_metrics: str | None = field(default=None, metadata={
+        "help": "metrics JSON (cner-train evaluate --out) to put in the manifest instead of the run's own dev metrics, "
+                "e.g. the dev-protocol score of the recipe when the runs were trained on all records"})
+    dev_protocol: str | None = field(default=None, metadata={"help": "protocol text that goes with --dev-metrics"})
+
+
+class Ensemble(nn.Module):
+    """Several taggers exported as one model: the mean of their emissions and
+    of their CRF scores. The mean of the members' path scores is itself a
+    linear-chain CRF score (a product of experts), so the processor decodes it
+    exactly like a single model: nothing changes on the TypeScript side."""
+
+    def __init__(self, members: list[Tagger]):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+        num_tags = members[0].cfg.num_tags
+        self.crf = CRF(num_tags)
+        with torch.no_grad():
+            for name in ("start_transitions", "end_transitions", "transitions"):
+                getattr(self.crf, name).copy_(torch.stack([getattr(m.crf, name) for m in members]).mean(0))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        # input_ids, attention_mask: [batch, seq] → emissions [batch, seq, tags], averaged over members
+        return torch.stack([m(input_ids, attention_mask) for m in self.members]).mean(0)
 
 
 def encoding_config() -> dict:
@@ -74,7 +104,7 @@ def git_commit() -> str:
         return "unknown"
 
 
-def export_onnx(model: Tagger, path: Path) -> None:
+def export_onnx(model: nn.Module, path: Path) -> None:
     model.eval()
     ids = torch.ones(2, 7, dtype=torch.int64)
     mask = torch.ones(2, 7, dtype=torch.int64)
@@ -92,13 +122,18 @@ def export_onnx(model: Tagger, path: Path) -> None:
     )
 
 
-def write_bundle(model: Tagger, vocab: Vocab, out: Path, manifest_extra: dict) -> Path:
+def write_bundle(model: nn.Module, vocab: Vocab, out: Path, manifest_extra: dict) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     export_onnx(model, out / "model.onnx")
     (out / "crf.json").write_text(json.dumps(model.crf.to_json()), encoding="utf-8")
     (out / "labels.json").write_text(json.dumps(list(TAGS)), encoding="utf-8")
     vocab.save(out / "vocab.txt")
     (out / "config.json").write_text(json.dumps(encoding_config(), indent=2, ensure_ascii=False), encoding="utf-8")
+    write_bundle_manifest(out, manifest_extra)
+    return out
+
+
+def write_bundle_manifest(out: Path, manifest_extra: dict) -> None:
     manifest = {
         "created": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
         "git_commit": git_commit(),
@@ -108,7 +143,6 @@ def write_bundle(model: Tagger, vocab: Vocab, out: Path, manifest_extra: dict) -
         "files": {name: sha256_file(out / name) for name in BUNDLE_FILES},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
-    return out
 
 
 def load_run(run: Path) -> tuple[Tagger, Vocab, dict]:
@@ -130,37 +164,70 @@ def protocol_of(train_cfg: dict) -> str:
 
 
 def export(cfg: ExportConfig) -> Path:
-    run = Path(cfg.run)
-    model, vocab, metrics = load_run(run)
+    runs = [Path(cfg.run), *(Path(m) for m in cfg.members)]
+    loaded = [load_run(r) for r in runs]
+    model, vocab, metrics = loaded[0]
+    for r, (_, v, _) in zip(runs[1:], loaded[1:]):
+        if v.tokens != vocab.tokens:
+            raise SystemExit(f"{r} was trained with another vocabulary than {runs[0]}: members must share one")
     sha = metrics.get("training_data_sha256", "")
     version = cfg.version or f"{dt.date.today():%Y.%m.%d}-{sha[:8]}"
-    dev = metrics.get("dev") or {}
     extra = {
         "name": cfg.name,
         "version": version,
         "training_data_sha256": sha,
         "model": metrics["model"],
         "training": metrics.get("config", {}),
-        "metrics": {
-            "protocol": protocol_of(metrics.get("config", {})),
-            "dev_micro": dev.get("micro"),
-            "dev_per_type": dev.get("per_type"),
-        },
     }
-    out = write_bundle(model, vocab, Path(cfg.out), extra)
-    check_parity(model, out / "model.onnx")
+    if len(loaded) > 1:
+        model = Ensemble([m for m, _, _ in loaded])
+        extra["ensemble"] = {
+            "combination": "mean of member emissions and of member CRF scores",
+            "members": [{"run": str(r), "seed": m.get("config", {}).get("seed"), "model": m["model"],
+                         "dev_micro": (m.get("dev") or {}).get("micro")} for r, (_, _, m) in zip(runs, loaded)],
+        }
+    out = write_bundle(model, vocab, Path(cfg.out), extra)  # manifest rewritten below with the metrics
+    check_parity(model, out / "model.onnx", len(vocab))
+    extra["metrics"] = bundle_metrics(cfg, out, loaded)
+    write_bundle_manifest(out, extra)
     log.info("bundle %s written to %s", version, out)
     return out
 
 
-def check_parity(model: Tagger, onnx_path: Path, atol: float = 1e-4) -> float:
+def bundle_metrics(cfg: ExportConfig, bundle: Path, loaded: list[tuple[Tagger, Vocab, dict]]) -> dict:
+    """Dev metrics for the manifest: given (--dev-metrics), the run's own for one
+    model, or the exported bundle's on the members' common dev split."""
+    if cfg.dev_metrics:
+        dev = json.loads(Path(cfg.dev_metrics).read_text(encoding="utf-8"))
+        if not cfg.dev_protocol:
+            raise SystemExit("--dev-metrics needs --dev-protocol: say how those numbers were measured")
+        return {"protocol": cfg.dev_protocol, "dev_micro": dev.get("micro"), "dev_per_type": dev.get("per_type")}
+    train_cfg = loaded[0][2].get("config", {})
+    if len(loaded) == 1:
+        dev = loaded[0][2].get("dev") or {}
+        return {"protocol": protocol_of(train_cfg), "dev_micro": dev.get("micro"), "dev_per_type": dev.get("per_type")}
+    split = {(m.get("config", {}).get("dev_size"), m.get("config", {}).get("split_seed")) for _, _, m in loaded}
+    if len(split) != 1 or not train_cfg.get("dev_size"):
+        raise SystemExit("the members do not share one dev split: give --dev-metrics and --dev-protocol")
+    from .corpus import dev_split, read_ccks
+    from .evaluate import bundle_predict
+    from .metrics import strict_prf
+
+    records = read_ccks(Path(train_cfg["ccks2019"]))
+    _, dev_idx = dev_split(len(records), train_cfg["dev_size"], train_cfg["split_seed"])
+    dev_records = [records[i] for i in dev_idx]
+    dev = strict_prf([r.spans for r in dev_records], bundle_predict(bundle, dev_records))
+    return {"protocol": protocol_of(train_cfg) + f"; ensemble of {len(loaded)} runs, scored as exported (ONNX Runtime)",
+            "dev_micro": dev["micro"], "dev_per_type": dev["per_type"]}
+
+
+def check_parity(model: nn.Module, onnx_path: Path, vocab_size: int, atol: float = 1e-4) -> float:
     """Max |torch - onnxruntime| over a few shapes; raises above ``atol``."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     worst = 0.0
-    vocab_size = model.albert.cfg.vocab_size if model.cfg.embedder == "albert" else model.char.num_embeddings
     for batch, seq in ((1, 1), (3, 17), (2, 128)):
         ids = rng.integers(1, vocab_size, size=(batch, seq)).astype(np.int64)
         mask = np.ones((batch, seq), dtype=np.int64)
