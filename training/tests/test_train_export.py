@@ -131,3 +131,51 @@ def test_ensemble_refuses_dev_metrics_without_protocol(run, run_seed2, tmp_path)
     metrics.write_text(json.dumps({"micro": {"f1": 1.0}, "per_type": {}}), encoding="utf-8")
     with pytest.raises(SystemExit, match="--dev-protocol"):
         export(ExportConfig(run=str(run), members=[str(run_seed2)], out=str(tmp_path / "e"), dev_metrics=str(metrics)))
+
+
+@pytest.fixture(scope="module")
+def lexicon_run(tmp_path_factory, mini_ccks):
+    """A character model that reads lexicon features (terms of the mini records' own lists)."""
+    d = tmp_path_factory.mktemp("lexrun")
+    texts = [json.loads(l)["originalText"] for l in mini_ccks.read_text(encoding="utf-8").splitlines()]
+    Vocab.build([], texts).save(d / "vocab.txt")
+    (d / "lexicon.tsv").write_text("DIS\t胃癌\nANA\t右肺下叶\nDRU\t奥沙利铂\nCHK\t血常规\nSYM\t升高\n", encoding="utf-8")
+    out = d / "run"
+    train(TrainConfig(ccks2019=str(mini_ccks), out=str(out), vocab=str(d / "vocab.txt"), embedder="char", dev_size=2,
+                      epochs=2, batch_size=2, lexicon=str(d / "lexicon.tsv")))
+    return out
+
+
+def test_lexicon_model_exports_a_third_input_and_its_lexicon(lexicon_run, tmp_path, mini_ccks):
+    from cner_train.corpus import read_ccks
+    from cner_train.data import make_examples
+    from cner_train.evaluate import bundle_predict
+    from cner_train.lexicon import NUM_FEATURES, Lexicon
+    from cner_train.train import decoder_of, predict
+
+    bundle = export(ExportConfig(run=str(lexicon_run), out=str(tmp_path / "lex"), version="lex-1"))
+    sess = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["input_ids", "attention_mask", "lexicon_features"]
+    assert sess.get_inputs()[2].shape[2] == NUM_FEATURES
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    assert sha256_file(bundle / "lexicon.tsv") == manifest["files"]["lexicon.tsv"]
+    config = json.loads((bundle / "config.json").read_text(encoding="utf-8"))
+    assert config["inputs"][-1] == "lexicon_features" and config["lexicon"]["features"] == NUM_FEATURES
+
+    model, vocab, _ = load_run(lexicon_run)
+    lexicon = Lexicon.load(bundle / "lexicon.tsv")
+    records = read_ccks(mini_ccks)
+    examples = make_examples(records, vocab, lexicon=lexicon)
+    assert any(x.lexicon.any() for x in examples)
+    torch_spans = [[s for s, _ in r] for r in predict(model, decoder_of(model), records, examples)]
+    assert bundle_predict(bundle, records) == torch_spans
+    # the features matter to this model: without them the emissions change
+    x = examples[0]
+    ids = torch.tensor([x.ids])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        with_f = model(ids, mask, torch.from_numpy(x.lexicon[None].astype(np.float32)))
+        without = model(ids, mask, torch.zeros(1, len(x.ids), NUM_FEATURES))
+    assert not torch.allclose(with_f, without)
+    with pytest.raises(ValueError, match="lexicon features"):
+        model(ids, mask)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from .corpus import Record
+from .lexicon import NUM_FEATURES, Lexicon
 from .text import MAX_CHUNK_LEN, bio_tags, chunk_text
 from .vocab import PAD_ID, Vocab
 
@@ -20,14 +21,30 @@ class Example:
     offset: int  # code-point offset of the chunk in its record
     ids: tuple[int, ...]
     tags: tuple[int, ...]
+    # [len(ids), NUM_FEATURES] uint8 when the model reads lexicon features
+    lexicon: np.ndarray | None = field(default=None, compare=False)
 
 
-def make_examples(records: Sequence[Record], vocab: Vocab, max_len: int = MAX_CHUNK_LEN) -> list[Example]:
+def make_examples(records: Sequence[Record], vocab: Vocab, max_len: int = MAX_CHUNK_LEN,
+                  lexicon: Lexicon | None = None) -> list[Example]:
     out: list[Example] = []
     for ri, rec in enumerate(records):
         for s, e in chunk_text(rec.text, max_len):
-            out.append(Example(ri, s, tuple(vocab.encode(rec.text[s:e])), tuple(bio_tags(e - s, rec.spans, s))))
+            chunk = rec.text[s:e]
+            out.append(Example(ri, s, tuple(vocab.encode(chunk)), tuple(bio_tags(e - s, rec.spans, s)),
+                               lexicon.features(chunk) if lexicon is not None else None))
     return out
+
+
+def pad_features(examples: Sequence[Example]) -> torch.Tensor | None:
+    """lexicon_features [batch, longest, NUM_FEATURES] float32 (zeros on pads), or None without a lexicon."""
+    if examples[0].lexicon is None:
+        return None
+    seq = max(len(x.ids) for x in examples)
+    feats = np.zeros((len(examples), seq, NUM_FEATURES), dtype=np.float32)
+    for i, x in enumerate(examples):
+        feats[i, : len(x.ids)] = x.lexicon
+    return torch.from_numpy(feats)
 
 
 def pad_batch(examples: Sequence[Example]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

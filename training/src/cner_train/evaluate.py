@@ -12,7 +12,8 @@ import numpy as np
 
 from .corpus import dev_split, read_ccks
 from .crf import ConstrainedDecoder
-from .data import eval_batches, make_examples, pad_batch
+from .data import eval_batches, make_examples, pad_batch, pad_features
+from .lexicon import Lexicon
 from .metrics import format_table, strict_prf
 from .text import Span, spans_from_tags
 from .vocab import Vocab
@@ -40,11 +41,15 @@ def bundle_predict(bundle: Path, records, threads: int = 0) -> list[list[Span]]:
     sess = ort.InferenceSession(str(bundle / "model.onnx"), opts, providers=["CPUExecutionProvider"])
     vocab = Vocab.load(bundle / "vocab.txt")
     decoder = ConstrainedDecoder.from_json(json.loads((bundle / "crf.json").read_text(encoding="utf-8")))
-    examples = make_examples(records, vocab)
+    lexicon = Lexicon.load(bundle / "lexicon.tsv") if (bundle / "lexicon.tsv").exists() else None
+    examples = make_examples(records, vocab, lexicon=lexicon)
     out: list[list[Span]] = [[] for _ in records]
     for _, batch in eval_batches(examples, 32):
         ids, mask, _ = pad_batch(batch)
-        em = sess.run(["emissions"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+        feeds = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+        if lexicon is not None:
+            feeds["lexicon_features"] = pad_features(batch).numpy()
+        em = sess.run(["emissions"], feeds)[0]
         for row, x in enumerate(batch):
             path = decoder.viterbi(em[row, : len(x.ids)])
             out[x.record].extend(Span(s.start + x.offset, s.end + x.offset, s.code) for s in spans_from_tags(path))

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .crf import CRF
+from .lexicon import CATEGORIES, MAX_TERM, MIN_TERM, NUM_FEATURES, POSITIONS, Lexicon
 from .models import ModelConfig, Tagger
 from .text import ENTITY_TYPES, MAX_CHUNK_LEN, SECONDARY_TIERS, TAGS, WHITESPACE
 from .vocab import PAD, SPACE, SPECIAL_TOKENS, UNK, Vocab
@@ -57,13 +58,22 @@ class Ensemble(nn.Module):
             for name in ("start_transitions", "end_transitions", "transitions"):
                 getattr(self.crf, name).copy_(torch.stack([getattr(m.crf, name) for m in members]).mean(0))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        self.lexicon_features = members[0].cfg.lexicon_features
+        if any(m.cfg.lexicon_features != self.lexicon_features for m in members):
+            raise ValueError("ensemble members must all read lexicon features, or none")
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                lexicon_features: torch.Tensor | None = None) -> torch.Tensor:
         # input_ids, attention_mask: [batch, seq] → emissions [batch, seq, tags], averaged over members
-        return torch.stack([m(input_ids, attention_mask) for m in self.members]).mean(0)
+        return torch.stack([m(input_ids, attention_mask, lexicon_features) for m in self.members]).mean(0)
 
 
-def encoding_config() -> dict:
-    return {
+def lexicon_features_of(model: nn.Module) -> int:
+    return model.lexicon_features if isinstance(model, Ensemble) else model.cfg.lexicon_features
+
+
+def encoding_config(lexicon: bool = False) -> dict:
+    cfg = {
         "max_length": MAX_CHUNK_LEN,
         "add_special_tokens": False,
         "pad_token": PAD,
@@ -83,10 +93,24 @@ def encoding_config() -> dict:
             "secondary_tiers": [sorted(t) if t is not WHITESPACE else "whitespace" for t in SECONDARY_TIERS],
             "pack": True,
         },
-        "inputs": ["input_ids", "attention_mask"],
+        "inputs": ["input_ids", "attention_mask", *(["lexicon_features"] if lexicon else [])],
         "output": "emissions",
         "entity_types": [{"code": c, "label": l} for c, l in ENTITY_TYPES],
     }
+    if lexicon:
+        cfg["lexicon"] = {
+            "file": "lexicon.tsv",
+            "format": "CATEGORY<TAB>term per line; terms already normalized like the characters",
+            "categories": [c for c, _ in CATEGORIES],
+            "positions": list(POSITIONS),
+            "features": NUM_FEATURES,
+            "feature_index": "3 × category index + position index",
+            "term_length": [MIN_TERM, MAX_TERM],
+            "matching": "every occurrence of a term in the chunk's normalized characters, overlaps included; "
+                        "begin = its first character, end = its last, inside = the ones between",
+            "input": "lexicon_features float32 [batch, seq, features], 0 or 1, 0 on padding",
+        }
+    return cfg
 
 
 def sha256_file(path: Path) -> str:
@@ -108,27 +132,39 @@ def export_onnx(model: nn.Module, path: Path) -> None:
     model.eval()
     ids = torch.ones(2, 7, dtype=torch.int64)
     mask = torch.ones(2, 7, dtype=torch.int64)
+    args: tuple = (ids, mask)
+    names = ["input_ids", "attention_mask"]
+    axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}, "emissions": {0: "batch", 1: "seq"}}
+    if lexicon_features_of(model):
+        args = (ids, mask, torch.zeros(2, 7, lexicon_features_of(model)))
+        names.append("lexicon_features")
+        axes["lexicon_features"] = {0: "batch", 1: "seq"}
     torch.onnx.export(
         model,
-        (ids, mask),
+        args,
         str(path),
-        input_names=["input_ids", "attention_mask"],
+        input_names=names,
         output_names=["emissions"],
-        dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
-                      "emissions": {0: "batch", 1: "seq"}},
+        dynamic_axes=axes,
         opset_version=OPSET,
         do_constant_folding=True,
         dynamo=False,
     )
 
 
-def write_bundle(model: nn.Module, vocab: Vocab, out: Path, manifest_extra: dict) -> Path:
+def write_bundle(model: nn.Module, vocab: Vocab, out: Path, manifest_extra: dict, lexicon: Lexicon | None = None) -> Path:
+    if bool(lexicon_features_of(model)) != (lexicon is not None):
+        raise ValueError("a model that reads lexicon features needs its lexicon, and only such a model takes one")
     out.mkdir(parents=True, exist_ok=True)
+    (out / "lexicon.tsv").unlink(missing_ok=True)
+    if lexicon is not None:
+        lexicon.save(out / "lexicon.tsv")
     export_onnx(model, out / "model.onnx")
     (out / "crf.json").write_text(json.dumps(model.crf.to_json()), encoding="utf-8")
     (out / "labels.json").write_text(json.dumps(list(TAGS)), encoding="utf-8")
     vocab.save(out / "vocab.txt")
-    (out / "config.json").write_text(json.dumps(encoding_config(), indent=2, ensure_ascii=False), encoding="utf-8")
+    (out / "config.json").write_text(json.dumps(encoding_config(lexicon is not None), indent=2, ensure_ascii=False),
+                                     encoding="utf-8")
     write_bundle_manifest(out, manifest_extra)
     return out
 
@@ -140,7 +176,7 @@ def write_bundle_manifest(out: Path, manifest_extra: dict) -> None:
         "opset": OPSET,
         "labels": list(TAGS),
         **manifest_extra,
-        "files": {name: sha256_file(out / name) for name in BUNDLE_FILES},
+        "files": {name: sha256_file(out / name) for name in BUNDLE_FILES + ("lexicon.tsv",) if (out / name).exists()},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
 
@@ -152,6 +188,10 @@ def load_run(run: Path) -> tuple[Tagger, Vocab, dict]:
     model.load_state_dict(torch.load(run / "model.pt", map_location="cpu"))
     model.eval()
     return model, vocab, metrics
+
+
+def load_run_lexicon(run: Path, model: Tagger) -> Lexicon | None:
+    return Lexicon.load(run / "lexicon.tsv") if model.cfg.lexicon_features else None
 
 
 def protocol_of(train_cfg: dict) -> str:
@@ -167,9 +207,13 @@ def export(cfg: ExportConfig) -> Path:
     runs = [Path(cfg.run), *(Path(m) for m in cfg.members)]
     loaded = [load_run(r) for r in runs]
     model, vocab, metrics = loaded[0]
-    for r, (_, v, _) in zip(runs[1:], loaded[1:]):
+    lexicon = load_run_lexicon(runs[0], model)
+    for r, (m, v, _) in zip(runs[1:], loaded[1:]):
         if v.tokens != vocab.tokens:
             raise SystemExit(f"{r} was trained with another vocabulary than {runs[0]}: members must share one")
+        other = load_run_lexicon(r, m)
+        if (other.masks if other else None) != (lexicon.masks if lexicon else None):
+            raise SystemExit(f"{r} was trained with another lexicon than {runs[0]}: members must share one")
     sha = metrics.get("training_data_sha256", "")
     version = cfg.version or f"{dt.date.today():%Y.%m.%d}-{sha[:8]}"
     extra = {
@@ -186,7 +230,7 @@ def export(cfg: ExportConfig) -> Path:
             "members": [{"run": str(r), "seed": m.get("config", {}).get("seed"), "model": m["model"],
                          "dev_micro": (m.get("dev") or {}).get("micro")} for r, (_, _, m) in zip(runs, loaded)],
         }
-    out = write_bundle(model, vocab, Path(cfg.out), extra)  # manifest rewritten below with the metrics
+    out = write_bundle(model, vocab, Path(cfg.out), extra, lexicon)  # manifest rewritten below with the metrics
     check_parity(model, out / "model.onnx", len(vocab))
     extra["metrics"] = bundle_metrics(cfg, out, loaded)
     write_bundle_manifest(out, extra)
@@ -235,9 +279,15 @@ def check_parity(model: nn.Module, onnx_path: Path, vocab_size: int, atol: float
             cut = max(1, seq // 2)
             ids[-1, cut:] = 0
             mask[-1, cut:] = 0
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        torch_args = [torch.from_numpy(ids), torch.from_numpy(mask)]
+        if lexicon_features_of(model):
+            feats = ((rng.random((batch, seq, lexicon_features_of(model))) < 0.2) & (mask[:, :, None] > 0)).astype(np.float32)
+            feeds["lexicon_features"] = feats
+            torch_args.append(torch.from_numpy(feats))
+        got = sess.run(["emissions"], feeds)[0]
         with torch.no_grad():
-            ref = model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
-        got = sess.run(["emissions"], {"input_ids": ids, "attention_mask": mask})[0]
+            ref = model(*torch_args).numpy()
         lengths = mask.sum(1)
         for b in range(batch):
             worst = max(worst, float(np.abs(ref[b, : lengths[b]] - got[b, : lengths[b]]).max()))

@@ -30,6 +30,7 @@ class ModelConfig:
     dropout: float = 0.5
     attn_dropout: float = 0.1
     num_tags: int = len(TAGS)
+    lexicon_features: int = field(default=0, metadata={"help": "lexicon match features per character (0 = none)"})
     albert: dict | None = None  # AlbertConfig fields when embedder == "albert"
 
     def __post_init__(self) -> None:
@@ -116,6 +117,7 @@ class Tagger(nn.Module):
             self.char = nn.Embedding(vocab_size, cfg.char_dim, padding_idx=0)
             dim = cfg.char_dim
         self.dropout = nn.Dropout(cfg.dropout)
+        dim += cfg.lexicon_features  # concatenated to the (dropped-out) character representation
         if cfg.encoder == "idcnn":
             self.encoder = IDCNN(dim, cfg.filters, cfg.kernel, cfg.dilations, cfg.blocks, cfg.dropout)
             dim = self.encoder.out_dim
@@ -128,18 +130,25 @@ class Tagger(nn.Module):
         self.classifier = nn.Linear(dim, cfg.num_tags)
         self.crf = CRF(cfg.num_tags)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """input_ids, attention_mask: [batch, seq] int64 → emissions [batch, seq, tags] float32."""
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                lexicon_features: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids, attention_mask: [batch, seq] int64; lexicon_features: [batch, seq, features] float32
+        (required when the model was built with them) → emissions [batch, seq, tags] float32."""
         if self.cfg.embedder == "albert":
             x = self.albert(input_ids, attention_mask)
         else:
             x = self.char(input_ids)
         x = self.dropout(x)  # [batch, seq, dim]
+        if self.cfg.lexicon_features:
+            if lexicon_features is None:
+                raise ValueError("this model reads lexicon features: pass lexicon_features")
+            x = torch.cat([x, lexicon_features.to(x.dtype)], dim=-1)  # [batch, seq, dim + features]
         if self.encoder is not None:
             x = self.encoder(x, attention_mask)
         if self.mha is not None:
             x = self.mha(x, attention_mask)
         return self.classifier(self.dropout(x))
 
-    def loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
-        return self.crf.nll(self(input_ids, attention_mask), tags, attention_mask)
+    def loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, tags: torch.Tensor,
+             lexicon_features: torch.Tensor | None = None) -> torch.Tensor:
+        return self.crf.nll(self(input_ids, attention_mask, lexicon_features), tags, attention_mask)

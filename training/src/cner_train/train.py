@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from .corpus import Record, dev_split, file_sha256, read_ccks
 from .crf import ConstrainedDecoder
-from .data import Example, eval_batches, make_examples, pad_batch, train_batches
+from .data import Example, eval_batches, make_examples, pad_batch, pad_features, train_batches
+from .lexicon import NUM_FEATURES, Lexicon
 from .metrics import format_table, strict_prf
 from .models import ModelConfig, Tagger
 from .text import Span, spans_from_tags
@@ -42,6 +43,8 @@ class TrainConfig:
     vocab: str | None = field(default=None, metadata={"help": "vocab.txt (defaults to the pretrained encoder's)"})
     pretrained: str | None = field(default=None, metadata={"help": "pretrained ALBERT encoder.pt (embedder=albert)"})
     vectors: str | None = field(default=None, metadata={"help": "character vectors (embedder=char); random if absent"})
+    lexicon: str | None = field(default=None, metadata={
+        "help": "lexicon match features from this by_type folder (../shared/data/lexicon/by_type) or lexicon.tsv"})
     dev_size: int = field(default=150, metadata={"help": "dev records; 0 = train on everything for a fixed number of epochs"})
     split_seed: int = 42
     embedder: str = "albert"
@@ -115,7 +118,7 @@ def predict(model: Tagger, decoder: ConstrainedDecoder, records: Sequence[Record
     out: list[list[tuple[Span, float]]] = [[] for _ in records]
     for _, batch in eval_batches(examples, batch_size):
         ids, mask, _ = pad_batch(batch)
-        em = model(ids, mask).numpy()  # [batch, seq, tags]
+        em = model(ids, mask, pad_features(batch)).numpy()  # [batch, seq, tags]
         for row, x in enumerate(batch):
             e = em[row, : len(x.ids)]
             path = decoder.viterbi(e)
@@ -171,11 +174,16 @@ def train(cfg: TrainConfig) -> dict:
     vocab = Vocab.load(vocab_path)
 
     train_recs, dev_recs, data_paths = load_data(cfg)
-    train_ex = make_examples(train_recs, vocab)
-    dev_ex = make_examples(dev_recs, vocab)
+    lexicon = Lexicon.load(Path(cfg.lexicon)) if cfg.lexicon else None
+    if lexicon is not None:
+        lexicon.save(out / "lexicon.tsv")
+        log.info("lexicon: %d terms", len(lexicon))
+    train_ex = make_examples(train_recs, vocab, lexicon=lexicon)
+    dev_ex = make_examples(dev_recs, vocab, lexicon=lexicon)
     log.info("train: %d records, %d chunks; dev: %d records, %d chunks", len(train_recs), len(train_ex), len(dev_recs), len(dev_ex))
 
-    mcfg = ModelConfig(embedder=cfg.embedder, encoder=cfg.encoder, heads=cfg.heads, dropout=cfg.dropout, albert=albert_cfg)
+    mcfg = ModelConfig(embedder=cfg.embedder, encoder=cfg.encoder, heads=cfg.heads, dropout=cfg.dropout, albert=albert_cfg,
+                       lexicon_features=NUM_FEATURES if lexicon is not None else 0)
     model = Tagger(mcfg, len(vocab))
     if pretrained is not None:
         model.albert.load_state_dict(pretrained["encoder"])
@@ -203,7 +211,7 @@ def train(cfg: TrainConfig) -> dict:
             for g, lr in zip(opt.param_groups, base_lrs):
                 g["lr"] = lr * scale
             ids, mask, tags = pad_batch(batch)
-            loss = model.loss(ids, mask, tags)
+            loss = model.loss(ids, mask, tags, pad_features(batch))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
