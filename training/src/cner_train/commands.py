@@ -7,6 +7,7 @@ from .evaluate import EvaluateConfig, evaluate_bundle
 from .export import ExportConfig, export
 from .golden import GoldenConfig, golden
 from .publish import PublishConfig, publish
+from .quantize import QuantizeConfig, quantize
 from .report import ReportConfig, report
 from .train import TrainConfig, train
 from .w2v import W2VConfig, train_w2v
@@ -19,5 +20,6 @@ COMMANDS = {
     "report": (ReportConfig, report, "markdown tables of the runs in training/results (models, optimizers, heads)"),
     "export": (ExportConfig, export, "write the model bundle (ONNX, CRF, labels, vocab, config, manifest) of a training run"),
     "golden": (GoldenConfig, golden, "regenerate the tiny test bundle and the golden fixtures shared with the TypeScript tests"),
+    "quantize": (QuantizeConfig, quantize, "int8 copy of a bundle (dynamic quantization), kept only within --max-drop dev F1 of float32"),
     "publish": (PublishConfig, publish, "put a bundle on the compacted model-version topic (Kafka + schema registry); --live true makes it live"),
 }

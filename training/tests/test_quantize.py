@@ -1,0 +1,30 @@
+import json
+
+import onnxruntime as ort
+import pytest
+
+from cner_train.export import sha256_file
+from cner_train.quantize import QuantizeConfig, quantize
+
+
+def test_int8_copy_is_scored_against_float32_and_stamped(fixtures_dir, mini_ccks, tmp_path):
+    out = quantize(QuantizeConfig(bundle=str(fixtures_dir / "tiny-bundle"), out=str(tmp_path / "q"), data=str(mini_ccks),
+                                  dev_size=2, max_drop=100.0))
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    source = json.loads((fixtures_dir / "tiny-bundle" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["version"] == source["version"] + "-int8"
+    assert manifest["quantization"]["float32_version"] == source["version"]
+    assert set(manifest["files"]) == set(source["files"])
+    for name, digest in manifest["files"].items():
+        assert sha256_file(out / name) == digest
+    assert manifest["files"]["model.onnx"] != source["files"]["model.onnx"]
+    ops = {n.op_type for n in __import__("onnx").load(str(out / "model.onnx")).graph.node}
+    assert ops & {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul"}
+    ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+
+
+def test_int8_copy_is_refused_beyond_the_allowed_drop(fixtures_dir, mini_ccks, tmp_path):
+    with pytest.raises(SystemExit, match="not written"):
+        quantize(QuantizeConfig(bundle=str(fixtures_dir / "tiny-bundle"), out=str(tmp_path / "q"), data=str(mini_ccks),
+                                dev_size=2, max_drop=-1.0))
+    assert not (tmp_path / "q").exists()
