@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { sequenceS } from 'fp-ts/lib/Apply.js';
 import { type Either, getApplicativeValidation, isLeft, left, right } from 'fp-ts/lib/Either.js';
 import { type NonEmptyArray, getSemigroup } from 'fp-ts/lib/NonEmptyArray.js';
-import { CnerError } from './pipeline/errors.js';
+import { CnerError } from './errors.js';
 import { type ExecutionProvider, isExecutionProvider } from './model/onnx-session.js';
 
 export interface VariableSpec {

@@ -1,15 +1,14 @@
-// Errors of the stream processor (consumers, registry, Kafka, config): a
-// closed set of codes next to the pipeline's (src/pipeline/errors.ts). Whether
-// to retry and whether a record goes to the dead-letter topic is data on the
-// code, never an `instanceof` check. Anything that is neither a StreamError
-// nor a CnerError is a programmer error: it is never retried.
+// The one closed set of error codes, for the pipeline, the model and the
+// stream processor alike. Whether to retry, and whether a record goes to the
+// dead-letter topic, is data on the code, never an `instanceof` check.
+// Anything thrown that is not a CnerError (TypeError, RangeError, …) is a
+// programmer error: it is never retried.
 //
 // Messages and context never contain record text (patient data): they end up
-// in logs and dead-letter headers.
+// in logs and dead-letter headers. This module imports nothing, so the pure
+// pipeline may use it.
 
-import { CnerError, isCnerError } from './pipeline/errors.js';
-
-export const STREAM_ERROR_CODES = {
+export const ERROR_CODES = {
   // One record can never be processed: it goes to the dead-letter topic.
   /** The value is empty, not valid UTF-8 JSON, or not decodable Avro. */
   UNDECODABLE_VALUE: { retriable: false, deadLetter: true },
@@ -23,10 +22,30 @@ export const STREAM_ERROR_CODES = {
   TEXT_TOO_LONG: { retriable: false, deadLetter: true },
   /** The text is not well-formed UTF-16 (a lone surrogate). */
   INVALID_UTF16: { retriable: false, deadLetter: true },
-  /** Another field (recordId, sourceSystem, timestamp, metadata) is invalid. */
+  /** Another field (recordId, sourceSystem, timestamp, metadata) is invalid, or an input failed validation. */
   INVALID_RECORD: { retriable: false, deadLetter: true },
   /** Tagging or encoding this one record failed for good (a bug); dead-lettered so the stream goes on. */
   PROCESSING_FAILED: { retriable: false, deadLetter: true },
+
+  // The model: bundles, sessions, workers.
+  /** A configuration value or option is invalid. Fix it; never retried. */
+  INVALID_CONFIG: { retriable: false, deadLetter: false },
+  /** The model bundle directory or one of its files is missing. */
+  BUNDLE_NOT_FOUND: { retriable: false, deadLetter: false },
+  /** A bundle file is malformed or inconsistent with the contract. */
+  BUNDLE_INVALID: { retriable: false, deadLetter: false },
+  /** A bundle file's sha256 differs from manifest.json. */
+  BUNDLE_CHECKSUM_MISMATCH: { retriable: false, deadLetter: false },
+  /** onnxruntime could not create a session from model.onnx. */
+  MODEL_LOAD_FAILED: { retriable: false, deadLetter: false },
+  /** session.run failed (e.g. device out of memory); may succeed on a later try. */
+  INFERENCE_FAILED: { retriable: true, deadLetter: false },
+  /** An inference worker died while it held the batch; it is replaced. */
+  WORKER_CRASHED: { retriable: true, deadLetter: false },
+  /** The model (pool, batcher) was closed: shutting down. */
+  MODEL_CLOSED: { retriable: false, deadLetter: false },
+  /** A model version from the model topic failed verification (context.reason says which check). */
+  MODEL_REJECTED: { retriable: false, deadLetter: false },
 
   // The processor's surroundings: retried with backoff, never per record.
   /** No broker answers, or a request timed out. */
@@ -49,35 +68,36 @@ export const STREAM_ERROR_CODES = {
   INTERNAL: { retriable: false, deadLetter: false },
 } as const;
 
-export type StreamErrorCode = keyof typeof STREAM_ERROR_CODES;
+export type ErrorCode = keyof typeof ERROR_CODES;
 export type DeadLetterCode = {
-  [K in StreamErrorCode]: (typeof STREAM_ERROR_CODES)[K]['deadLetter'] extends true ? K : never;
-}[StreamErrorCode];
+  [K in ErrorCode]: (typeof ERROR_CODES)[K]['deadLetter'] extends true ? K : never;
+}[ErrorCode];
 
-export interface StreamErrorOptions {
+export interface CnerErrorOptions {
   readonly cause?: unknown;
-  /** Facts for logs and dead-letter headers: topic, partition, offset, ids, sizes; never record text. */
+  /** Facts for logs and dead-letter headers: topic, partition, offset, ids, sizes, paths; never record text. */
   readonly context?: Readonly<Record<string, unknown>>;
 }
 
-export class StreamError extends Error {
-  override readonly name = 'StreamError';
-  readonly code: StreamErrorCode;
+export class CnerError extends Error {
+  override readonly name = 'CnerError';
+  readonly code: ErrorCode;
   readonly retriable: boolean;
   readonly context: Readonly<Record<string, unknown>>;
 
-  constructor(code: StreamErrorCode, message: string, options: StreamErrorOptions = {}) {
+  constructor(code: ErrorCode, message: string, options: CnerErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
-    this.retriable = STREAM_ERROR_CODES[code].retriable;
+    this.retriable = ERROR_CODES[code].retriable;
     this.context = options.context ?? {};
   }
 }
 
-export const isStreamError = (e: unknown): e is StreamError => e instanceof StreamError;
+export const isCnerError = (e: unknown): e is CnerError => e instanceof CnerError;
 
-export const isDeadLetterCode = (code: string): code is DeadLetterCode =>
-  Object.hasOwn(STREAM_ERROR_CODES, code) && STREAM_ERROR_CODES[code as StreamErrorCode].deadLetter;
+export const isErrorCode = (value: unknown): value is ErrorCode => typeof value === 'string' && Object.hasOwn(ERROR_CODES, value);
+
+export const isDeadLetterCode = (code: string): code is DeadLetterCode => isErrorCode(code) && ERROR_CODES[code].deadLetter;
 
 /** What the loop needs to know about any thrown value. */
 export interface ErrorInfo {
@@ -88,7 +108,7 @@ export interface ErrorInfo {
 }
 
 export function describeError(error: unknown): ErrorInfo {
-  if (isStreamError(error) || isCnerError(error)) return { code: error.code, retriable: error.retriable, message: error.message };
+  if (isCnerError(error)) return { code: error.code, retriable: error.retriable, message: error.message };
   return { code: 'INTERNAL', retriable: false, message: `${errorName(error)}: ${safeMessage(error)}` };
 }
 
@@ -98,7 +118,7 @@ export function describeError(error: unknown): ErrorInfo {
  * errors known not to carry payloads: network/system errors and KafkaJS's.
  */
 export function safeMessage(error: unknown): string {
-  if (isStreamError(error) || isCnerError(error)) return error.message;
+  if (isCnerError(error)) return error.message;
   if (!(error instanceof Error)) return 'non-Error value thrown';
   const errno = error as Error & { code?: unknown; syscall?: unknown };
   const trusted =
@@ -116,7 +136,7 @@ const errorName = (error: unknown): string => (error instanceof Error ? error.na
 export function serializeError(error: unknown, depth = 0): Record<string, unknown> {
   if (!(error instanceof Error)) return { type: typeof error, message: 'non-Error value thrown' };
   const out: Record<string, unknown> = { type: error.name, message: safeMessage(error) };
-  if (isStreamError(error) || isCnerError(error)) {
+  if (isCnerError(error)) {
     out['code'] = error.code;
     out['retriable'] = error.retriable;
     if (Object.keys(error.context).length > 0) out['context'] = error.context;
@@ -133,4 +153,3 @@ export function serializeError(error: unknown, depth = 0): Record<string, unknow
   return out;
 }
 
-export { CnerError, isCnerError };

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { isLeft, isRight } from 'fp-ts/lib/Either.js';
 import { PACKAGE_ROOT, VARIABLES, describeConfig, loadConfig, parseConfig } from '../src/config.js';
-import { CnerError } from '../src/pipeline/errors.js';
+import { CnerError } from '../src/errors.js';
 
 const REQUIRED = { KAFKA_BROKERS: 'kafka-0:9092', SCHEMA_REGISTRY_URL: 'http://registry:8081' };
 

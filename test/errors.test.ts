@@ -1,22 +1,41 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { STREAM_ERROR_CODES, StreamError, describeError, isDeadLetterCode, safeMessage, serializeError } from '../src/errors.js';
-import { CnerError } from '../src/pipeline/errors.js';
+import { CnerError, ERROR_CODES, type ErrorCode, describeError, isCnerError, isDeadLetterCode, isErrorCode, safeMessage, serializeError } from '../src/errors.js';
 
 describe('errors', () => {
   it('retriability is data on the code', () => {
-    for (const [code, { retriable }] of Object.entries(STREAM_ERROR_CODES)) {
-      assert.equal(new StreamError(code as keyof typeof STREAM_ERROR_CODES, 'x').retriable, retriable);
+    for (const [code, { retriable }] of Object.entries(ERROR_CODES)) {
+      assert.equal(new CnerError(code as ErrorCode, 'x').retriable, retriable);
     }
-    assert.equal(new StreamError('REGISTRY_UNAVAILABLE', 'x').retriable, true);
-    assert.equal(new StreamError('INTERNAL', 'x').retriable, false);
+    assert.equal(new CnerError('REGISTRY_UNAVAILABLE', 'x').retriable, true);
+    assert.equal(new CnerError('WORKER_CRASHED', 'x').retriable, true);
+    assert.equal(new CnerError('INTERNAL', 'x').retriable, false);
+    assert.equal(new CnerError('INVALID_RECORD', 'x').retriable, false);
   });
 
   it('dead-letter codes are never retriable', () => {
-    for (const [code, { retriable, deadLetter }] of Object.entries(STREAM_ERROR_CODES)) if (deadLetter) assert.equal(retriable, false, code);
+    for (const [code, { retriable, deadLetter }] of Object.entries(ERROR_CODES)) if (deadLetter) assert.equal(retriable, false, code);
     assert.ok(isDeadLetterCode('TEXT_TOO_LONG'));
+    assert.ok(isDeadLetterCode('INVALID_RECORD'));
     assert.ok(!isDeadLetterCode('BROKER_UNAVAILABLE'));
+    assert.ok(!isDeadLetterCode('INFERENCE_FAILED'));
     assert.ok(!isDeadLetterCode('toString'));
+  });
+
+  it('recognizes codes', () => {
+    assert.ok(isErrorCode('INFERENCE_FAILED'));
+    assert.ok(isErrorCode('PRODUCER_FENCED'));
+    assert.ok(!isErrorCode('toString'));
+    assert.ok(!isErrorCode(3));
+  });
+
+  it('keeps cause and context, and logs its fields as JSON', () => {
+    const cause = new Error('disk');
+    const e = new CnerError('BUNDLE_NOT_FOUND', 'no bundle', { cause, context: { dir: '/m' } });
+    assert.equal(e.cause, cause);
+    assert.ok(isCnerError(e));
+    assert.ok(e instanceof Error);
+    assert.deepEqual(JSON.parse(JSON.stringify(e)), { name: 'CnerError', code: 'BUNDLE_NOT_FOUND', retriable: false, context: { dir: '/m' } });
   });
 
   it('programmer errors are INTERNAL and never retried', () => {
@@ -28,7 +47,7 @@ describe('errors', () => {
     const sys = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:9092'), { code: 'ECONNREFUSED', syscall: 'connect' });
     assert.equal(safeMessage(sys), 'connect ECONNREFUSED 127.0.0.1:9092');
     assert.match(safeMessage(new Error('Unexpected token in "patient text"')), /withheld/);
-    const s = serializeError(new StreamError('UNKNOWN_SCHEMA', 'schema id 5 is not in the registry', { context: { schemaId: 5 } }));
-    assert.deepEqual(s, { type: 'StreamError', message: 'schema id 5 is not in the registry', code: 'UNKNOWN_SCHEMA', retriable: false, context: { schemaId: 5 } });
+    const s = serializeError(new CnerError('UNKNOWN_SCHEMA', 'schema id 5 is not in the registry', { context: { schemaId: 5 } }));
+    assert.deepEqual(s, { type: 'CnerError', message: 'schema id 5 is not in the registry', code: 'UNKNOWN_SCHEMA', retriable: false, context: { schemaId: 5 } });
   });
 });

@@ -16,7 +16,7 @@ import { createKafkaClient } from '../consumers/kafka.js';
 import { SchemaRegistry } from '../consumers/registry.js';
 import { type RunningService, startService } from '../consumers/service.js';
 import { createLogger } from '../observability/logger.js';
-import { CnerError } from '../pipeline/errors.js';
+import { CnerError } from '../errors.js';
 import type { ClinicalEntitiesEvent } from '../pipeline/event.js';
 import { ENTITY_TYPES, type EntityCode } from '../pipeline/labels.js';
 import { type Command, type CommandIo, EXIT } from './main.js';

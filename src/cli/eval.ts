@@ -4,7 +4,7 @@
 
 import { createReadStream } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { CnerError } from '../pipeline/errors.js';
+import { CnerError } from '../errors.js';
 import { ENTITY_TYPES } from '../pipeline/labels.js';
 import { tagRecord } from '../pipeline/tag.js';
 import { openModel } from '../model/model.js';

@@ -3,7 +3,7 @@
 import { fileURLToPath } from 'node:url';
 import type { ParseArgsConfig } from 'node:util';
 import pino from 'pino';
-import { CnerError } from '../pipeline/errors.js';
+import { CnerError } from '../errors.js';
 import type { Logger } from '../model/log.js';
 import { DEFAULT_MODEL_OPTIONS, type ModelOptions } from '../model/model.js';
 import { type ExecutionProvider, type GraphOptimizationLevel, isExecutionProvider } from '../model/onnx-session.js';

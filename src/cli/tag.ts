@@ -4,7 +4,7 @@
 // exclusive (the CCKS-2019 convention).
 
 import { parseArgs } from 'node:util';
-import { CnerError, isCnerError } from '../pipeline/errors.js';
+import { CnerError, isCnerError } from '../errors.js';
 import { firstLoneSurrogate } from '../pipeline/record.js';
 import type { Entity } from '../pipeline/spans.js';
 import { tagRecord } from '../pipeline/tag.js';

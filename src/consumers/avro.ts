@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import avro from 'avsc';
 import { PACKAGE_ROOT } from '../config.js';
-import { StreamError } from '../errors.js';
+import { CnerError } from '../errors.js';
 import type { ClinicalEntitiesEvent } from '../pipeline/event.js';
 
 export const SCHEMA_DIR = path.join(PACKAGE_ROOT, 'schemas');
@@ -26,7 +26,7 @@ export function loadSchema(name: 'EmrRecord' | 'ClinicalEntities'): AvroSchema {
   try {
     text = readFileSync(file, 'utf8');
   } catch (cause) {
-    throw new StreamError('INTERNAL', `${file} is missing: the package must ship schemas/ next to dist/ (in an image: COPY schemas /app/schemas)`, { cause });
+    throw new CnerError('INTERNAL', `${file} is missing: the package must ship schemas/ next to dist/ (in an image: COPY schemas /app/schemas)`, { cause });
   }
   // Canonical-ish: the registry compares schemas, so register the minified JSON.
   const json = JSON.parse(text) as avro.Schema;
@@ -69,19 +69,19 @@ export class AvroReader {
   }
 
   /**
-   * Decodes a framed value. Throws StreamError: UNKNOWN_SCHEMA,
+   * Decodes a framed value. Throws CnerError: UNKNOWN_SCHEMA,
    * INCOMPATIBLE_SCHEMA, UNDECODABLE_VALUE (the record's fault) or
    * REGISTRY_UNAVAILABLE (not its fault: retry).
    */
   async decode(value: Buffer): Promise<unknown> {
     const framed = unframe(value);
-    if (framed === null) throw new StreamError('UNDECODABLE_VALUE', 'value starts with the Avro magic byte 0 but is shorter than the 5-byte header');
+    if (framed === null) throw new CnerError('UNDECODABLE_VALUE', 'value starts with the Avro magic byte 0 but is shorter than the 5-byte header');
     const resolver = await this.#resolver(framed.schemaId);
     try {
       return this.#reader.fromBuffer(framed.payload, resolver);
     } catch {
       // avsc's message may quote decoded data: keep only where it happened.
-      throw new StreamError('UNDECODABLE_VALUE', `Avro payload does not decode with its writer schema (id ${framed.schemaId})`, {
+      throw new CnerError('UNDECODABLE_VALUE', `Avro payload does not decode with its writer schema (id ${framed.schemaId})`, {
         context: { schemaId: framed.schemaId, bytes: framed.payload.length },
       });
     }
@@ -94,7 +94,7 @@ export class AvroReader {
         try {
           return this.#reader.createResolver(writer);
         } catch (e) {
-          throw new StreamError('INCOMPATIBLE_SCHEMA', `schema id ${id} cannot be read as ${String(this.#reader.name)}: ${e instanceof Error ? e.message : 'resolution failed'}`, {
+          throw new CnerError('INCOMPATIBLE_SCHEMA', `schema id ${id} cannot be read as ${String(this.#reader.name)}: ${e instanceof Error ? e.message : 'resolution failed'}`, {
             context: { schemaId: id },
           });
         }
@@ -102,7 +102,7 @@ export class AvroReader {
       this.#resolvers.set(id, pending);
       // Keep only settled successes and permanent failures.
       pending.catch((e: unknown) => {
-        if (!(e instanceof StreamError) || e.retriable) this.#resolvers.delete(id);
+        if (!(e instanceof CnerError) || e.retriable) this.#resolvers.delete(id);
       });
     }
     return pending;
@@ -123,7 +123,7 @@ export class EventEncoder {
     const paths: string[] = [];
     if (!this.#type.isValid(event, { errorHook: (p) => paths.push(p.join('.') || '$') })) {
       // avsc's own error would quote the value (entity text is patient data): report the paths only.
-      throw new StreamError('PROCESSING_FAILED', `event does not match the ClinicalEntities schema at ${paths.slice(0, 5).join(', ')}`, {
+      throw new CnerError('PROCESSING_FAILED', `event does not match the ClinicalEntities schema at ${paths.slice(0, 5).join(', ')}`, {
         context: { paths: paths.slice(0, 5) },
       });
     }

@@ -8,7 +8,7 @@
 import { sequenceS } from 'fp-ts/lib/Apply.js';
 import { type Either, getApplicativeValidation, isLeft, left, mapLeft, right } from 'fp-ts/lib/Either.js';
 import { type NonEmptyArray, getSemigroup } from 'fp-ts/lib/NonEmptyArray.js';
-import { type DeadLetterCode, isDeadLetterCode, isStreamError } from '../errors.js';
+import { type DeadLetterCode, isDeadLetterCode, isCnerError } from '../errors.js';
 import { codePointLength, firstLoneSurrogate } from '../pipeline/record.js';
 import { type AvroReader, isAvroFramed } from './avro.js';
 
@@ -63,7 +63,7 @@ export async function decodeMessage(key: Buffer | null, value: Buffer | null, op
     try {
       decoded = await options.avro.decode(value);
     } catch (e) {
-      if (isStreamError(e) && isDeadLetterCode(e.code)) return left({ code: e.code, message: e.message, format: 'avro' });
+      if (isCnerError(e) && isDeadLetterCode(e.code)) return left({ code: e.code, message: e.message, format: 'avro' });
       throw e; // registry unavailable, or a bug
     }
     return withFormat(validateRecord(decoded, keyText, options.maxTextLength), 'avro');

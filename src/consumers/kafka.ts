@@ -5,7 +5,7 @@
 // offers the same operations (its KafkaJS-compatible API), so swapping means
 // rewriting this file only.
 //
-// kafkajs errors become StreamErrors here (see `classify`), and kafkajs log
+// kafkajs errors become CnerErrors here (see `classify`), and kafkajs log
 // lines are forwarded to pino with an allowlist of fields.
 
 import { readFileSync } from 'node:fs';
@@ -14,7 +14,7 @@ import kafkajs from 'kafkajs';
 import type { Batch, Consumer, EachBatchPayload, IHeaders, KafkaConfig, KafkaMessage, LogEntry, Producer, SASLOptions } from 'kafkajs';
 import type { Logger } from 'pino';
 import type { SaslConfig, TlsConfig } from '../config.js';
-import { StreamError, isStreamError } from '../errors.js';
+import { CnerError, isCnerError } from '../errors.js';
 import type {
   BatchControl,
   BatchHandler,
@@ -169,28 +169,28 @@ interface KafkajsErrorShape {
   readonly cause?: unknown;
 }
 
-/** Maps any error out of kafkajs to a StreamError (non-KafkaJS errors are bugs: INTERNAL). */
-export function classify(error: unknown, what: string): StreamError {
-  if (isStreamError(error)) return error;
+/** Maps any error out of kafkajs to a CnerError (non-KafkaJS errors are bugs: INTERNAL). */
+export function classify(error: unknown, what: string): CnerError {
+  if (isCnerError(error)) return error;
   const chain: KafkajsErrorShape[] = [];
   for (let e: unknown = error; e instanceof Error && chain.length < 8; e = (e as KafkajsErrorShape).cause) chain.push(e as KafkajsErrorShape);
   const top = chain[0];
   const root = chain[chain.length - 1];
   if (top === undefined || root === undefined || !(top.name ?? '').startsWith('KafkaJS')) {
-    return new StreamError('INTERNAL', `${what} failed unexpectedly`, { cause: error });
+    return new CnerError('INTERNAL', `${what} failed unexpectedly`, { cause: error });
   }
   const types = chain.map((e) => e.type).filter((t): t is string => t !== undefined);
   const context = { kafkaError: root.name, ...(types.length > 0 ? { kafkaType: types[types.length - 1] } : {}) };
   if (chain.some((e) => (e.type !== undefined && FENCED_TYPES.has(e.type)) || e.code === PRODUCER_FENCED_CODE)) {
-    return new StreamError('PRODUCER_FENCED', `${what}: another producer with the same transactional id took over (another instance with the same CNER_INSTANCE_ID, or a restart of this one)`, { cause: error, context });
+    return new CnerError('PRODUCER_FENCED', `${what}: another producer with the same transactional id took over (another instance with the same CNER_INSTANCE_ID, or a restart of this one)`, { cause: error, context });
   }
   if (chain.some((e) => e.name === 'KafkaJSSASLAuthenticationError' || (e.type !== undefined && AUTH_TYPES.has(e.type)))) {
-    return new StreamError('KAFKA_NOT_AUTHORIZED', `${what}: Kafka refused the credentials or the operation; check KAFKA_SASL_* and the ACLs of this principal`, { cause: error, context });
+    return new CnerError('KAFKA_NOT_AUTHORIZED', `${what}: Kafka refused the credentials or the operation; check KAFKA_SASL_* and the ACLs of this principal`, { cause: error, context });
   }
   if (chain.some((e) => UNAVAILABLE_NAMES.has(e.name ?? '')) || (root.retriable === true && (root.name ?? '').startsWith('KafkaJS'))) {
-    return new StreamError('BROKER_UNAVAILABLE', `${what}: Kafka is unavailable (${messageOf(error)})`, { cause: error, context });
+    return new CnerError('BROKER_UNAVAILABLE', `${what}: Kafka is unavailable (${messageOf(error)})`, { cause: error, context });
   }
-  return new StreamError('KAFKA_ERROR', `${what}: ${messageOf(error)}`, { cause: error, context });
+  return new CnerError('KAFKA_ERROR', `${what}: ${messageOf(error)}`, { cause: error, context });
 }
 
 // KafkaJS messages name brokers, topics and protocol errors, never record data.
@@ -529,7 +529,7 @@ class KafkajsTransactionalProducer implements TransactionalProducer {
       } catch {
         throw cause; // the producer is unusable: the session starts again
       }
-      throw new StreamError('TRANSACTION_FAILED', `transaction aborted: ${cause.message}`, { cause, context: cause.context });
+      throw new CnerError('TRANSACTION_FAILED', `transaction aborted: ${cause.message}`, { cause, context: cause.context });
     }
   }
 

@@ -11,7 +11,7 @@ import type avro from 'avsc';
 import { DEFAULT_PART_BYTES, packBundle, sha256Hex, splitArchive } from '../model/archive.js';
 import { ModelCatalog, type ModelTopicRecord, type ModelVersionInfo, SAFE_VERSION, keyOf, modelSchema, fromAvro, toAvro } from '../model/versions.js';
 import { TAGS } from '../pipeline/labels.js';
-import { StreamError } from '../errors.js';
+import { CnerError } from '../errors.js';
 import { frame, unframe } from './avro.js';
 import type { KafkaTools } from './kafka.js';
 import type { SchemaRegistry } from './registry.js';
@@ -50,7 +50,7 @@ export async function bundleRecords(dir: string, options: PublishOptions = {}): 
   const manifest = JSON.parse(await readFile(path.join(dir, 'manifest.json'), 'utf8')) as { version?: unknown; name?: unknown; created?: unknown; metrics?: { dev_per_type?: unknown } };
   const labels = JSON.parse(await readFile(path.join(dir, 'labels.json'), 'utf8')) as unknown;
   if (typeof manifest.version !== 'string' || !SAFE_VERSION.test(manifest.version)) {
-    throw new StreamError('INTERNAL', `manifest.json version ${JSON.stringify(manifest.version)} must match ${SAFE_VERSION}`);
+    throw new CnerError('INTERNAL', `manifest.json version ${JSON.stringify(manifest.version)} must match ${SAFE_VERSION}`);
   }
   const archive = await packBundle(dir);
   const sha256 = sha256Hex(archive);
@@ -139,7 +139,7 @@ export function modelTopicDecoder(registry: SchemaRegistry): (value: Buffer) => 
   const resolvers = new Map<number, Promise<avro.Type['createResolver'] extends (t: avro.Type) => infer R ? R : never>>();
   return async (value) => {
     const framed = unframe(value);
-    if (framed === null) throw new StreamError('UNDECODABLE_VALUE', 'model topic value is not Confluent-framed Avro');
+    if (framed === null) throw new CnerError('UNDECODABLE_VALUE', 'model topic value is not Confluent-framed Avro');
     let resolver = resolvers.get(framed.schemaId);
     if (resolver === undefined) {
       resolver = registry.writerType(framed.schemaId).then((writer) => reader.createResolver(writer));

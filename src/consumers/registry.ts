@@ -40,7 +40,7 @@ import https from 'node:https';
 import net from 'node:net';
 import { COMPATIBILITY, SchemaRegistry as ConfluentSchemaRegistry, SchemaType } from '@kafkajs/confluent-schema-registry';
 import avro from 'avsc';
-import { StreamError } from '../errors.js';
+import { CnerError } from '../errors.js';
 
 export interface RegistryOptions {
   readonly url: string;
@@ -95,7 +95,7 @@ export class SchemaRegistry {
     try {
       return idOf(await this.#call(where, () => this.#library.register(confluent, { subject, compatibility: COMPATIBILITY.BACKWARD })), subject);
     } catch (e) {
-      if (!(e instanceof StreamError)) throw e;
+      if (!(e instanceof CnerError)) throw e;
       if (e.context['error'] === 'ConfluentSchemaRegistryCompatibilityError') {
         // The subject exists at another level (NONE included) and the library
         // registers only when the level it is given matches: give it the
@@ -159,7 +159,7 @@ export class SchemaRegistry {
       pending = this.#fetchType(id);
       this.#byId.set(id, pending);
       pending.catch((e: unknown) => {
-        const permanent = e instanceof StreamError && !e.retriable && this.#rememberedFailures++ < MAX_REMEMBERED_FAILURES;
+        const permanent = e instanceof CnerError && !e.retriable && this.#rememberedFailures++ < MAX_REMEMBERED_FAILURES;
         if (!permanent) this.#byId.delete(id);
       });
     }
@@ -171,13 +171,13 @@ export class SchemaRegistry {
     try {
       schema = await this.#call(`GET /schemas/ids/${id}`, () => this.#library.getSchema(id));
     } catch (e) {
-      if (isNotFound(e)) throw new StreamError('UNKNOWN_SCHEMA', `schema id ${id} is not in the registry`, { context: { schemaId: id } });
-      if (e instanceof StreamError && e.context['error'] === 'ConfluentSchemaRegistryArgumentError') {
-        throw new StreamError('INCOMPATIBLE_SCHEMA', `schema id ${id} is not a valid schema (${e.message})`, { context: { schemaId: id } });
+      if (isNotFound(e)) throw new CnerError('UNKNOWN_SCHEMA', `schema id ${id} is not in the registry`, { context: { schemaId: id } });
+      if (e instanceof CnerError && e.context['error'] === 'ConfluentSchemaRegistryArgumentError') {
+        throw new CnerError('INCOMPATIBLE_SCHEMA', `schema id ${id} is not a valid schema (${e.message})`, { context: { schemaId: id } });
       }
       throw e;
     }
-    if (!avro.Type.isType(schema)) throw new StreamError('UNKNOWN_SCHEMA', `schema id ${id} is not an Avro schema`, { context: { schemaId: id } });
+    if (!avro.Type.isType(schema)) throw new CnerError('UNKNOWN_SCHEMA', `schema id ${id} is not an Avro schema`, { context: { schemaId: id } });
     return schema as avro.Type;
   }
 
@@ -186,7 +186,7 @@ export class SchemaRegistry {
     return levelOf(await this.#direct('GET', `/config/${encodeURIComponent(subject)}`, undefined, 'null-if-missing'));
   }
 
-  /** Runs one library call, noting its socket errors, and maps what it throws to a StreamError. */
+  /** Runs one library call, noting its socket errors, and maps what it throws to a CnerError. */
   async #call<T>(where: string, fn: () => Promise<T>): Promise<T> {
     const attempt: Attempt = {};
     try {
@@ -197,7 +197,7 @@ export class SchemaRegistry {
   }
 
   #fromLibrary(e: unknown, where: string, attempt: Attempt): unknown {
-    if (e instanceof StreamError || !(e instanceof Error)) return e;
+    if (e instanceof CnerError || !(e instanceof Error)) return e;
     const context = { registry: this.#base, error: e.name };
     switch (e.name) {
       case 'ResponseError': {
@@ -211,11 +211,11 @@ export class SchemaRegistry {
       }
       case 'ConfluentSchemaRegistryError':
         // Only getRegistryIdBySchema throws the base class, for a 404 (its status dropped).
-        return new StreamError('REGISTRY_REJECTED', `schema registry has no match for ${where} (404)`, { cause: e, context: { ...context, status: 404 } });
+        return new CnerError('REGISTRY_REJECTED', `schema registry has no match for ${where} (404)`, { cause: e, context: { ...context, status: 404 } });
       case 'ConfluentSchemaRegistryArgumentError':
-        return new StreamError('REGISTRY_REJECTED', `schema rejected before ${where}: ${e.message.slice(0, 300)}`, { cause: e, context });
+        return new CnerError('REGISTRY_REJECTED', `schema rejected before ${where}: ${e.message.slice(0, 300)}`, { cause: e, context });
       case 'ConfluentSchemaRegistryCompatibilityError':
-        return new StreamError('REGISTRY_REJECTED', `${where}: the subject's compatibility level changed while registering; set it in the registry`, { cause: e, context });
+        return new CnerError('REGISTRY_REJECTED', `${where}: the subject's compatibility level changed while registering; set it in the registry`, { cause: e, context });
     }
     return e; // a bug (TypeError ...): INTERNAL, not retried
   }
@@ -245,7 +245,7 @@ export class SchemaRegistry {
     try {
       return text === '' ? null : (JSON.parse(text) as unknown);
     } catch {
-      throw new StreamError('REGISTRY_UNAVAILABLE', `schema registry answered ${where} with invalid JSON`, { context: { status: res.status } });
+      throw new CnerError('REGISTRY_UNAVAILABLE', `schema registry answered ${where} with invalid JSON`, { context: { status: res.status } });
     }
   }
 }
@@ -273,33 +273,33 @@ function observedAgent(base: string, timeoutMs: number): http.Agent {
   return agent;
 }
 
-function unavailable(where: string, error: unknown, registry: string): StreamError {
+function unavailable(where: string, error: unknown, registry: string): CnerError {
   const code = (error as { code?: unknown } | null)?.code;
   const reason = typeof code === 'string' ? code : error instanceof Error ? error.name : 'error';
-  return new StreamError('REGISTRY_UNAVAILABLE', `schema registry did not answer ${where} (${reason})`, { cause: error, context: { registry } });
+  return new CnerError('REGISTRY_UNAVAILABLE', `schema registry did not answer ${where} (${reason})`, { cause: error, context: { registry } });
 }
 
-function fromStatus(status: number, where: string, detail: string, context: Record<string, unknown>): StreamError {
+function fromStatus(status: number, where: string, detail: string, context: Record<string, unknown>): CnerError {
   const ctx = { ...context, status };
   if (status >= 500 || status === 408 || status === 429) {
-    return new StreamError('REGISTRY_UNAVAILABLE', `schema registry answered ${where} with ${status}${detail}`, { context: ctx });
+    return new CnerError('REGISTRY_UNAVAILABLE', `schema registry answered ${where} with ${status}${detail}`, { context: ctx });
   }
   if (status === 401 || status === 403) {
-    return new StreamError('REGISTRY_REJECTED', `schema registry refused ${where} (${status}): check SCHEMA_REGISTRY_USERNAME and SCHEMA_REGISTRY_PASSWORD`, { context: ctx });
+    return new CnerError('REGISTRY_REJECTED', `schema registry refused ${where} (${status}): check SCHEMA_REGISTRY_USERNAME and SCHEMA_REGISTRY_PASSWORD`, { context: ctx });
   }
   if (status === 409) {
-    return new StreamError('REGISTRY_REJECTED', `schema registry refused ${where} as incompatible with the registered versions (409)${detail}; evolve the schema compatibly (new fields need defaults)`, {
+    return new CnerError('REGISTRY_REJECTED', `schema registry refused ${where} as incompatible with the registered versions (409)${detail}; evolve the schema compatibly (new fields need defaults)`, {
       context: ctx,
     });
   }
-  return new StreamError('REGISTRY_REJECTED', `schema registry refused ${where} (${status})${detail}`, { context: ctx });
+  return new CnerError('REGISTRY_REJECTED', `schema registry refused ${where} (${status})${detail}`, { context: ctx });
 }
 
-const isNotFound = (e: unknown): boolean => e instanceof StreamError && e.context['status'] === 404;
+const isNotFound = (e: unknown): boolean => e instanceof CnerError && e.context['status'] === 404;
 
 function idOf(body: unknown, subject: string): number {
   const id = typeof body === 'number' ? body : (body as { id?: unknown } | null)?.id;
-  if (typeof id !== 'number' || !Number.isInteger(id)) throw new StreamError('REGISTRY_UNAVAILABLE', `schema registry answered for ${subject} without an id`);
+  if (typeof id !== 'number' || !Number.isInteger(id)) throw new CnerError('REGISTRY_UNAVAILABLE', `schema registry answered for ${subject} without an id`);
   return id;
 }
 

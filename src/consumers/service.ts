@@ -6,7 +6,7 @@
 
 import type { Logger } from 'pino';
 import { type Config, describeConfig } from '../config.js';
-import { StreamError, describeError } from '../errors.js';
+import { CnerError, describeError } from '../errors.js';
 import os from 'node:os';
 import path from 'node:path';
 import { ModelManager } from '../model/manager.js';
@@ -59,7 +59,7 @@ export interface RunningService {
 export async function startService(options: ServiceOptions): Promise<RunningService> {
   const { config, log } = options;
   if (config.kafka.brokers.length === 0 || config.registry.url === null) {
-    throw new StreamError('INTERNAL', 'startService needs KAFKA_BROKERS and SCHEMA_REGISTRY_URL');
+    throw new CnerError('INTERNAL', 'startService needs KAFKA_BROKERS and SCHEMA_REGISTRY_URL');
   }
   const backoff = options.backoff ?? DEFAULT_BACKOFF;
   const metrics = createMetrics();
@@ -227,7 +227,7 @@ export async function ensureTopics(kafka: KafkaClient, config: Config, log: Logg
   const missing = await kafka.missingTopics([inputTopic, outputTopic, dltTopic]);
   if (missing.length === 0) return;
   if (!createTopics) {
-    throw new StreamError('TOPIC_MISSING', `topics ${missing.join(', ')} do not exist: create them, or set KAFKA_CREATE_TOPICS=true`, { context: { missing } });
+    throw new CnerError('TOPIC_MISSING', `topics ${missing.join(', ')} do not exist: create them, or set KAFKA_CREATE_TOPICS=true`, { context: { missing } });
   }
   await kafka.createTopics(missing.map((topic) => ({ topic, partitions: topicPartitions, replicationFactor: topicReplicationFactor })));
   log.info({ topics: missing, partitions: topicPartitions, replicationFactor: topicReplicationFactor }, 'created missing topics');

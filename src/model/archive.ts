@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Header, Parser, type ReadEntry } from 'tar';
-import { CnerError } from '../pipeline/errors.js';
+import { CnerError } from '../errors.js';
 
 const BLOCK = 512;
 /** Python's tarfile.RECORDSIZE: archives are padded to a multiple of it. */

@@ -4,7 +4,7 @@
 // (little padding), and each caller gets back exactly its own rows.
 
 import { type PackedBatch, packBatch, planBatches, splitEmissions } from '../pipeline/encode.js';
-import { CnerError } from '../pipeline/errors.js';
+import { CnerError } from '../errors.js';
 
 export interface BatcherOptions {
   readonly maxBatchSize: number;

@@ -10,7 +10,7 @@ import { isLeft } from 'fp-ts/lib/Either.js';
 import { MAX_CHUNK_LEN } from '../pipeline/chunk.js';
 import { type Crf, parseCrf } from '../pipeline/crf.js';
 import { type Vocab, parseVocab } from '../pipeline/encode.js';
-import { CnerError } from '../pipeline/errors.js';
+import { CnerError } from '../errors.js';
 import { TAGS } from '../pipeline/labels.js';
 
 export interface BundleManifest {

@@ -4,7 +4,7 @@
 // talks to Kafka.
 
 import { parentPort, workerData } from 'node:worker_threads';
-import { isCnerError } from '../pipeline/errors.js';
+import { isCnerError } from '../errors.js';
 import { type EmissionsSession, createSession } from './onnx-session.js';
 import type { FromWorker, SerializedError, ToWorker, WorkerInit } from './protocol.js';
 

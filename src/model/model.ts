@@ -3,7 +3,7 @@
 
 import { availableParallelism } from 'node:os';
 import type { PackedBatch } from '../pipeline/encode.js';
-import { CnerError } from '../pipeline/errors.js';
+import { CnerError } from '../errors.js';
 import type { TaggingModel } from '../pipeline/tag.js';
 import { DynamicBatcher } from './batcher.js';
 import { type ModelBundle, loadBundle } from './bundle.js';

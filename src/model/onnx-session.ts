@@ -3,7 +3,7 @@
 // worker protocol.
 
 import ort from 'onnxruntime-node';
-import { CnerError } from '../pipeline/errors.js';
+import { CnerError } from '../errors.js';
 
 /** Our provider names → ORT's; one frozen table, as config accepts them. */
 export const EXECUTION_PROVIDERS = Object.freeze({

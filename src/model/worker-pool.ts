@@ -5,7 +5,7 @@
 
 import { Worker } from 'node:worker_threads';
 import type { PackedBatch } from '../pipeline/encode.js';
-import { CnerError, type ErrorCode, isErrorCode } from '../pipeline/errors.js';
+import { CnerError, type ErrorCode, isErrorCode } from '../errors.js';
 import { type Logger, silentLogger } from './log.js';
 import type { SessionConfig } from './onnx-session.js';
 import type { FromWorker, SerializedError, ToWorker, WorkerInit } from './protocol.js';

@@ -5,7 +5,7 @@
 import { sequenceS } from 'fp-ts/lib/Apply.js';
 import { type Either, getApplicativeValidation, left, right } from 'fp-ts/lib/Either.js';
 import { type NonEmptyArray, getSemigroup } from 'fp-ts/lib/NonEmptyArray.js';
-import { CnerError } from './errors.js';
+import { CnerError } from '../errors.js';
 
 export interface InputRecord {
   readonly id: string;

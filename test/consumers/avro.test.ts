@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { EventEncoder, frame, isAvroFramed, loadSchema, unframe } from '../../src/consumers/avro.js';
-import { StreamError } from '../../src/errors.js';
+import { CnerError } from '../../src/errors.js';
 import { ENTITY_TYPES } from '../../src/pipeline/labels.js';
 
 interface Field {
@@ -70,7 +70,7 @@ describe('EventEncoder', () => {
     const bad = { recordId: 'r', modelVersion: 'v1', processedAt: 1, entities: [{ type: 'XXX', label: '药物', start: 0, end: 2, text: 'SECRET-TEXT', confidence: 0.5 }] };
     assert.throws(
       () => new EventEncoder(out.type, 3).encode(bad as never),
-      (e: unknown) => e instanceof StreamError && e.code === 'PROCESSING_FAILED' && /entities\.0\.type/.test(e.message) && !/SECRET/.test(e.message),
+      (e: unknown) => e instanceof CnerError && e.code === 'PROCESSING_FAILED' && /entities\.0\.type/.test(e.message) && !/SECRET/.test(e.message),
     );
   });
 });

@@ -4,7 +4,7 @@ import avsc from 'avsc';
 import { isLeft, isRight } from 'fp-ts/lib/Either.js';
 import { AvroReader, frame, loadSchema } from '../../src/consumers/avro.js';
 import { decodeMessage, validateRecord } from '../../src/consumers/decode.js';
-import { StreamError } from '../../src/errors.js';
+import { CnerError } from '../../src/errors.js';
 
 const emr = loadSchema('EmrRecord');
 const SCHEMA_ID = 7;
@@ -13,7 +13,7 @@ function reader(schemas: Record<number, string | Error> = { [SCHEMA_ID]: emr.tex
   return new AvroReader(emr.type, {
     writerType: async (id) => {
       const s = schemas[id];
-      if (s === undefined) throw new StreamError('UNKNOWN_SCHEMA', `schema id ${id} is not in the registry`);
+      if (s === undefined) throw new CnerError('UNKNOWN_SCHEMA', `schema id ${id} is not in the registry`);
       if (s instanceof Error) throw s;
       return avsc.Type.forSchema(JSON.parse(s) as avsc.Schema);
     },
@@ -77,8 +77,8 @@ describe('decodeMessage', () => {
   });
 
   it('throws (not a dead letter) when the registry is unavailable', async () => {
-    const opts = { maxTextLength: 100, avro: reader({ [SCHEMA_ID]: new StreamError('REGISTRY_UNAVAILABLE', 'down') }) };
-    await assert.rejects(decodeMessage(null, avro(), opts), (e: unknown) => e instanceof StreamError && e.code === 'REGISTRY_UNAVAILABLE');
+    const opts = { maxTextLength: 100, avro: reader({ [SCHEMA_ID]: new CnerError('REGISTRY_UNAVAILABLE', 'down') }) };
+    await assert.rejects(decodeMessage(null, avro(), opts), (e: unknown) => e instanceof CnerError && e.code === 'REGISTRY_UNAVAILABLE');
   });
 
   it('MISSING_TEXT, TEXT_TOO_LONG, INVALID_UTF16, INVALID_RECORD', async () => {

@@ -6,7 +6,7 @@ import path from 'node:path';
 import pino, { type Logger } from 'pino';
 import { type LogLevel, PACKAGE_ROOT } from '../../src/config.js';
 import { createLogger } from '../../src/observability/logger.js';
-import { StreamError } from '../../src/errors.js';
+import { CnerError } from '../../src/errors.js';
 import { type ModelBundle, loadBundle } from '../../src/model/bundle.js';
 import { NUM_TAGS } from '../../src/pipeline/labels.js';
 import type { TaggingModel } from '../../src/pipeline/tag.js';
@@ -197,8 +197,8 @@ class FakeConsumer implements StreamConsumer {
   }
 }
 
-export const retriable = (code: 'TRANSACTION_FAILED' | 'REGISTRY_UNAVAILABLE' | 'BROKER_UNAVAILABLE' | 'PRODUCER_FENCED', message = 'test failure'): StreamError =>
-  new StreamError(code, message);
+export const retriable = (code: 'TRANSACTION_FAILED' | 'REGISTRY_UNAVAILABLE' | 'BROKER_UNAVAILABLE' | 'PRODUCER_FENCED', message = 'test failure'): CnerError =>
+  new CnerError(code, message);
 
 export async function until(what: string, condition: () => boolean, timeoutMs = 5_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import kafkajs from 'kafkajs';
 import { classify, kafkaConfig } from '../../src/consumers/kafka.js';
-import { StreamError } from '../../src/errors.js';
+import { CnerError } from '../../src/errors.js';
 import { silent } from './helpers.js';
 
 const { KafkaJSConnectionError, KafkaJSNumberOfRetriesExceeded, KafkaJSProtocolError, KafkaJSSASLAuthenticationError, KafkaJSNonRetriableError } = kafkajs;
@@ -34,7 +34,7 @@ describe('classify', () => {
   it('other kafkajs errors → KAFKA_ERROR (session restarted); non-kafkajs errors are bugs', () => {
     assert.equal(classify(new KafkaJSNonRetriableError('Transaction state exception: Invalid transition'), 'x').code, 'KAFKA_ERROR');
     assert.equal(classify(new TypeError('x is undefined'), 'x').code, 'INTERNAL');
-    const ours = new StreamError('TRANSACTION_FAILED', 'aborted');
+    const ours = new CnerError('TRANSACTION_FAILED', 'aborted');
     assert.equal(classify(ours, 'x'), ours);
   });
 });

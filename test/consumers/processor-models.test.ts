@@ -9,7 +9,7 @@ import { decodeMessage } from '../../src/consumers/decode.js';
 import { type ProcessorOptions, planTransaction } from '../../src/consumers/processor.js';
 import type { ModelLease, ModelProvider } from '../../src/model/manager.js';
 import { createMetrics } from '../../src/observability/metrics.js';
-import { CnerError } from '../../src/pipeline/errors.js';
+import { CnerError } from '../../src/errors.js';
 import type { TaggingModel } from '../../src/pipeline/tag.js';
 import { fakeModel, memoryLogger, message } from './helpers.js';
 

@@ -4,9 +4,8 @@ import { AvroReader, EventEncoder, loadSchema, unframe } from '../../src/consume
 import { readDeadLetterHeaders } from '../../src/consumers/dead-letter.js';
 import { decodeMessage } from '../../src/consumers/decode.js';
 import { type ProcessorOptions, planTransaction } from '../../src/consumers/processor.js';
-import { StreamError } from '../../src/errors.js';
+import { CnerError } from '../../src/errors.js';
 import { createMetrics } from '../../src/observability/metrics.js';
-import { CnerError } from '../../src/pipeline/errors.js';
 import type { TaggingModel } from '../../src/pipeline/tag.js';
 import { fakeModel, memoryLogger, message } from './helpers.js';
 
@@ -113,12 +112,12 @@ describe('planTransaction', () => {
   it('throws when the registry is unavailable (nothing is dead-lettered)', async () => {
     const reader = new AvroReader(emr.type, {
       writerType: async () => {
-        throw new StreamError('REGISTRY_UNAVAILABLE', 'down');
+        throw new CnerError('REGISTRY_UNAVAILABLE', 'down');
       },
     });
     const value = Buffer.concat([Buffer.from([0, 0, 0, 0, 9]), emr.type.toBuffer({ recordId: 'a', text: 't', sourceSystem: 's', timestamp: 1, metadata: null })]);
     const o = options(await fakeModel(), [], { decode: (m) => decodeMessage(m.key, m.value, { maxTextLength: 50, avro: reader }) });
-    await assert.rejects(planTransaction([message(0, 0, value)], 1, o), (e: unknown) => e instanceof StreamError && e.code === 'REGISTRY_UNAVAILABLE');
+    await assert.rejects(planTransaction([message(0, 0, value)], 1, o), (e: unknown) => e instanceof CnerError && e.code === 'REGISTRY_UNAVAILABLE');
   });
 
   it('a canary in the record never reaches the logs or the dead-letter headers, on any error path', async () => {

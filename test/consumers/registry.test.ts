@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import avro from 'avsc';
 import { SchemaRegistry } from '../../src/consumers/registry.js';
-import { StreamError } from '../../src/errors.js';
+import { CnerError } from '../../src/errors.js';
 
 interface Seen {
   readonly method: string;
@@ -49,7 +49,7 @@ function fakeRegistry() {
   };
 }
 
-const code = (c: string) => (e: unknown) => e instanceof StreamError && e.code === c;
+const code = (c: string) => (e: unknown) => e instanceof CnerError && e.code === c;
 const RECORD = JSON.stringify({ type: 'record', name: 'R', namespace: 't', fields: [{ name: 'a', type: 'int' }] });
 
 describe('SchemaRegistry (on @kafkajs/confluent-schema-registry)', () => {
@@ -138,7 +138,9 @@ describe('SchemaRegistry (on @kafkajs/confluent-schema-registry)', () => {
   });
 
   it('REGISTRY_UNAVAILABLE for 5xx, 429 and timeouts, not cached; REGISTRY_REJECTED for 400/401/409/422', async () => {
-    const registry = new SchemaRegistry({ url: fake.url(), auth: null, timeoutMs: 50 });
+    // A generous timeout for the answers (a loaded CI machine must not turn a 503 into a timeout), a short one for the timeout case.
+    const registry = new SchemaRegistry({ url: fake.url(), auth: null, timeoutMs: 5_000 });
+    const impatient = new SchemaRegistry({ url: fake.url(), auth: null, timeoutMs: 50 });
     fake.answer(() => ({ status: 503, body: { message: 'maintenance' } }));
     await assert.rejects(registry.writerType(20), code('REGISTRY_UNAVAILABLE'));
     assert.equal(fake.seen.length, 2, 'the library retries a GET once, no more');
@@ -148,17 +150,17 @@ describe('SchemaRegistry (on @kafkajs/confluent-schema-registry)', () => {
     const post = (a: Answer) => fake.answer((route) => (route === 'POST /subjects/s/versions' ? a : NOT_FOUND));
     post({ status: 429 });
     await assert.rejects(registry.register('s', RECORD), code('REGISTRY_UNAVAILABLE'));
-    post({ status: 200, body: { id: 1 }, delayMs: 300 });
-    await assert.rejects(registry.register('s', RECORD), (e: unknown) => code('REGISTRY_UNAVAILABLE')(e) && /ETIMEDOUT/.test((e as Error).message));
+    post({ status: 200, body: { id: 1 }, delayMs: 1_000 });
+    await assert.rejects(impatient.register('s', RECORD), (e: unknown) => code('REGISTRY_UNAVAILABLE')(e) && /ETIMEDOUT/.test((e as Error).message));
     post({ status: 401, body: { message: 'Unauthorized' } });
     await assert.rejects(registry.register('s', RECORD), (e: unknown) => code('REGISTRY_REJECTED')(e) && /SCHEMA_REGISTRY_USERNAME/.test((e as Error).message));
     post({ status: 409, body: { message: 'Incompatible artifact' } });
     await assert.rejects(registry.register('s', RECORD), (e: unknown) => code('REGISTRY_REJECTED')(e) && /incompatible.*Incompatible artifact/.test((e as Error).message));
     post({ status: 422, body: { error_code: 42201, message: 'Invalid schema' } });
-    await assert.rejects(registry.register('s', RECORD), (e: unknown) => code('REGISTRY_REJECTED')(e) && (e as StreamError).context['status'] === 422);
+    await assert.rejects(registry.register('s', RECORD), (e: unknown) => code('REGISTRY_REJECTED')(e) && (e as CnerError).context['status'] === 422);
     // A real 400 answer is the registry's word, not "no answer" (mappersmith's status for that is 400 too).
     post({ status: 400, body: 'Not able to deserialize data provided.' });
-    await assert.rejects(registry.register('s', RECORD), (e: unknown) => code('REGISTRY_REJECTED')(e) && (e as StreamError).context['status'] === 400);
+    await assert.rejects(registry.register('s', RECORD), (e: unknown) => code('REGISTRY_REJECTED')(e) && (e as CnerError).context['status'] === 400);
     await assert.rejects(registry.register('s', '"string"'), code('REGISTRY_REJECTED'), 'not a record schema: refused by the library');
   });
 

@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import { loadConfig } from '../../src/config.js';
 import type { SchemaRegistry } from '../../src/consumers/registry.js';
 import { ensureTopics, registerSchemas, startService } from '../../src/consumers/service.js';
-import { StreamError } from '../../src/errors.js';
+import { CnerError } from '../../src/errors.js';
 import { FakeKafka, silent } from './helpers.js';
 
 const { config } = loadConfig({ KAFKA_BROKERS: 'a:1', SCHEMA_REGISTRY_URL: 'http://r', KAFKA_TOPIC_PARTITIONS: '6' });
@@ -72,7 +72,7 @@ describe('ensureTopics', () => {
     const kafka = new FakeKafka();
     kafka.missing = ['emr.records.raw'];
     const { config: noCreate } = loadConfig({ KAFKA_BROKERS: 'a:1', SCHEMA_REGISTRY_URL: 'http://r', KAFKA_CREATE_TOPICS: 'false' });
-    await assert.rejects(ensureTopics(kafka, noCreate, silent()), (e: unknown) => e instanceof StreamError && e.code === 'TOPIC_MISSING' && e.retriable && /KAFKA_CREATE_TOPICS=true/.test(e.message));
+    await assert.rejects(ensureTopics(kafka, noCreate, silent()), (e: unknown) => e instanceof CnerError && e.code === 'TOPIC_MISSING' && e.retriable && /KAFKA_CREATE_TOPICS=true/.test(e.message));
   });
 });
 

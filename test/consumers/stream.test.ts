@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { StreamError } from '../../src/errors.js';
+import { CnerError } from '../../src/errors.js';
 import { Health } from '../../src/observability/health.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import type { TransactionPlan } from '../../src/consumers/processor.js';
@@ -207,7 +207,7 @@ describe('StreamProcessor', () => {
       const r = rand();
       if (r < 0.15) throw retriable('TRANSACTION_FAILED');
       if (r < 0.2) throw retriable('BROKER_UNAVAILABLE');
-      if (r < 0.23) throw new StreamError('PRODUCER_FENCED', 'fenced');
+      if (r < 0.23) throw new CnerError('PRODUCER_FENCED', 'fenced');
     };
     const { stream } = setup(kafka, { maxRecordsPerTransaction: 7 });
     stream.start();

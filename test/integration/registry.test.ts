@@ -8,7 +8,7 @@ import { loadConfig } from '../../src/config.js';
 import { loadSchema } from '../../src/consumers/avro.js';
 import { SchemaRegistry } from '../../src/consumers/registry.js';
 import { registerSchemas } from '../../src/consumers/service.js';
-import { StreamError } from '../../src/errors.js';
+import { CnerError } from '../../src/errors.js';
 import { type Services, getServices, silentLogger, uniqueName } from './helpers.js';
 
 const services = await getServices();
@@ -41,12 +41,12 @@ describe('schema registry', { skip, timeout: 60_000 }, () => {
     const added = await registry.register(`${run}.entities-value`, JSON.stringify(compatible));
     assert.notEqual(added, id1);
     const incompatible = { ...schema, fields: [...schema.fields, { name: 'required', type: 'string', doc: 'x' }] };
-    await assert.rejects(registry.register(`${run}.entities-value`, JSON.stringify(incompatible)), (e: unknown) => e instanceof StreamError && e.code === 'REGISTRY_REJECTED');
+    await assert.rejects(registry.register(`${run}.entities-value`, JSON.stringify(incompatible)), (e: unknown) => e instanceof CnerError && e.code === 'REGISTRY_REJECTED');
   });
 
   it('UNKNOWN_SCHEMA for an id the registry never issued', async () => {
     const registry = new SchemaRegistry({ url: s.registryUrl, auth: null });
-    await assert.rejects(registry.writerType(2_000_000_001), (e: unknown) => e instanceof StreamError && e.code === 'UNKNOWN_SCHEMA');
+    await assert.rejects(registry.writerType(2_000_000_001), (e: unknown) => e instanceof CnerError && e.code === 'UNKNOWN_SCHEMA');
   });
 
   it('raises a subject at NONE to BACKWARD, keeps any other level', async () => {

@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { DynamicBatcher } from '../../src/model/batcher.js';
 import type { PackedBatch } from '../../src/pipeline/encode.js';
-import { CnerError } from '../../src/pipeline/errors.js';
+import { CnerError } from '../../src/errors.js';
 
 const T = 13;
 

@@ -3,7 +3,7 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { loadBundle } from '../../src/model/bundle.js';
-import { CnerError } from '../../src/pipeline/errors.js';
+import { CnerError } from '../../src/errors.js';
 import { TAGS } from '../../src/pipeline/labels.js';
 import { LEXICON_BUNDLE, LEXICON_VOCAB, TINY_BUNDLE, bundleCopy } from './helpers.js';
 

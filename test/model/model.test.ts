@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { openModel } from '../../src/model/model.js';
-import { CnerError } from '../../src/pipeline/errors.js';
+import { CnerError } from '../../src/errors.js';
 import { tagRecord } from '../../src/pipeline/tag.js';
 import { LEXICON_BUNDLE, TINY_BUNDLE, goldenCases } from './helpers.js';
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { createSession } from '../../src/model/onnx-session.js';
-import { CnerError } from '../../src/pipeline/errors.js';
+import { CnerError } from '../../src/errors.js';
 import { packBatch } from '../../src/pipeline/encode.js';
 import { LEXICON_BUNDLE, TINY_BUNDLE, expectedEmissions, goldenCases } from './helpers.js';
 

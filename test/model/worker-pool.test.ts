@@ -3,7 +3,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { createWorkerPool, workerExecArgv } from '../../src/model/worker-pool.js';
 import { packBatch } from '../../src/pipeline/encode.js';
-import { CnerError } from '../../src/pipeline/errors.js';
+import { CnerError } from '../../src/errors.js';
 import { LEXICON_BUNDLE, expectedEmissions } from './helpers.js';
 
 const MODEL = path.join(LEXICON_BUNDLE, 'model.onnx');

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { createLogger } from '../../src/observability/logger.js';
-import { StreamError } from '../../src/errors.js';
+import { CnerError } from '../../src/errors.js';
 
 function capture() {
   const lines: string[] = [];
@@ -34,7 +34,7 @@ describe('logger', () => {
     } catch (e) {
       parseError = e;
     }
-    log.error({ err: new StreamError('TRANSACTION_FAILED', 'transaction aborted', { cause: parseError, context: { partition: 3 } }) }, 'failed');
+    log.error({ err: new CnerError('TRANSACTION_FAILED', 'transaction aborted', { cause: parseError, context: { partition: 3 } }) }, 'failed');
     const err = json()[0]!['err'] as Record<string, unknown>;
     assert.equal(err['code'], 'TRANSACTION_FAILED');
     assert.deepEqual(err['context'], { partition: 3 });
