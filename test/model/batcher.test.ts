@@ -70,6 +70,18 @@ describe('DynamicBatcher', () => {
     await b.close();
   });
 
+  it('cuts full batches from everything a burst of callers queued, sorted by length', async () => {
+    const r = echoRunner();
+    const b = new DynamicBatcher({ maxBatchSize: 2, maxWaitMs: 10_000, run: r.run });
+    // Four callers in one synchronous burst, as the processor tags a slice: the
+    // first two alone would fill a batch with lengths 9 and 2.
+    const lengths = [9, 2, 8, 3];
+    const out = await Promise.all(lengths.map((n) => b.infer([new Int32Array(n).fill(n)])));
+    assert.deepEqual(out.map(([em]) => em!.length / T), lengths);
+    assert.deepEqual(r.batches.map((x) => x.lengths), [[9, 8], [3, 2]]);
+    await b.close();
+  });
+
   it('fails every caller of a failed batch, and only those', async () => {
     let calls = 0;
     const b = new DynamicBatcher({
