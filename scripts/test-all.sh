@@ -63,6 +63,14 @@ else
   names+=("integration (Kafka + registry)"); codes+=(1)
 fi
 
+# The benchmark in its smoke form (bench/run.ts --smoke): every part runs once
+# on a few fixture texts, and cner and its Python peers must find the same
+# entities. Times are printed, never asserted. The Kafka part runs when the
+# stack's variables are set (above); the results go to a temporary file.
+smoke_out=$(mktemp -d)
+run_suite "benchmark (smoke)" npm run --silent bench -- --smoke --out "$smoke_out/bench-smoke.json"
+rm -rf "$smoke_out"
+
 printf '\n===== summary\n'
 failed=0
 for i in "${!names[@]}"; do

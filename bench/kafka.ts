@@ -1,0 +1,333 @@
+// cner through Kafka, with the real broker and registry: a `cner serve`
+// child process (as deployed) reading Avro EmrRecords from a fresh input
+// topic, and a read_committed reader of its output topic timing when each
+// event becomes visible.
+//
+// 1. Saturation: N records are preloaded, then the processor starts; the rate
+//    is taken between the first and the last visible event (so the start-up —
+//    model load, group join — is left out; it is reported separately).
+// 2. Latency at half that rate: records are produced at a fixed rate into the
+//    same input topic; latency = visible time − the time the record was
+//    handed to the producer (both clocks are this process's).
+// 3. Peak RSS of the processor process: VmHWM from /proc/<pid>/status.
+
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import kafkajs from 'kafkajs';
+import pino from 'pino';
+import { frame, loadSchema } from '../src/consumers/avro.js';
+import { createKafkaClient, kafkaConfig } from '../src/consumers/kafka.js';
+import { SchemaRegistry } from '../src/consumers/registry.js';
+import type { TopicTail } from '../src/consumers/types.js';
+import type { ModelSettings } from './inprocess.js';
+import { quantile } from './stats.js';
+
+export interface KafkaServices {
+  readonly brokers: string;
+  readonly registryUrl: string;
+}
+
+/** The stack from the environment (`eval "$(scripts/stack.sh env)"`), or null. */
+export function kafkaServicesFromEnv(env: NodeJS.ProcessEnv = process.env): KafkaServices | null {
+  const brokers = env['KAFKA_BROKERS'];
+  const registryUrl = env['SCHEMA_REGISTRY_URL'];
+  return brokers && registryUrl ? { brokers, registryUrl } : null;
+}
+
+export interface KafkaBenchOptions {
+  readonly services: KafkaServices;
+  readonly root: string;
+  readonly bundle: string;
+  readonly settings: ModelSettings;
+  readonly texts: readonly string[];
+  /** Records preloaded for the saturation run. */
+  readonly records: number;
+  /** How long records are produced at half the saturation rate. */
+  readonly latencySeconds: number;
+  readonly partitions: number;
+  readonly progress: (message: string) => void;
+}
+
+export interface KafkaResult {
+  readonly topicPrefix: string;
+  readonly partitions: number;
+  /** How `bin/cner.js serve` ran: the compiled dist/ or the sources through tsx. */
+  readonly processor: string;
+  readonly saturation: {
+    readonly records: number;
+    readonly recordsPerSecond: number;
+    /** First to last visible event. */
+    readonly seconds: number;
+    /** Process start to first visible event (model load, group join, first transaction). */
+    readonly startupSeconds: number;
+  };
+  readonly latency: {
+    readonly targetRate: number;
+    readonly achievedRate: number;
+    readonly records: number;
+    readonly p50Ms: number;
+    readonly p99Ms: number;
+    readonly maxMs: number;
+  };
+  readonly rss: {
+    /** VmHWM: the processor's peak resident set over both runs. */
+    readonly peakMb: number;
+    readonly lastMb: number;
+  };
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export async function kafkaBench(o: KafkaBenchOptions): Promise<KafkaResult> {
+  const run = `bench.${Date.now().toString(36)}${Math.random().toString(36).slice(2, 7)}`;
+  const input = `${run}.records.raw`;
+  const output = `${run}.records.entities`;
+  const dlt = `${input}.DLT`;
+  const models = `${run}.models`;
+  const log = pino({ level: 'silent' });
+  const brokers = o.services.brokers.split(',');
+  const kafka = createKafkaClient({ brokers, clientId: 'cner-bench', groupId: `${run}.unused`, tls: null, sasl: null, sessionTimeoutMs: 10_000, log, retries: 3 });
+  await kafka.createTopics([
+    ...[input, output, dlt].map((topic) => ({ topic, partitions: o.partitions, replicationFactor: 1 })),
+    { topic: models, partitions: 1, replicationFactor: 1, config: { 'cleanup.policy': 'compact' } },
+  ]);
+  let watcher: EventWatcher | null = null;
+  let serve: Serve | null = null;
+  const modelCache = mkdtempSync(path.join(tmpdir(), 'cner-bench-models-'));
+  try {
+    const registry = new SchemaRegistry({ url: o.services.registryUrl, auth: null });
+    const emr = loadSchema('EmrRecord');
+    const schemaId = await registry.register(`${input}-value`, emr.text);
+    const value = (recordId: string, text: string): Buffer =>
+      frame(schemaId, emr.type.toBuffer({ recordId, text, sourceSystem: 'bench', timestamp: Date.now(), metadata: null }));
+    const textOf = (i: number): string => o.texts[i % o.texts.length]!;
+
+    watcher = await EventWatcher.start(kafka, output, `${run}.watch`);
+
+    // 1. Saturation.
+    const satKeys = Array.from({ length: o.records }, (_, i) => `sat-${i}`);
+    for (let i = 0; i < satKeys.length; i += 500) {
+      await kafka.produce(input, satKeys.slice(i, i + 500).map((k, j) => ({ key: Buffer.from(k), value: value(k, textOf(i + j)), headers: {} })));
+    }
+    o.progress(`kafka: ${o.records} records preloaded into ${input}; starting cner serve`);
+    serve = Serve.start(o.root, {
+      KAFKA_BROKERS: o.services.brokers,
+      SCHEMA_REGISTRY_URL: o.services.registryUrl,
+      KAFKA_INPUT_TOPIC: input,
+      KAFKA_OUTPUT_TOPIC: output,
+      KAFKA_DLT_TOPIC: dlt,
+      KAFKA_MODEL_TOPIC: models, // never the shared ner.models.versions
+      KAFKA_GROUP_ID: `${run}.group`,
+      KAFKA_TRANSACTIONAL_ID_PREFIX: run,
+      KAFKA_CREATE_TOPICS: 'false',
+      CNER_INSTANCE_ID: 'bench-0',
+      CNER_MODEL_DIR: o.bundle,
+      CNER_MODEL_CACHE_DIR: modelCache,
+      CNER_INFERENCE_WORKERS: String(o.settings.workers),
+      CNER_INTRA_OP_THREADS: String(o.settings.intraOpThreads),
+      CNER_MAX_BATCH_SIZE: String(o.settings.maxBatchSize),
+      CNER_MAX_WAIT_MS: String(o.settings.maxWaitMs),
+      CNER_HTTP_PORT: '0',
+      CNER_LOG_LEVEL: 'info',
+    });
+    const satTimeout = Math.max(180_000, o.records * 100);
+    const satTimes = await watcher.waitFor(satKeys, satTimeout, serve);
+    const first = satTimes.reduce((a, b) => Math.min(a, b));
+    const last = satTimes.reduce((a, b) => Math.max(a, b));
+    const atFirst = satTimes.filter((t) => t === first).length;
+    const saturation = {
+      records: o.records,
+      // Events after the first visible batch, over the time it took them to appear.
+      recordsPerSecond: last > first ? ((o.records - atFirst) * 1000) / (last - first) : Number.NaN,
+      seconds: (last - first) / 1000,
+      startupSeconds: (first - serve.startedAt) / 1000,
+    };
+    o.progress(`kafka: saturation ${saturation.recordsPerSecond.toFixed(1)} records/s; latency run at half that rate for ${o.latencySeconds} s`);
+
+    // 2. Latency at half the saturation rate.
+    const rate = saturation.recordsPerSecond / 2;
+    const count = Math.max(1, Math.round(rate * o.latencySeconds));
+    const latKeys = Array.from({ length: count }, (_, i) => `lat-${i}`);
+    const paced = await producePaced(kafkaConfig({ brokers, clientId: 'cner-bench-producer', tls: null, sasl: null, log }), input, rate, latKeys, (k, i) => value(k, textOf(i)));
+    const latTimes = await watcher.waitFor(latKeys, o.latencySeconds * 1000 + 120_000, serve);
+    const latencies = latKeys.map((k, i) => latTimes[i]! - paced.producedAt.get(k)!);
+
+    const rss = serve.memory();
+    return {
+      topicPrefix: run,
+      partitions: o.partitions,
+      processor: processorMode(o.root),
+      saturation,
+      latency: {
+        targetRate: rate,
+        achievedRate: paced.achievedRate,
+        records: count,
+        p50Ms: quantile(latencies, 0.5),
+        p99Ms: quantile(latencies, 0.99),
+        maxMs: latencies.reduce((a, b) => Math.max(a, b)),
+      },
+      rss,
+    };
+  } finally {
+    await serve?.stop();
+    await watcher?.stop();
+    await kafka.deleteTopics([input, output, dlt, models]).catch(() => {});
+    rmSync(modelCache, { recursive: true, force: true });
+  }
+}
+
+/** When each event of the output topic became visible to a read_committed reader, by key. */
+class EventWatcher {
+  readonly #visibleAt = new Map<string, number>();
+  #tail: TopicTail | null = null;
+  #crash: unknown = null;
+
+  static async start(kafka: ReturnType<typeof createKafkaClient>, topic: string, groupId: string): Promise<EventWatcher> {
+    const w = new EventWatcher();
+    w.#tail = await kafka.tail(topic, {
+      groupId,
+      onMessages: async (messages) => {
+        const now = Date.now();
+        for (const m of messages) {
+          const key = m.key?.toString() ?? '';
+          if (!w.#visibleAt.has(key)) w.#visibleAt.set(key, now);
+        }
+      },
+      onCrash: (error) => (w.#crash = error),
+    });
+    // Joined and fetching before anything is produced, so no event waits for the reader.
+    const deadline = Date.now() + 30_000;
+    while ((await kafka.describeGroup(groupId)).state !== 'Stable') {
+      if (Date.now() > deadline) throw new Error(`the output reader did not join its group ${groupId}`);
+      await sleep(100);
+    }
+    return w;
+  }
+
+  /** Visible times of `keys`, in order, once all are visible. */
+  async waitFor(keys: readonly string[], timeoutMs: number, serve: Serve): Promise<number[]> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (keys.every((k) => this.#visibleAt.has(k))) return keys.map((k) => this.#visibleAt.get(k)!);
+      if (this.#crash !== null) throw new Error(`the output reader crashed: ${String(this.#crash)}`);
+      if (serve.exited) throw new Error(`cner serve exited early:\n${serve.output().slice(-3_000)}`);
+      if (Date.now() > deadline) {
+        const seen = keys.filter((k) => this.#visibleAt.has(k)).length;
+        throw new Error(`timed out: ${seen} of ${keys.length} events visible after ${timeoutMs} ms\n${serve.output().slice(-3_000)}`);
+      }
+      await sleep(20);
+    }
+  }
+
+  async stop(): Promise<void> {
+    await this.#tail?.stop();
+  }
+}
+
+/** Produces `keys` at `rate` records/s (a send every few ms of what is due); when each was handed to the producer. */
+async function producePaced(
+  config: kafkajs.KafkaConfig,
+  topic: string,
+  rate: number,
+  keys: readonly string[],
+  value: (key: string, index: number) => Buffer,
+): Promise<{ producedAt: Map<string, number>; achievedRate: number }> {
+  const producer = new kafkajs.Kafka(config).producer({ allowAutoTopicCreation: false, idempotent: true });
+  await producer.connect();
+  const producedAt = new Map<string, number>();
+  try {
+    const start = Date.now();
+    let sent = 0;
+    while (sent < keys.length) {
+      const now = Date.now();
+      const due = Math.min(keys.length, Math.floor(((now - start) / 1000) * rate) + 1);
+      if (due <= sent) {
+        await sleep(Math.max(1, Math.ceil(((sent / rate) * 1000) - (now - start))));
+        continue;
+      }
+      const messages = [];
+      for (; sent < due; sent++) {
+        const key = keys[sent]!;
+        producedAt.set(key, now);
+        messages.push({ key, value: value(key, sent) });
+      }
+      await producer.send({ topic, acks: -1, messages });
+    }
+    const seconds = (Date.now() - start) / 1000;
+    return { producedAt, achievedRate: keys.length / Math.max(seconds, 1e-3) };
+  } finally {
+    await producer.disconnect();
+  }
+}
+
+/** A `cner serve` child process, as the integration tests start it. */
+class Serve {
+  readonly startedAt = Date.now();
+  readonly #child: ChildProcess;
+  readonly #chunks: string[] = [];
+  #exited = false;
+
+  private constructor(child: ChildProcess) {
+    this.#child = child;
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => this.#keep(d));
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => this.#keep(d));
+    child.once('exit', () => (this.#exited = true));
+  }
+
+  static start(root: string, env: Record<string, string>): Serve {
+    const child = spawn(process.execPath, [path.join(root, 'bin', 'cner.js'), 'serve'], {
+      cwd: root,
+      env: { PATH: process.env['PATH'] ?? '', HOME: process.env['HOME'] ?? tmpdir(), ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    return new Serve(child);
+  }
+
+  get exited(): boolean {
+    return this.#exited;
+  }
+
+  output(): string {
+    return this.#chunks.join('');
+  }
+
+  /** Peak (VmHWM) and current (VmRSS) resident set, MB. */
+  memory(): { peakMb: number; lastMb: number } {
+    const status = readFileSync(`/proc/${this.#child.pid}/status`, 'utf8');
+    const kb = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? Number.NaN);
+    return { peakMb: kb('VmHWM') / 1024, lastMb: kb('VmRSS') / 1024 };
+  }
+
+  /** SIGTERM (finishes the transaction in flight), SIGKILL after 30 s. */
+  async stop(): Promise<void> {
+    if (this.#exited) return;
+    const exited = new Promise<void>((resolve) => this.#child.once('exit', () => resolve()));
+    this.#child.kill('SIGTERM');
+    const timer = setTimeout(() => this.#child.kill('SIGKILL'), 30_000);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  #keep(d: string): void {
+    this.#chunks.push(d);
+    if (this.#chunks.length > 2_000) this.#chunks.splice(0, 1_000); // only the tail matters (errors)
+  }
+}
+
+/** What bin/cner.js runs: dist/ unless a source file is newer than the last build (then src/ through tsx). */
+function processorMode(root: string): string {
+  const newest = (dir: string): number =>
+    readdirSync(dir, { withFileTypes: true }).reduce((m, e) => {
+      const p = path.join(dir, e.name);
+      return Math.max(m, e.isDirectory() ? newest(p) : statSync(p).mtimeMs);
+    }, 0);
+  let built = -1;
+  try {
+    built = statSync(path.join(root, 'dist', '.tsbuildinfo')).mtimeMs;
+  } catch {
+    // never built
+  }
+  return newest(path.join(root, 'src')) > built ? 'src/ through tsx (dist/ is older: `npm run build` first to run the compiled code)' : 'dist/ (compiled)';
+}

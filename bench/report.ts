@@ -1,0 +1,269 @@
+// The benchmark's result (what bench/results/*.json hold), the targets of
+// issue 6 judged against it, and its rendering as a text table (stdout) or
+// Markdown (BENCHMARKS.md). Targets are reported, never enforced: a run
+// fails only when the contenders disagree on the entities or a part errs.
+
+import type { EntityComparison } from './entities.js';
+import type { InProcessRun, ModelSettings } from './inprocess.js';
+import type { KafkaResult } from './kafka.js';
+import type { Machine } from './machine.js';
+import { median } from './stats.js';
+import type { ViterbiResult } from './viterbi.js';
+
+export interface Settings extends ModelSettings {
+  readonly bundle: string;
+  readonly modelVersion: string;
+  readonly input: string;
+  readonly records: number;
+  readonly chunks: number;
+  readonly codePoints: number;
+  readonly reps: number;
+  readonly smoke: boolean;
+  /** Threads each peer's model gets: cner's effective intra-op threads per worker. */
+  readonly peerThreads: number;
+  readonly recordsPerSlice: number;
+  readonly graphOptimization: string;
+}
+
+export interface CnerResult {
+  readonly runs: readonly InProcessRun[];
+  readonly medianRecordsPerSecond: number;
+  readonly medianChunksPerSecond: number;
+  /** Median over runs of 1 − inference CPU / process CPU; null without per-thread CPU. */
+  readonly cpuOutsideInferenceShare: number | null;
+  readonly cpuMethod: string;
+}
+
+export interface PeerRunSummary {
+  readonly wallSeconds: number;
+  readonly cpuSeconds: number;
+  readonly modelSeconds: number;
+  readonly recordsPerSecond: number;
+  readonly chunksPerSecond: number;
+}
+
+export interface PeerResult {
+  readonly name: string;
+  readonly info: Record<string, unknown>;
+  readonly runs: readonly PeerRunSummary[];
+  readonly medianRecordsPerSecond: number;
+  readonly medianChunksPerSecond: number;
+  /** cner records/s ÷ peer records/s, one per interleaved pair of runs. */
+  readonly speedups: readonly number[];
+  readonly medianSpeedup: number;
+  readonly entities: EntityComparison;
+}
+
+export type KafkaOutcome = { readonly ran: true; readonly result: KafkaResult } | { readonly ran: false; readonly reason: string };
+
+export interface Target {
+  readonly name: string;
+  readonly target: string;
+  readonly measured: string;
+  /** null: reported only (no threshold, or not measured in this run). */
+  readonly pass: boolean | null;
+}
+
+export interface BenchResult {
+  readonly schema: 1;
+  readonly startedAt: string;
+  readonly finishedAt: string;
+  /** The exact command (from the repository root). */
+  readonly command: string;
+  readonly machine: Machine;
+  readonly settings: Settings;
+  readonly cner: CnerResult;
+  readonly peers: Readonly<Record<string, PeerResult>>;
+  readonly viterbi: ViterbiResult | null;
+  readonly kafka: KafkaOutcome;
+  readonly targets: readonly Target[];
+  /** Why the run failed (entity mismatches, errors); empty when it did not. */
+  readonly problems: readonly string[];
+}
+
+const f = (x: number | null | undefined, digits = 1): string => (x === null || x === undefined || !Number.isFinite(x) ? 'n/a' : x.toFixed(digits));
+const pct = (x: number | null): string => (x === null || !Number.isFinite(x) ? 'n/a' : `${(100 * x).toFixed(1)} %`);
+
+export function judgeTargets(r: Omit<BenchResult, 'targets'>): Target[] {
+  const targets: Target[] = [];
+  const speedup = (key: string, label: string, factor: number): void => {
+    const p = r.peers[key];
+    if (p === undefined) {
+      targets.push({ name: `cner ≥ ${factor}× ${label} (identical entities)`, target: `≥ ${factor}×`, measured: 'not run', pass: null });
+      return;
+    }
+    const same = p.entities.mismatchedRecords === 0;
+    targets.push({
+      name: `cner ≥ ${factor}× ${label} (identical entities)`,
+      target: `≥ ${factor}×, 0 mismatches`,
+      measured: `${f(p.medianSpeedup, 2)}×, ${p.entities.mismatchedRecords} mismatched records`,
+      pass: p.medianSpeedup >= factor && same,
+    });
+  };
+  speedup('python', 'onnxruntime Python + numpy', 2);
+  speedup('torch', 'PyTorch eager', 3);
+  const share = r.cner.cpuOutsideInferenceShare;
+  targets.push({ name: 'CPU outside onnxruntime session.run', target: '≤ 5 %', measured: pct(share), pass: share === null ? null : share <= 0.05 });
+  const v = r.viterbi;
+  targets.push({
+    name: 'Viterbi per 128×13 chunk (TypeScript)',
+    target: '≤ 5 µs',
+    measured: v === null ? 'not run' : `${f(v.medianTypescriptUs, 2)} µs`,
+    pass: v === null ? null : v.medianTypescriptUs <= 5,
+  });
+  if (r.kafka.ran) {
+    const k = r.kafka.result;
+    const ratio = k.saturation.recordsPerSecond / r.cner.medianRecordsPerSecond;
+    targets.push({ name: 'Kafka throughput vs in process', target: '≥ 90 %', measured: pct(ratio), pass: ratio >= 0.9 });
+    targets.push({ name: 'End-to-end latency at half load', target: 'p99 reported', measured: `p50 ${f(k.latency.p50Ms, 0)} ms, p99 ${f(k.latency.p99Ms, 0)} ms`, pass: null });
+    targets.push({ name: 'Processor peak RSS', target: '≤ 500 MB', measured: `${f(k.rss.peakMb, 0)} MB`, pass: k.rss.peakMb <= 500 });
+  } else {
+    for (const name of ['Kafka throughput vs in process', 'End-to-end latency at half load', 'Processor peak RSS']) {
+      targets.push({ name, target: name === 'Processor peak RSS' ? '≤ 500 MB' : name.startsWith('Kafka') ? '≥ 90 %' : 'p99 reported', measured: 'not run', pass: null });
+    }
+  }
+  return targets;
+}
+
+type Row = readonly string[];
+
+/** The result's rows: [section, metric, value]. */
+function resultRows(r: BenchResult): Row[] {
+  const rows: Row[] = [];
+  const c = r.cner;
+  rows.push(['cner in process', 'records/s (median)', f(c.medianRecordsPerSecond)]);
+  rows.push(['', 'chunks/s (median)', f(c.medianChunksPerSecond)]);
+  rows.push(['', 'CPU outside session.run', pct(c.cpuOutsideInferenceShare)]);
+  const cpu = (pick: (r: InProcessRun) => number | null): string => {
+    const xs = c.runs.map(pick).filter((x): x is number => x !== null);
+    return xs.length === 0 ? 'n/a' : f(median(xs), 2);
+  };
+  rows.push(['', 'CPU s per run: process / inference threads / main thread', `${cpu((r) => r.cpuSeconds)} / ${cpu((r) => r.inferenceCpuSeconds)} / ${cpu((r) => r.mainThreadCpuSeconds)}`]);
+  for (const p of Object.values(r.peers)) {
+    rows.push([p.name, 'records/s (median)', f(p.medianRecordsPerSecond)]);
+    rows.push(['', 'chunks/s (median)', f(p.medianChunksPerSecond)]);
+    rows.push(['', 'time in the model call', pct(median(p.runs.map((r) => r.modelSeconds / r.wallSeconds)))]);
+    rows.push(['', 'cner speed-up (median of pairs)', `${f(p.medianSpeedup, 2)}× [${p.speedups.map((s) => f(s, 2)).join(', ')}]`]);
+    rows.push(['', 'entities identical to cner', `${p.entities.records - p.entities.mismatchedRecords}/${p.entities.records} records (${p.entities.entities} entities)`]);
+  }
+  if (r.viterbi !== null) {
+    const v = r.viterbi;
+    rows.push([`Viterbi alone (${v.chunks} chunks ${v.length}×${v.tags})`, 'TypeScript ViterbiDecoder, µs/chunk', f(v.medianTypescriptUs, 2)]);
+    rows.push(['', 'numpy per chunk, µs/chunk', f(v.medianNumpyUs, 1)]);
+    rows.push(['', 'numpy batched ×32, µs/chunk', f(v.medianNumpyBatchedUs, 1)]);
+    rows.push(['', 'same paths', v.differentPaths === 0 ? 'yes' : `NO (${v.differentPaths} differ)`]);
+  }
+  if (r.kafka.ran) {
+    const k = r.kafka.result;
+    rows.push([`Kafka (cner serve, ${k.partitions} partitions)`, `records/s at saturation (${k.saturation.records} preloaded)`, f(k.saturation.recordsPerSecond)]);
+    rows.push(['', 'start-up to first event, s', f(k.saturation.startupSeconds)]);
+    rows.push(['', `latency at ${f(k.latency.targetRate)} records/s, p50 / p99 / max`, `${f(k.latency.p50Ms, 0)} / ${f(k.latency.p99Ms, 0)} / ${f(k.latency.maxMs, 0)} ms`]);
+    rows.push(['', 'peak RSS (VmHWM)', `${f(k.rss.peakMb, 0)} MB`]);
+    rows.push(['', 'processor code', k.processor]);
+  } else {
+    rows.push(['Kafka', 'not run', r.kafka.reason]);
+  }
+  return rows;
+}
+
+const targetRows = (r: BenchResult): Row[] =>
+  r.targets.map((t) => [t.name, t.target, t.measured, t.pass === null ? '—' : t.pass ? 'pass' : 'FAIL']);
+
+function textTable(header: Row, rows: readonly Row[]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] ?? '').length)));
+  const line = (row: Row): string => row.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd();
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+function markdownTable(header: Row, rows: readonly Row[]): string {
+  const esc = (s: string): string => s.replace(/\|/g, '\\|');
+  return [`| ${header.map(esc).join(' | ')} |`, `| ${header.map(() => '---').join(' | ')} |`, ...rows.map((row) => `| ${row.map(esc).join(' | ')} |`)].join('\n');
+}
+
+function settingsLine(r: BenchResult): string {
+  const s = r.settings;
+  return (
+    `${s.records} records, ${s.chunks} chunks, ${s.codePoints} characters from ${s.input}; bundle ${s.modelVersion}; ` +
+    `${s.reps} interleaved repetition(s) after a warm-up; cner: ${s.workers} inference worker(s) × ${s.intraOpThreads || 'auto'} intra-op thread(s), ` +
+    `batches ≤ ${s.maxBatchSize} chunks, wait ≤ ${s.maxWaitMs} ms, ${s.recordsPerSlice} records per slice; peers: ${s.peerThreads} thread(s), ` +
+    `batches of 32 chunks padded to 128; graph optimization ${s.graphOptimization}`
+  );
+}
+
+const machineLine = (m: Machine): string =>
+  `${m.cpuModel}, ${m.logicalCores} logical cores, ${m.memoryGb} GB; ${m.os}; node ${m.node}, onnxruntime-node ${m.onnxruntimeNode}; ` +
+  `python ${String(m.python?.['python'] ?? '?')}, onnxruntime ${String(m.python?.['onnxruntime'] ?? '?')}, numpy ${String(m.python?.['numpy'] ?? '?')}, torch ${String(m.python?.['torch'] ?? 'not used')}; ` +
+  `load average ${m.loadAverageStart.join(' ')} at start, ${m.loadAverageEnd?.join(' ') ?? '?'} at the end; commit ${m.gitCommit.slice(0, 12)}${m.gitDirty ? ' (with uncommitted changes)' : ''}`;
+
+export function renderText(r: BenchResult): string {
+  return [
+    settingsLine(r),
+    machineLine(r.machine),
+    '',
+    textTable(['part', 'metric', 'value'], resultRows(r)),
+    '',
+    textTable(['target', 'wanted', 'measured', ''], targetRows(r)),
+    '',
+    `CPU method: ${r.cner.cpuMethod}`,
+    ...(r.problems.length > 0 ? ['', 'PROBLEMS:', ...r.problems.map((p) => `- ${p}`)] : []),
+  ].join('\n');
+}
+
+export function renderMarkdown(r: BenchResult, resultFile: string): string {
+  return [
+    '# Benchmarks',
+    '',
+    'cner against the Python way of serving the same model, side by side on one machine',
+    '(issue 6). Generated by `npm run bench:md` from',
+    `\`${resultFile}\`; do not edit by hand.`,
+    '',
+    '## Command',
+    '',
+    '```sh',
+    r.command,
+    '```',
+    '',
+    `Run ${r.startedAt} – ${r.finishedAt}. ${settingsLine(r)}.`,
+    '',
+    '## Machine',
+    '',
+    `${machineLine(r.machine)}.`,
+    '',
+    '## Targets',
+    '',
+    markdownTable(['target', 'wanted', 'measured', ''], targetRows(r)),
+    '',
+    '## Results',
+    '',
+    markdownTable(['part', 'metric', 'value'], resultRows(r)),
+    '',
+    '## How it is measured',
+    '',
+    '- **Same everything**: one machine, one model bundle, the same texts; every contender gets the same onnxruntime',
+    '  intra-op threads and graph optimization level. The contenders run one after the other, never at once, in',
+    '  interleaved repetitions (cner, Python, PyTorch, then the reverse order), after one warm-up run each; each',
+    '  speed-up is cner\'s rate over the peer\'s in the same repetition, and the table gives the median.',
+    '- **cner in process**: `openModel` (inference worker threads, dynamic batcher) and `tagRecord`, driven as',
+    '  `cner serve` drives them: every record of a slice (the records of one transaction) tagged concurrently,',
+    '  slice after slice. Chunking, encoding, inference, Viterbi, confidences and spans are all inside the time.',
+    `- **CPU outside inference**: ${r.cner.cpuMethod}`,
+    '- **Python peer** (`bench/python_peer.py`): onnxruntime (Python) with the same session settings, batches of 32',
+    '  chunks padded to 128, a numpy Viterbi vectorized over the tags (same BIO constraint, same tie rule),',
+    '  chunking and encoding from `cner_train.text`/`cner_train.vocab` (the reference the TypeScript side matches).',
+    '  It computes no confidences (cner does), which favours the peer.',
+    '- **PyTorch peer** (`bench/torch_peer.py`): `cner_train.models.Tagger` in eager mode (`inference_mode`), built',
+    '  from the bundle\'s manifest, its weights read from the ONNX initializers (checked: emissions within 1e-4 of',
+    '  onnxruntime on real batches before it serves); otherwise as the Python peer.',
+    '- **Entities**: per record, the sets of (start, end, type) of each peer must equal cner\'s; any difference fails the run.',
+    '- **Viterbi alone**: the same real emissions (the bundle\'s model over consecutive 128-character windows of the',
+    '  texts) decoded by `ViterbiDecoder.decode` and by the numpy peer, per chunk; the tag paths must be equal.',
+    '  The batched numpy row decodes 32 chunks per call (as pytorch-crf does), for reference.',
+    '- **Kafka**: `cner serve` as a child process on the local stack, fresh topics. Saturation: the records are',
+    '  preloaded, then the processor starts; the rate counts the events that became visible to a read_committed',
+    '  reader after the first one, over the time from the first to the last. Latency: records produced at half',
+    '  that rate; latency = visible time − the time the record was handed to the producer.',
+    '  Peak RSS: VmHWM of the processor process over both runs. The Kafka part runs once, after the others, so',
+    '  its ratio to the in-process rate also carries any change of load between them (see the load averages).',
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,208 @@
+// `npm run bench`: cner against the Python way (issue 6), one run, one
+// machine, one bundle, the same texts. Progress goes to stderr, the table to
+// stdout, the results to a JSON file (bench/results/). Exit status 1 when the
+// contenders disagree on the entities or a part fails; targets never change
+// it (a benchmark run is not a test of the machine it runs on).
+
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { availableParallelism, tmpdir } from 'node:os';
+import path from 'node:path';
+import { PACKAGE_ROOT } from '../src/config.js';
+import { chunkText, codePoints } from '../src/pipeline/chunk.js';
+import type { Entity } from '../src/pipeline/spans.js';
+import { compareEntities } from './entities.js';
+import { InProcessCner, type InProcessRun, recordsPerSlice } from './inprocess.js';
+import { kafkaBench, kafkaServicesFromEnv } from './kafka.js';
+import { loadAverage, machineFacts } from './machine.js';
+import { type BenchOptions, USAGE, parseOptions } from './options.js';
+import { Peer, type PeerRun } from './peers.js';
+import { type BenchResult, type KafkaOutcome, type PeerResult, type Settings, judgeTargets, renderText } from './report.js';
+import { median, pairRatios } from './stats.js';
+import { compareViterbi, windowEmissions } from './viterbi.js';
+
+const progress = (message: string): void => void process.stderr.write(`[bench] ${message}\n`);
+
+const CPU_METHOD =
+  'process.cpuUsage() (all threads) over each timed run; the inference part is the CPU time of the threads that ' +
+  'openModel started (the inference worker threads: onnxruntime session.run and the message passing around it), ' +
+  'read per thread from /proc/self/task/<tid>/schedstat; share = 1 − inference ÷ process.';
+
+/** The texts of a JSONL file: each line's "originalText" (CCKS) or "text" (cner tag input). */
+async function readTexts(file: string, limit: number | null): Promise<string[]> {
+  const texts: string[] = [];
+  for (const [i, line] of (await readFile(file, 'utf8')).split('\n').entries()) {
+    if (line.trim() === '') continue;
+    const obj = JSON.parse(line) as { originalText?: unknown; text?: unknown };
+    const text = obj.originalText ?? obj.text;
+    if (typeof text !== 'string' || text === '') throw new Error(`${file}:${i + 1}: no "originalText" or "text"`);
+    texts.push(text);
+    if (limit !== null && texts.length >= limit) break;
+  }
+  if (texts.length === 0) throw new Error(`${file} holds no texts`);
+  return texts;
+}
+
+const summarizePeerRun = (r: PeerRun): PeerResult['runs'][number] => ({
+  wallSeconds: r.wall_s,
+  cpuSeconds: r.cpu_s,
+  modelSeconds: r.model_s,
+  recordsPerSecond: r.records / r.wall_s,
+  chunksPerSecond: r.chunks / r.wall_s,
+});
+
+async function main(o: BenchOptions): Promise<number> {
+  const startedAt = new Date().toISOString();
+  const machine = machineFacts(o.root);
+  const problems: string[] = [];
+  const texts = await readTexts(o.input, o.limit);
+  const chunks = texts.reduce((n, t) => n + chunkText(t).length, 0);
+  const work = await mkdtemp(path.join(tmpdir(), 'cner-bench-'));
+  const textsFile = path.join(work, 'texts.jsonl');
+  await writeFile(textsFile, texts.map((text) => JSON.stringify({ text })).join('\n') + '\n');
+  // What each peer gets: the threads one cner inference worker's session gets (model.ts: 0 = cores / workers).
+  const peerThreads = o.settings.intraOpThreads > 0 ? o.settings.intraOpThreads : Math.max(1, Math.floor(availableParallelism() / o.settings.workers));
+  progress(`${texts.length} records, ${chunks} chunks from ${path.relative(o.root, o.input)}; bundle ${path.relative(o.root, o.bundle)}`);
+
+  const peers: { key: string; peer: Peer }[] = [];
+  let cner: InProcessCner | null = null;
+  try {
+    progress('starting the Python peers and opening the model');
+    const script = (name: string): string => path.join(o.root, 'bench', name);
+    peers.push({ key: 'python', peer: await Peer.start('python', o.python, script('python_peer.py'), ['--bundle', o.bundle, '--threads', String(peerThreads)], o.root) });
+    if (o.torch) {
+      peers.push({
+        key: 'torch',
+        peer: await Peer.start('torch', o.python, script('torch_peer.py'), ['--bundle', o.bundle, '--threads', String(peerThreads), '--parity-texts', textsFile], o.root),
+      });
+    }
+    for (const { peer } of peers) await peer.load(textsFile);
+    machine.python = { ...peers[0]!.peer.info, ...(peers[1]?.peer.info['torch'] === undefined ? {} : { torch: peers[1].peer.info['torch'] }) };
+    cner = await InProcessCner.open(o.bundle, o.settings);
+
+    // Warm-up (JIT, onnxruntime's first runs), and the entities every contender must agree on.
+    progress('warm-up run of each contender');
+    const { entities } = await cner.run(texts, chunks);
+    const comparisons = new Map<string, ReturnType<typeof compareEntities>>();
+    for (const { key, peer } of peers) {
+      const warm = await peer.run(true);
+      const cmp = compareEntities(entities, warm.entities ?? []);
+      comparisons.set(key, cmp);
+      if (cmp.mismatchedRecords > 0) {
+        problems.push(`${peer.name}: ${cmp.mismatchedRecords} of ${cmp.records} records have other entities than cner's, e.g. ${JSON.stringify(cmp.examples.slice(0, 3))}`);
+      }
+    }
+
+    // Interleaved timed runs: cner, peers, then the reverse order, so drifting load hits every contender alike.
+    const cnerRuns: InProcessRun[] = [];
+    const peerRuns = new Map<string, PeerResult['runs'][number][]>(peers.map((p) => [p.key, []]));
+    for (let rep = 0; rep < o.reps; rep++) {
+      const order: (() => Promise<void>)[] = [
+        async () => void cnerRuns.push((await cner!.run(texts, chunks)).run),
+        ...peers.map(({ key, peer }) => async () => void peerRuns.get(key)!.push(summarizePeerRun(await peer.run(false)))),
+      ];
+      for (const step of rep % 2 === 0 ? order : order.reverse()) await step();
+      const last = cnerRuns[cnerRuns.length - 1]!;
+      progress(`repetition ${rep + 1}/${o.reps}: cner ${last.recordsPerSecond.toFixed(1)} records/s` +
+        peers.map(({ key }) => `, ${key} ${peerRuns.get(key)!.at(-1)!.recordsPerSecond.toFixed(1)}`).join(''));
+    }
+    const cnerRates = cnerRuns.map((r) => r.recordsPerSecond);
+    const shares = cnerRuns.flatMap((r) => (r.inferenceCpuSeconds === null ? [] : [1 - r.inferenceCpuSeconds / r.cpuSeconds]));
+    const peerResults: Record<string, PeerResult> = {};
+    for (const { key, peer } of peers) {
+      const runs = peerRuns.get(key)!;
+      const speedups = pairRatios(cnerRates, runs.map((r) => r.recordsPerSecond));
+      peerResults[key] = {
+        name: String(peer.info['name'] ?? key),
+        info: peer.info,
+        runs,
+        medianRecordsPerSecond: median(runs.map((r) => r.recordsPerSecond)),
+        medianChunksPerSecond: median(runs.map((r) => r.chunksPerSecond)),
+        speedups,
+        medianSpeedup: median(speedups),
+        entities: comparisons.get(key)!,
+      };
+    }
+
+    progress('Viterbi alone');
+    const emissions = await windowEmissions(cner.model, texts, o.viterbiChunks);
+    const viterbi = await compareViterbi(cner.model, emissions, peers[0]!.peer, path.join(work, 'emissions.f32'), Math.max(3, o.reps));
+    if (viterbi.differentPaths > 0) problems.push(`Viterbi: ${viterbi.differentPaths} of ${viterbi.chunks} windows decode to other paths in numpy than in TypeScript`);
+    if (!viterbi.numpyBatchedSamePaths) problems.push('Viterbi: the batched numpy decoder disagrees with the per-chunk one');
+    const modelVersion = cner.model.version;
+    await cner.close();
+    cner = null;
+    for (const { peer } of peers.splice(0)) await peer.close();
+
+    const kafka = await runKafka(o, texts, problems);
+    machine.loadAverageEnd = loadAverage();
+    const settings: Settings = {
+      ...o.settings,
+      bundle: path.relative(o.root, o.bundle) || '.',
+      modelVersion,
+      input: path.relative(o.root, o.input),
+      records: texts.length,
+      chunks,
+      codePoints: texts.reduce((n, t) => n + codePoints(t).length, 0),
+      reps: o.reps,
+      smoke: o.smoke,
+      peerThreads,
+      recordsPerSlice: recordsPerSlice(o.settings),
+      graphOptimization: 'all',
+    };
+    const partial: Omit<BenchResult, 'targets'> = {
+      schema: 1,
+      startedAt,
+      finishedAt: new Date().toISOString(),
+      command: ['npm run bench', ...(o.argv.length > 0 ? ['--', ...o.argv] : [])].join(' '),
+      machine,
+      settings,
+      cner: {
+        runs: cnerRuns,
+        medianRecordsPerSecond: median(cnerRates),
+        medianChunksPerSecond: median(cnerRuns.map((r) => r.chunksPerSecond)),
+        cpuOutsideInferenceShare: shares.length > 0 ? median(shares) : null,
+        cpuMethod: CPU_METHOD,
+      },
+      peers: peerResults,
+      viterbi,
+      kafka,
+      problems,
+    };
+    const result: BenchResult = { ...partial, targets: judgeTargets(partial) };
+    await mkdir(path.dirname(o.out), { recursive: true });
+    await writeFile(o.out, JSON.stringify(result, null, 2) + '\n');
+    process.stdout.write(`${renderText(result)}\n\nresults: ${path.relative(o.root, o.out)}\n`);
+    return problems.length > 0 ? 1 : 0;
+  } finally {
+    await cner?.close();
+    for (const { peer } of peers) await peer.close();
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+async function runKafka(o: BenchOptions, texts: readonly string[], problems: string[]): Promise<KafkaOutcome> {
+  const services = kafkaServicesFromEnv();
+  if (o.kafka === 'off') return { ran: false, reason: '--kafka off' };
+  if (services === null) {
+    const reason = 'KAFKA_BROKERS / SCHEMA_REGISTRY_URL unset (scripts/stack.sh up; eval "$(scripts/stack.sh env)")';
+    if (o.kafka === 'on') problems.push(`Kafka: ${reason}`);
+    return { ran: false, reason };
+  }
+  const records = o.kafkaRecords ?? (o.smoke ? 48 : Math.max(1000, texts.length));
+  progress(`Kafka: ${records} records through cner serve on ${services.brokers}`);
+  try {
+    const result = await kafkaBench({ services, root: o.root, bundle: o.bundle, settings: o.settings, texts, records, latencySeconds: o.latencySeconds, partitions: o.partitions, progress });
+    return { ran: true, result };
+  } catch (e) {
+    const reason = `failed: ${e instanceof Error ? e.message : String(e)}`;
+    problems.push(`Kafka: ${reason}`);
+    return { ran: false, reason: reason.split('\n')[0]! };
+  }
+}
+
+const options = parseOptions(process.argv.slice(2), PACKAGE_ROOT);
+if (options === null) {
+  process.stdout.write(`${USAGE}\n`);
+} else {
+  process.exitCode = await main(options);
+}

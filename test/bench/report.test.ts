@@ -1,0 +1,90 @@
+// The benchmark's bookkeeping (bench/): statistics, the entity check and how
+// targets are judged. Synthetic numbers only: no test here measures or
+// asserts a time.
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { compareEntities } from '../../bench/entities.js';
+import { type BenchResult, judgeTargets, renderMarkdown, renderText } from '../../bench/report.js';
+import { median, pairRatios, quantile } from '../../bench/stats.js';
+import type { Entity } from '../../src/pipeline/spans.js';
+
+const entity = (start: number, end: number, code: Entity['code']): Entity => ({ code, label: '疾病和诊断', start, end, text: 'x', confidence: 0.9 });
+
+describe('bench statistics', () => {
+  it('median and quantiles interpolate between ranks', () => {
+    assert.equal(median([3, 1, 2]), 2);
+    assert.equal(median([4, 1, 2, 3]), 2.5);
+    assert.equal(quantile([0, 10], 0.99), 9.9);
+    assert.ok(Number.isNaN(median([])));
+  });
+
+  it('ratios are taken pair by pair', () => {
+    assert.deepEqual(pairRatios([10, 20], [5, 5]), [2, 4]);
+    assert.throws(() => pairRatios([1], [1, 2]), RangeError);
+  });
+});
+
+describe('compareEntities', () => {
+  it('accepts the same (start, end, type) sets in any order', () => {
+    const cmp = compareEntities([[entity(0, 2, 'DIS'), entity(3, 5, 'ANA')]], [[[3, 5, 'ANA'], [0, 2, 'DIS']]]);
+    assert.equal(cmp.mismatchedRecords, 0);
+    assert.equal(cmp.entities, 2);
+  });
+
+  it('reports what only one side found, per record', () => {
+    const cmp = compareEntities([[entity(0, 2, 'DIS')], []], [[[0, 2, 'ANA']], []]);
+    assert.equal(cmp.mismatchedRecords, 1);
+    assert.deepEqual(cmp.examples, [{ record: 0, onlyCner: ['0-2:DIS'], onlyPeer: ['0-2:ANA'] }]);
+  });
+});
+
+describe('judgeTargets', () => {
+  const peer = (speedup: number, mismatched: number) => ({
+    name: 'peer',
+    info: {},
+    runs: [],
+    medianRecordsPerSecond: 10,
+    medianChunksPerSecond: 50,
+    speedups: [speedup],
+    medianSpeedup: speedup,
+    entities: { records: 5, entities: 9, mismatchedRecords: mismatched, examples: [] },
+  });
+  const result = (over: Partial<BenchResult> = {}): Omit<BenchResult, 'targets'> => ({
+    schema: 1,
+    startedAt: '2026-01-01T00:00:00Z',
+    finishedAt: '2026-01-01T00:01:00Z',
+    command: 'npm run bench',
+    machine: { cpuModel: 'cpu', logicalCores: 2, availableParallelism: 2, memoryGb: 8, os: 'Linux', node: 'v20', onnxruntimeNode: '1', gitCommit: 'abc', gitDirty: false, loadAverageStart: [0, 0, 0] },
+    settings: {
+      workers: 1, intraOpThreads: 1, maxBatchSize: 32, maxWaitMs: 5, bundle: 'models/default', modelVersion: 'v1', input: 'in.jsonl',
+      records: 5, chunks: 9, codePoints: 500, reps: 1, smoke: true, peerThreads: 1, recordsPerSlice: 128, graphOptimization: 'all',
+    },
+    cner: { runs: [], medianRecordsPerSecond: 100, medianChunksPerSecond: 400, cpuOutsideInferenceShare: 0.04, cpuMethod: 'm' },
+    peers: { python: peer(2.5, 0), torch: peer(3.5, 1) },
+    viterbi: null,
+    kafka: { ran: false, reason: 'off' },
+    problems: [],
+    ...over,
+  });
+
+  it('passes a speed-up only with identical entities', () => {
+    const t = judgeTargets(result());
+    assert.equal(t.find((x) => x.name.includes('onnxruntime Python'))?.pass, true);
+    assert.equal(t.find((x) => x.name.includes('PyTorch'))?.pass, false, '3.5× but one record differs');
+    assert.equal(t.find((x) => x.name.startsWith('CPU outside'))?.pass, true);
+  });
+
+  it('leaves what did not run unjudged', () => {
+    const t = judgeTargets(result());
+    assert.equal(t.find((x) => x.name.startsWith('Viterbi'))?.pass, null);
+    assert.equal(t.find((x) => x.name === 'Processor peak RSS')?.pass, null);
+  });
+
+  it('renders the same targets as text and Markdown', () => {
+    const partial = result();
+    const full: BenchResult = { ...partial, targets: judgeTargets(partial) };
+    assert.match(renderText(full), /CPU outside onnxruntime session\.run\s+≤ 5 %\s+4\.0 %\s+pass/);
+    assert.match(renderMarkdown(full, 'bench/results/x.json'), /^\| CPU outside onnxruntime session\.run \| ≤ 5 % \| 4\.0 % \| pass \|$/m);
+  });
+});
