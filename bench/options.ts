@@ -16,6 +16,9 @@ model bundle; prints a table and writes the results as JSON.
                         else bench/fixtures/smoke.jsonl)
   --limit N             only the first N records
   --bundle DIR          model bundle (default models/default)
+  --cner-bundle DIR     another bundle for cner alone, e.g. the int8 copy of --bundle
+                        (cner-train quantize); its entities are then compared with
+                        the float32 peers' as an agreement F1, not required identical
   --reps N              timed runs of each contender, interleaved (default 5; --smoke 1)
   --out FILE            results JSON (default bench/results/<timestamp>.json)
   --threads N           onnxruntime intra-op threads, all contenders
@@ -38,6 +41,8 @@ export interface BenchOptions {
   readonly input: string;
   readonly limit: number | null;
   readonly bundle: string;
+  /** What cner runs: --bundle unless --cner-bundle names another (an int8 copy). */
+  readonly cnerBundle: string;
   readonly reps: number;
   readonly out: string;
   readonly settings: ModelSettings;
@@ -63,6 +68,7 @@ export function parseOptions(argv: readonly string[], root: string, now: Date = 
       input: { type: 'string' },
       limit: { type: 'string' },
       bundle: { type: 'string' },
+      'cner-bundle': { type: 'string' },
       reps: { type: 'string' },
       out: { type: 'string' },
       threads: { type: 'string' },
@@ -99,6 +105,7 @@ export function parseOptions(argv: readonly string[], root: string, now: Date = 
     input: abs(values.input ?? (!smoke && existsSync(abs(CCKS2019)) ? CCKS2019 : SMOKE_FIXTURE)),
     limit: values.limit === undefined ? null : int(values.limit, '--limit', 0, 1),
     bundle: abs(values.bundle ?? 'models/default'),
+    cnerBundle: abs(values['cner-bundle'] ?? values.bundle ?? 'models/default'),
     reps: int(values.reps, '--reps', smoke ? 1 : 5, 1),
     out: abs(values.out ?? `bench/results/${stamp}${smoke ? '-smoke' : ''}.json`),
     settings: {

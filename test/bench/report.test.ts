@@ -35,6 +35,7 @@ describe('compareEntities', () => {
   it('reports what only one side found, per record', () => {
     const cmp = compareEntities([[entity(0, 2, 'DIS')], []], [[[0, 2, 'ANA']], []]);
     assert.equal(cmp.mismatchedRecords, 1);
+    assert.equal(cmp.agreementF1, 0);
     assert.deepEqual(cmp.examples, [{ record: 0, onlyCner: ['0-2:DIS'], onlyPeer: ['0-2:ANA'] }]);
   });
 });
@@ -48,7 +49,7 @@ describe('judgeTargets', () => {
     medianChunksPerSecond: 50,
     speedups: [speedup],
     medianSpeedup: speedup,
-    entities: { records: 5, entities: 9, mismatchedRecords: mismatched, examples: [] },
+    entities: { records: 5, entities: 9, mismatchedRecords: mismatched, agreementF1: mismatched === 0 ? 1 : 0.9, examples: [] },
   });
   const result = (over: Partial<BenchResult> = {}): Omit<BenchResult, 'targets'> => ({
     schema: 1,
@@ -57,7 +58,7 @@ describe('judgeTargets', () => {
     command: 'npm run bench',
     machine: { cpuModel: 'cpu', logicalCores: 2, availableParallelism: 2, memoryGb: 8, os: 'Linux', node: 'v20', onnxruntimeNode: '1', gitCommit: 'abc', gitDirty: false, loadAverageStart: [0, 0, 0] },
     settings: {
-      workers: 1, intraOpThreads: 1, maxBatchSize: 32, maxWaitMs: 5, bundle: 'models/default', modelVersion: 'v1', input: 'in.jsonl',
+      workers: 1, intraOpThreads: 1, maxBatchSize: 32, maxWaitMs: 5, bundle: 'models/default', cnerBundle: 'models/default', modelVersion: 'v1', quantization: null, input: 'in.jsonl',
       records: 5, chunks: 9, codePoints: 500, reps: 1, smoke: true, peerThreads: 1, recordsPerSlice: 128, graphOptimization: 'all',
     },
     cner: { runs: [], medianRecordsPerSecond: 100, medianChunksPerSecond: 400, cpuOutsideInferenceShare: 0.04, cpuMethod: 'm' },
@@ -73,6 +74,17 @@ describe('judgeTargets', () => {
     assert.equal(t.find((x) => x.name.includes('onnxruntime Python'))?.pass, true);
     assert.equal(t.find((x) => x.name.includes('PyTorch'))?.pass, false, '3.5× but one record differs');
     assert.equal(t.find((x) => x.name.startsWith('CPU outside'))?.pass, true);
+  });
+
+  it('judges an int8 cner against float32 peers by the accuracy the int8 copy states', () => {
+    const int8 = (int8DevF1: number) => ({
+      ...result().settings, cnerBundle: 'models/default-int8', modelVersion: 'v1-int8',
+      quantization: { method: 'dynamic', float32DevF1: 83.0, int8DevF1 },
+    });
+    const within = judgeTargets(result({ settings: int8(82.8) })).find((x) => x.name.includes('PyTorch'))!;
+    assert.equal(within.pass, true, '3.5×, 0.2 F1 below float32: different entities are expected');
+    assert.match(within.measured, /agreement 90\.0 %/);
+    assert.equal(judgeTargets(result({ settings: int8(82.6) })).find((x) => x.name.includes('PyTorch'))!.pass, false, '0.4 F1 lost');
   });
 
   it('leaves what did not run unjudged', () => {
