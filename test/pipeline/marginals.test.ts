@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { type Crf, constrain } from '../../src/pipeline/crf.js';
-import { ENTITY_TYPES, NUM_TAGS } from '../../src/pipeline/labels.js';
-import { CrfPosterior } from '../../src/pipeline/marginals.js';
+import { ENTITY_TYPES, NUM_TAGS, beginTag, insideTag } from '../../src/pipeline/labels.js';
+import { CrfPosterior, expNonPositive } from '../../src/pipeline/marginals.js';
 import { spansFromTags } from '../../src/pipeline/spans.js';
 import { cachedValidPaths, crfArb, emissionsArb, floatScore, logSumExp, pathScore } from './helpers.js';
 
@@ -96,6 +96,106 @@ describe('CrfPosterior', () => {
     assert.ok(post.spanConfidence(1, 3, 0) > 0.999999);
     assert.ok(post.spanConfidence(1, 2, 0) < 1e-6); // B-DIS alone, then not I-DIS
     assert.throws(() => post.spanConfidence(2, 5, 0), RangeError);
+  });
+});
+
+/** The contract's span formula, on the log-space reference. */
+function referenceSpan(c: Crf, em: Float32Array, ref: { alpha: Float64Array; beta: Float64Array; logZ: number }, start: number, end: number, typeIndex: number): number {
+  const n = em.length / T;
+  const B = beginTag(typeIndex);
+  const I = insideTag(typeIndex);
+  let s = ref.alpha[start * T + B]!;
+  let prev = B;
+  for (let t = start + 1; t < end; t++) {
+    s += c.transitions[prev * T + I]! + em[t * T + I]!;
+    prev = I;
+  }
+  if (end < n) {
+    const terms = Array.from({ length: T }, (_, y) => (y === I ? -Infinity : c.transitions[prev * T + y]! + em[end * T + y]! + ref.beta[end * T + y]!));
+    s += logSumExp(terms);
+  } else {
+    s += c.end[prev]!;
+  }
+  return Math.min(1, Math.max(0, Math.exp(s - ref.logZ)));
+}
+
+/** Emissions [n, tags] where one random tag per position stands out by `height` above noise. */
+function peakedArb(noise: fc.Arbitrary<number>, height: fc.Arbitrary<number>, minLength: number, maxLength: number): fc.Arbitrary<Float32Array> {
+  return fc
+    .integer({ min: minLength, max: maxLength })
+    .chain((n) => fc.tuple(fc.array(noise, { minLength: n * T, maxLength: n * T }), fc.array(fc.tuple(fc.nat(T - 1), height), { minLength: n, maxLength: n })))
+    .map(([xs, peaks]) => {
+      const em = Float32Array.from(xs);
+      peaks.forEach(([tag, h], t) => (em[t * T + tag]! += h));
+      return em;
+    });
+}
+
+describe('CrfPosterior against the log-space recursion', () => {
+  /** log Z, every log α/log β, and `spans` random spans (every span when the chunk is short). */
+  const check = (crf: Crf, em: Float32Array, spans: number, post = new CrfPosterior(constrain(crf))): void => {
+    const n = em.length / T;
+    const c = constrain(crf);
+    post.compute(em, n);
+    const ref = logSpaceReference(c, em, n);
+    const close = (got: number, want: number, what: string): void => {
+      if (want === -Infinity) assert.equal(got, -Infinity, what);
+      else assert.ok(Math.abs(got - want) <= 1e-9 * Math.max(1, Math.abs(want)), `${what}: ${got} vs ${want}`);
+    };
+    close(post.logPartition, ref.logZ, 'log Z');
+    for (let t = 0; t < n; t++) {
+      for (let y = 0; y < T; y++) {
+        close(post.logAlpha(t, y), ref.alpha[t * T + y]!, `log α ${t},${y}`);
+        close(post.logBeta(t, y), ref.beta[t * T + y]!, `log β ${t},${y}`);
+      }
+    }
+    for (let k = 0; k < spans; k++) {
+      const start = n <= 8 ? k % n : (k * 7919) % n;
+      const end = Math.min(n, start + 1 + (n <= 8 ? Math.floor(k / n) % (n - start) : k % 5));
+      const type = k % ENTITY_TYPES.length;
+      const got = post.spanConfidence(start, end, type);
+      const want = referenceSpan(c, em, ref, start, end, type);
+      assert.ok(Math.abs(got - want) <= 1e-9 * want + 1e-300, `span [${start}, ${end}) type ${type}: ${got} vs ${want}`);
+    }
+  };
+  const unit = fc.double({ min: -1, max: 1, noNaN: true });
+
+  it('agrees on random scores (length 1–130)', () => {
+    fc.assert(fc.property(crfArb(floatScore), emissionsArb(floatScore, 1, 130), (crf, em) => check(crf, em, 60)), { numRuns: 60 });
+  });
+
+  it('agrees on peaked emissions and long chunks, where rows are rescaled', () => {
+    const height = fc.double({ min: 0, max: 16, noNaN: true });
+    fc.assert(fc.property(crfArb(floatScore), peakedArb(unit, height, 1, 130), (crf, em) => check(crf, em, 60)), { numRuns: 40 });
+    fc.assert(fc.property(crfArb(floatScore), peakedArb(floatScore, height, 300, 1000), (crf, em) => check(crf, em, 30)), { numRuns: 6 });
+  });
+
+  it('agrees around the scaling budget, on either side of the switch to log space', () => {
+    for (const spread of [60, 130, 150, 200, 400]) {
+      const wide = fc.double({ min: -spread, max: spread, noNaN: true });
+      fc.assert(fc.property(crfArb(floatScore), emissionsArb(wide, 1, 40), (crf, em) => check(crf, em, 30)), { numRuns: 10 });
+    }
+  });
+
+  it('agrees when one object is reused across chunks of different lengths', () => {
+    fc.assert(
+      fc.property(crfArb(floatScore), fc.array(emissionsArb(floatScore, 1, 150), { minLength: 1, maxLength: 5 }), (crf, chunks) => {
+        const post = new CrfPosterior(constrain(crf), 4);
+        for (const em of chunks) check(crf, em, 20, post);
+      }),
+      { numRuns: 20 },
+    );
+  });
+
+  it('computes exp(x ≤ 0) bit for bit as Math.exp', () => {
+    const edges = [0, -0, -1e-300, -(2 ** -28), -(2 ** -27), -0.5 * Math.LN2, -1.5 * Math.LN2, -1, -708.39, -708.4, -744.4, -745.13, -745.14, -1e4, -Infinity, Number.NaN];
+    for (const x of edges) assert.ok(Object.is(expNonPositive(x), Math.exp(x)), `exp(${x})`);
+    fc.assert(
+      fc.property(fc.oneof(fc.double({ min: -2, max: 0, noNaN: true }), fc.double({ min: -40, max: 0, noNaN: true }), fc.double({ min: -760, max: 0, noNaN: true })), (x) => {
+        assert.ok(Object.is(expNonPositive(x), Math.exp(x)), `exp(${x})`);
+      }),
+      { numRuns: 20_000 },
+    );
   });
 });
 

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { type Crf, constrain } from '../../src/pipeline/crf.js';
-import { NUM_TAGS, TAGS } from '../../src/pipeline/labels.js';
+import { type ConstrainedCrf, type Crf, constrain } from '../../src/pipeline/crf.js';
+import { NUM_TAGS, TAGS, isAllowedTransition } from '../../src/pipeline/labels.js';
 import { ViterbiDecoder } from '../../src/pipeline/viterbi.js';
 import { cachedValidPaths, crfArb, emissionsArb, floatScore, intScore, isValidBio, pathScore } from './helpers.js';
 
@@ -30,6 +30,67 @@ function reverseLexLess(a: readonly number[], b: readonly number[]): boolean {
   for (let t = a.length - 1; t >= 0; t--) if (a[t] !== b[t]) return a[t]! < b[t]!;
   return false;
 }
+
+/**
+ * The textbook O(n·T²) recursion the contract describes, with back pointers:
+ * for each tag, its allowed predecessors scanned in index order with a strict
+ * `>` (seeded with the first allowed one), then the best last tag likewise.
+ * It makes the same additions in the same order as the decoder, so the two
+ * must agree exactly, ties, ±∞ and NaN included.
+ */
+function referenceViterbi(crf: ConstrainedCrf, em: Float32Array, n: number): number[] {
+  if (n === 0) return [];
+  let prev = Array.from({ length: T }, (_, j) => crf.start[j]! + em[j]!);
+  const back: number[][] = [];
+  for (let t = 1; t < n; t++) {
+    const cur: number[] = [];
+    const ptr: number[] = [];
+    for (let j = 0; j < T; j++) {
+      let arg = -1;
+      let best = Number.NaN;
+      for (let i = 0; i < T; i++) {
+        if (!isAllowedTransition(i, j)) continue;
+        const v = prev[i]! + crf.transitions[i * T + j]!;
+        if (arg < 0 || v > best) {
+          best = v;
+          arg = i;
+        }
+      }
+      cur.push(best + em[t * T + j]!);
+      ptr.push(arg);
+    }
+    back.push(ptr);
+    prev = cur;
+  }
+  let tag = 0;
+  let best = prev[0]! + crf.end[0]!;
+  for (let j = 1; j < T; j++) {
+    const v = prev[j]! + crf.end[j]!;
+    if (v > best) {
+      best = v;
+      tag = j;
+    }
+  }
+  const path = [tag];
+  for (let t = n - 1; t > 0; t--) path.push((tag = back[t - 1]![tag]!));
+  return path.reverse();
+}
+
+/** Emissions [n, tags] where one random tag per position stands out by `height` above noise. */
+function peakedArb(noise: fc.Arbitrary<number>, height: fc.Arbitrary<number>, minLength: number, maxLength: number): fc.Arbitrary<Float32Array> {
+  return fc
+    .integer({ min: minLength, max: maxLength })
+    .chain((n) => fc.tuple(fc.array(noise, { minLength: n * T, maxLength: n * T }), fc.array(fc.tuple(fc.nat(T - 1), height), { minLength: n, maxLength: n })))
+    .map(([xs, peaks]) => {
+      const em = Float32Array.from(xs);
+      peaks.forEach(([tag, h], t) => (em[t * T + tag]! += h));
+      return em;
+    });
+}
+
+/** A CRF whose scores are drawn from `score` times `scale` (small scales: a trained model's; large: many close predecessors). */
+const scaledCrfArb = (score: fc.Arbitrary<number>, scale: number): fc.Arbitrary<Crf> =>
+  crfArb(score).map((c) => ({ ...c, start: c.start.map((x) => x * scale), end: c.end.map((x) => x * scale), transitions: c.transitions.map((x) => x * scale) }));
 
 const decode = (crf: Crf, em: Float32Array): number[] => Array.from(new ViterbiDecoder(constrain(crf)).decode(em, em.length / T));
 
@@ -95,5 +156,61 @@ describe('ViterbiDecoder', () => {
     assert.deepEqual(Array.from(d.decode(long, 3)), [1, 2, 1]);
     assert.deepEqual(Array.from(d.decode(long, 0)), []);
     assert.throws(() => d.decode(new Float32Array(T), 2), RangeError);
+  });
+});
+
+describe('ViterbiDecoder against the plain O(n·T²) recursion', () => {
+  const check = (crf: Crf, em: Float32Array): void => {
+    const c = constrain(crf);
+    const n = em.length / T;
+    assert.deepEqual(Array.from(new ViterbiDecoder(c).decode(em, n)), referenceViterbi(c, em, n));
+  };
+  const unit = fc.double({ min: -1, max: 1, noNaN: true });
+
+  it('agrees on random real-valued scores (length 1–130)', () => {
+    fc.assert(fc.property(crfArb(floatScore), emissionsArb(floatScore, 1, 130), check), { numRuns: 150 });
+  });
+
+  it('agrees on integer scores, where ties are everywhere (length 1–130)', () => {
+    fc.assert(fc.property(crfArb(intScore), emissionsArb(intScore, 1, 130), check), { numRuns: 150 });
+    const tiny = fc.integer({ min: -1, max: 1 });
+    fc.assert(fc.property(crfArb(tiny), emissionsArb(fc.constant(0), 1, 40), check), { numRuns: 30 });
+  });
+
+  it('agrees on peaked emissions, for trained-like and for wide CRFs', () => {
+    for (const scale of [0.1, 1, 5, 50]) {
+      fc.assert(fc.property(scaledCrfArb(unit, scale), peakedArb(unit, fc.double({ min: 0, max: 16, noNaN: true }), 1, 130), check), { numRuns: 40 });
+    }
+    // Integer peaks on integer noise: ties among the close predecessors.
+    fc.assert(fc.property(crfArb(intScore), peakedArb(intScore, fc.integer({ min: 0, max: 8 }), 1, 130), check), { numRuns: 60 });
+  });
+
+  it('agrees on long sequences', () => {
+    fc.assert(fc.property(crfArb(floatScore), peakedArb(unit, fc.double({ min: 0, max: 10, noNaN: true }), 200, 1000), check), { numRuns: 10 });
+    fc.assert(fc.property(crfArb(intScore), emissionsArb(intScore, 500, 1000), check), { numRuns: 5 });
+  });
+
+  it('agrees on ±∞, NaN, huge and tiny scores (the unpruned path)', () => {
+    const wild = fc.oneof(floatScore, fc.constantFrom(Infinity, -Infinity, Number.NaN, 3e38, -3e38, 1e-40, -0), fc.float({ noDefaultInfinity: false }));
+    fc.assert(fc.property(crfArb(floatScore), emissionsArb(wild, 1, 130), check), { numRuns: 150 });
+    const hugeCrf = fc.oneof(floatScore, fc.constantFrom(1e300, -1e300, 1.7e308, -1.7e308, 1e-300));
+    fc.assert(fc.property(crfArb(hugeCrf), emissionsArb(floatScore, 1, 60), check), { numRuns: 60 });
+    fc.assert(fc.property(crfArb(hugeCrf), emissionsArb(wild, 1, 60), check), { numRuns: 60 });
+  });
+
+  it('agrees when one decoder is reused across chunks of different lengths', () => {
+    fc.assert(
+      fc.property(crfArb(floatScore), fc.array(peakedArb(unit, fc.double({ min: 0, max: 10, noNaN: true }), 1, 150), { minLength: 1, maxLength: 6 }), (crf, chunks) => {
+        const c = constrain(crf);
+        const d = new ViterbiDecoder(c, 4);
+        const out = new Uint8Array(200).fill(255);
+        for (const em of chunks) {
+          const n = em.length / T;
+          assert.equal(d.decode(em, n, out), out);
+          assert.deepEqual(Array.from(out.subarray(0, n)), referenceViterbi(c, em, n));
+        }
+      }),
+      { numRuns: 40 },
+    );
   });
 });
