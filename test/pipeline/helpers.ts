@@ -77,3 +77,15 @@ export function logSumExp(xs: readonly number[]): number {
   if (m === -Infinity) return -Infinity;
   return m + Math.log(xs.reduce((a, x) => a + Math.exp(x - m), 0));
 }
+
+/** Emissions [n, tags] where one random tag per position stands out by `height` above noise. */
+export function peakedArb(noise: fc.Arbitrary<number>, height: fc.Arbitrary<number>, minLength: number, maxLength: number): fc.Arbitrary<Float32Array> {
+  return fc
+    .integer({ min: minLength, max: maxLength })
+    .chain((n) => fc.tuple(fc.array(noise, { minLength: n * T, maxLength: n * T }), fc.array(fc.tuple(fc.nat(T - 1), height), { minLength: n, maxLength: n })))
+    .map(([xs, peaks]) => {
+      const em = Float32Array.from(xs);
+      peaks.forEach(([tag, h], t) => (em[t * T + tag]! += h));
+      return em;
+    });
+}

@@ -5,7 +5,7 @@ import { type Crf, constrain } from '../../src/pipeline/crf.js';
 import { ENTITY_TYPES, NUM_TAGS, beginTag, insideTag } from '../../src/pipeline/labels.js';
 import { CrfPosterior, expNonPositive } from '../../src/pipeline/marginals.js';
 import { spansFromTags } from '../../src/pipeline/spans.js';
-import { cachedValidPaths, crfArb, emissionsArb, floatScore, logSumExp, pathScore } from './helpers.js';
+import { cachedValidPaths, crfArb, emissionsArb, floatScore, logSumExp, pathScore, peakedArb } from './helpers.js';
 
 const T = NUM_TAGS;
 
@@ -119,17 +119,6 @@ function referenceSpan(c: Crf, em: Float32Array, ref: { alpha: Float64Array; bet
   return Math.min(1, Math.max(0, Math.exp(s - ref.logZ)));
 }
 
-/** Emissions [n, tags] where one random tag per position stands out by `height` above noise. */
-function peakedArb(noise: fc.Arbitrary<number>, height: fc.Arbitrary<number>, minLength: number, maxLength: number): fc.Arbitrary<Float32Array> {
-  return fc
-    .integer({ min: minLength, max: maxLength })
-    .chain((n) => fc.tuple(fc.array(noise, { minLength: n * T, maxLength: n * T }), fc.array(fc.tuple(fc.nat(T - 1), height), { minLength: n, maxLength: n })))
-    .map(([xs, peaks]) => {
-      const em = Float32Array.from(xs);
-      peaks.forEach(([tag, h], t) => (em[t * T + tag]! += h));
-      return em;
-    });
-}
 
 describe('CrfPosterior against the log-space recursion', () => {
   /** log Z, every log α/log β, and `spans` random spans (every span when the chunk is short). */

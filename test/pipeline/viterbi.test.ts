@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { type ConstrainedCrf, type Crf, constrain } from '../../src/pipeline/crf.js';
 import { NUM_TAGS, TAGS, isAllowedTransition } from '../../src/pipeline/labels.js';
 import { ViterbiDecoder } from '../../src/pipeline/viterbi.js';
-import { cachedValidPaths, crfArb, emissionsArb, floatScore, intScore, isValidBio, pathScore } from './helpers.js';
+import { cachedValidPaths, crfArb, emissionsArb, floatScore, intScore, isValidBio, pathScore, peakedArb } from './helpers.js';
 
 const T = NUM_TAGS;
 
@@ -76,17 +76,6 @@ function referenceViterbi(crf: ConstrainedCrf, em: Float32Array, n: number): num
   return path.reverse();
 }
 
-/** Emissions [n, tags] where one random tag per position stands out by `height` above noise. */
-function peakedArb(noise: fc.Arbitrary<number>, height: fc.Arbitrary<number>, minLength: number, maxLength: number): fc.Arbitrary<Float32Array> {
-  return fc
-    .integer({ min: minLength, max: maxLength })
-    .chain((n) => fc.tuple(fc.array(noise, { minLength: n * T, maxLength: n * T }), fc.array(fc.tuple(fc.nat(T - 1), height), { minLength: n, maxLength: n })))
-    .map(([xs, peaks]) => {
-      const em = Float32Array.from(xs);
-      peaks.forEach(([tag, h], t) => (em[t * T + tag]! += h));
-      return em;
-    });
-}
 
 /** A CRF whose scores are drawn from `score` times `scale` (small scales: a trained model's; large: many close predecessors). */
 const scaledCrfArb = (score: fc.Arbitrary<number>, scale: number): fc.Arbitrary<Crf> =>
