@@ -26,14 +26,16 @@ from typing import Callable
 import numpy as np
 
 from cner_train.crf import bio_constraints
+from cner_train.lexicon import NUM_FEATURES, Lexicon
 from cner_train.text import MAX_CHUNK_LEN, chunk_text, spans_from_tags
 from cner_train.vocab import Vocab
 
 BATCH_SIZE = 32
 PAD_TO = MAX_CHUNK_LEN
 
-# (input_ids [batch, 128] int64, attention_mask [batch, 128] int64) → emissions [batch, 128, tags] float32
-Emit = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# (input_ids [batch, 128] int64, attention_mask [batch, 128] int64,
+#  lexicon_features [batch, 128, features] float32 or None) → emissions [batch, 128, tags] float32
+Emit = Callable[[np.ndarray, np.ndarray, "np.ndarray | None"], np.ndarray]
 
 
 def read_texts(path: Path) -> list[str]:
@@ -111,16 +113,22 @@ class Tagger:
 
     def __init__(self, bundle: Path, emit: Emit):
         self.vocab = Vocab.load(bundle / "vocab.txt")
+        # A model with a lexicon_features input (config.json "inputs") gets them, computed by the reference code.
+        inputs = json.loads((bundle / "config.json").read_text(encoding="utf-8"))["inputs"]
+        self.lexicon = Lexicon.load(bundle / "lexicon.tsv") if "lexicon_features" in inputs else None
         self.viterbi = NumpyViterbi(json.loads((bundle / "crf.json").read_text(encoding="utf-8")))
         self.emit = emit
 
-    def encode(self, texts: list[str], part: list[Chunk]) -> tuple[np.ndarray, np.ndarray]:
+    def encode(self, texts: list[str], part: list[Chunk]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         ids = np.zeros((len(part), PAD_TO), dtype=np.int64)  # [PAD] = 0
         mask = np.zeros((len(part), PAD_TO), dtype=np.int64)
+        feats = None if self.lexicon is None else np.zeros((len(part), PAD_TO, NUM_FEATURES), dtype=np.float32)
         for k, c in enumerate(part):
             ids[k, : c.end - c.start] = self.vocab.encode(texts[c.record][c.start : c.end])
             mask[k, : c.end - c.start] = 1
-        return ids, mask
+            if feats is not None:
+                feats[k, : c.end - c.start] = self.lexicon.features(texts[c.record][c.start : c.end])
+        return ids, mask, feats
 
     def run(self, texts: list[str]) -> dict:
         """Tags every text; returns timings, counts and the entities ([start, end, code] per record)."""
@@ -130,9 +138,9 @@ class Tagger:
         entities: list[list[list]] = [[] for _ in texts]
         for b in range(0, len(chunks), BATCH_SIZE):
             part = chunks[b : b + BATCH_SIZE]
-            ids, mask = self.encode(texts, part)
+            ids, mask, feats = self.encode(texts, part)
             m0 = time.perf_counter()
-            em = self.emit(ids, mask)
+            em = self.emit(ids, mask, feats)
             model_s += time.perf_counter() - m0
             for k, c in enumerate(part):
                 path = self.viterbi.decode(em[k, : c.end - c.start])

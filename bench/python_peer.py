@@ -45,8 +45,11 @@ def main() -> None:
 
     sess = session(args.bundle, args.threads, args.optimization)
 
-    def emit(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return sess.run(["emissions"], {"input_ids": ids, "attention_mask": mask})[0]
+    def emit(ids: np.ndarray, mask: np.ndarray, feats: np.ndarray | None) -> np.ndarray:
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if feats is not None:
+            feeds["lexicon_features"] = feats
+        return sess.run(["emissions"], feeds)[0]
 
     serve(
         Tagger(args.bundle, emit),

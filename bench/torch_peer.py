@@ -68,13 +68,16 @@ def load_tagger(bundle: Path, vocab_size: int) -> TorchTagger:
     return model.eval()
 
 
-def parity(model: TorchTagger, sess: ort.InferenceSession, batches: list[tuple[np.ndarray, np.ndarray]]) -> float:
+def parity(model: TorchTagger, sess: ort.InferenceSession, batches: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> float:
     """Max |torch − onnxruntime| over the unpadded positions of ``batches``."""
     worst = 0.0
-    for ids, mask in batches:
+    for ids, mask, feats in batches:
         with torch.inference_mode():
-            ref = model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
-        got = sess.run(["emissions"], {"input_ids": ids, "attention_mask": mask})[0]
+            ref = model(torch.from_numpy(ids), torch.from_numpy(mask), None if feats is None else torch.from_numpy(feats)).numpy()
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if feats is not None:
+            feeds["lexicon_features"] = feats
+        got = sess.run(["emissions"], feeds)[0]
         valid = mask.astype(bool)
         worst = max(worst, float(np.abs(ref - got)[valid].max()))
     return worst
@@ -94,9 +97,9 @@ def main() -> None:
 
     model = load_tagger(args.bundle, len(Vocab.load(args.bundle / "vocab.txt")))
 
-    def emit(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def emit(ids: np.ndarray, mask: np.ndarray, feats: np.ndarray | None) -> np.ndarray:
         with torch.inference_mode():
-            return model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+            return model(torch.from_numpy(ids), torch.from_numpy(mask), None if feats is None else torch.from_numpy(feats)).numpy()
 
     tagger = Tagger(args.bundle, emit)
     texts = read_texts(args.parity_texts)

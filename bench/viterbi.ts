@@ -8,6 +8,7 @@ import { writeFile } from 'node:fs/promises';
 import { codePoints } from '../src/pipeline/chunk.js';
 import { constrain } from '../src/pipeline/crf.js';
 import { encodeChunk } from '../src/pipeline/encode.js';
+import { lexiconFeatures } from '../src/pipeline/lexicon.js';
 import { NUM_TAGS } from '../src/pipeline/labels.js';
 import { ViterbiDecoder } from '../src/pipeline/viterbi.js';
 import type { LoadedModel } from '../src/model/model.js';
@@ -36,10 +37,13 @@ export interface ViterbiResult {
 export async function windowEmissions(model: LoadedModel, texts: readonly string[], count: number): Promise<Float32Array[]> {
   const chars = codePoints(texts.join(''));
   const ids: Int32Array[] = [];
+  const features: Uint8Array[] = [];
+  const lexicon = model.lexicon ?? null;
   for (let start = 0; start + WINDOW <= chars.length && ids.length < count; start += WINDOW) {
     ids.push(encodeChunk(chars, { start, end: start + WINDOW }, model.vocab));
+    if (lexicon !== null) features.push(lexiconFeatures(chars, { start, end: start + WINDOW }, lexicon));
   }
-  return (await model.infer(ids)).map((em) => em.slice()); // own buffers, not views of a batch
+  return (await model.infer(ids, lexicon === null ? null : features)).map((em) => em.slice()); // own buffers, not views of a batch
 }
 
 export async function compareViterbi(model: LoadedModel, emissions: readonly Float32Array[], peer: Peer, file: string, repeat: number): Promise<ViterbiResult> {

@@ -22,6 +22,7 @@ export interface BatcherOptions {
 
 interface Pending {
   readonly ids: Int32Array; // [length]
+  readonly features: Uint8Array | null; // [length, lexicon features] for a model with a lexicon
   readonly resolve: (emissions: Float32Array) => void; // [length, tags]
   readonly reject: (error: unknown) => void;
 }
@@ -45,10 +46,15 @@ export class DynamicBatcher {
   }
 
   /** Emissions per sequence, in order: result[k] is [sequences[k].length, tags]. */
-  infer(sequences: readonly Int32Array[]): Promise<Float32Array[]> {
+  infer(sequences: readonly Int32Array[], features: readonly Uint8Array[] | null = null): Promise<Float32Array[]> {
     if (this.#closed) return Promise.reject(new CnerError('MODEL_CLOSED', 'the batcher is closed'));
     if (sequences.length === 0) return Promise.resolve([]);
-    const rows = sequences.map((ids) => new Promise<Float32Array>((resolve, reject) => this.#pending.push({ ids, resolve, reject })));
+    if (features !== null && features.length !== sequences.length) {
+      return Promise.reject(new RangeError(`${features.length} feature rows for ${sequences.length} sequences`));
+    }
+    const rows = sequences.map(
+      (ids, k) => new Promise<Float32Array>((resolve, reject) => this.#pending.push({ ids, features: features?.[k] ?? null, resolve, reject })),
+    );
     if (this.#pending.length >= this.#options.maxBatchSize) this.#immediate ??= setImmediate(this.#onFull);
     else this.#timer ??= setTimeout(this.#onTimer, this.#options.maxWaitMs);
     return Promise.all(rows);
@@ -98,7 +104,11 @@ export class DynamicBatcher {
   #send(items: readonly Pending[]): void {
     // The runner may take the input buffers (worker transfer); splitting only
     // needs the shape and lengths, which stay here.
-    const packed = packBatch(items.map((p) => p.ids));
+    const withFeatures = items[0]!.features !== null;
+    const packed = packBatch(
+      items.map((p) => p.ids),
+      withFeatures ? items.map((p) => p.features ?? new Uint8Array(0)) : null,
+    );
     const done = this.#options
       .run(packed)
       .then((emissions) => {

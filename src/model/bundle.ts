@@ -12,6 +12,7 @@ import { type Crf, parseCrf } from '../pipeline/crf.js';
 import { type Vocab, parseVocab } from '../pipeline/encode.js';
 import { CnerError } from '../errors.js';
 import { TAGS } from '../pipeline/labels.js';
+import { LEXICON_FEATURES, type Lexicon, parseLexicon } from '../pipeline/lexicon.js';
 
 export interface BundleManifest {
   readonly name: string;
@@ -32,6 +33,8 @@ export interface ModelBundle {
   readonly labels: readonly string[];
   readonly vocab: Vocab;
   readonly crf: Crf;
+  /** The word lists of a model that reads lexicon features (config.json inputs name lexicon_features); else null. */
+  readonly lexicon: Lexicon | null;
   readonly config: Readonly<Record<string, unknown>>;
 }
 
@@ -56,6 +59,15 @@ export async function loadBundle(dirArg: string): Promise<ModelBundle> {
   const vocab = parseVocab(await readText(dir, 'vocab.txt'));
   if (isLeft(vocab)) errors.push(...vocab.left.map((e) => `vocab.txt: ${e}`));
   const config = decodeConfig(await readJson(dir, 'config.json'), errors);
+  let lexicon: Lexicon | null = null;
+  if (readsLexicon(config)) {
+    if (!(LEXICON_FILE in manifest.files)) errors.push(`manifest.json: files must list ${LEXICON_FILE} (config.json inputs name lexicon_features)`);
+    else {
+      const parsed = parseLexicon(await readText(dir, LEXICON_FILE));
+      if (isLeft(parsed)) errors.push(...parsed.left.map((e) => `${LEXICON_FILE}: ${e}`));
+      else lexicon = parsed.right;
+    }
+  }
 
   if (errors.length > 0 || isLeft(crf) || isLeft(vocab)) {
     throw new CnerError('BUNDLE_INVALID', `model bundle ${dir} is invalid:\n- ${errors.join('\n- ')}`, { context: { dir, errors } });
@@ -68,6 +80,7 @@ export async function loadBundle(dirArg: string): Promise<ModelBundle> {
     labels,
     vocab: vocab.right,
     crf: crf.right,
+    lexicon,
     config,
   });
 }
@@ -166,10 +179,20 @@ function decodeConfig(json: unknown, errors: string[]): Readonly<Record<string, 
   expect('pad_token', '[PAD]');
   expect('unk_token', '[UNK]');
   expect('space_token', '[SPACE]');
-  expect('inputs', ['input_ids', 'attention_mask']);
+  expect('inputs', readsLexicon(json) ? ['input_ids', 'attention_mask', 'lexicon_features'] : ['input_ids', 'attention_mask']);
+  if (readsLexicon(json)) {
+    const lex = json['lexicon'];
+    const features = isRecord(lex) ? lex['features'] : undefined;
+    if (features !== LEXICON_FEATURES) errors.push(`config.json: lexicon.features must be ${LEXICON_FEATURES}, found ${JSON.stringify(features ?? null)}`);
+  }
   expect('output', 'emissions');
   return Object.freeze({ ...json });
 }
+
+const LEXICON_FILE = 'lexicon.tsv';
+
+const readsLexicon = (config: Readonly<Record<string, unknown>>): boolean =>
+  Array.isArray(config['inputs']) && config['inputs'].includes('lexicon_features');
 
 async function readText(dir: string, name: string): Promise<string> {
   try {

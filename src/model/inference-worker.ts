@@ -33,8 +33,8 @@ async function main(init: WorkerInit): Promise<void> {
       void session.release().finally(() => port!.close());
       return;
     }
-    const { id, inputIds, attentionMask, batch, seq } = message;
-    session.run(inputIds, attentionMask, batch, seq).then(
+    const { id, inputIds, attentionMask, lexiconFeatures, batch, seq } = message;
+    session.run({ inputIds, attentionMask, lexiconFeatures, batch, seq }).then(
       ({ emissions, dims }) => post({ type: 'result', id, emissions, dims }, [emissions.buffer as ArrayBuffer]),
       (e: unknown) => post({ type: 'failed', id, error: serialize(e) }),
     );

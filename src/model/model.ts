@@ -56,8 +56,9 @@ export async function openModel(dir: string, overrides: Partial<ModelOptions> = 
     version: bundle.version,
     vocab: bundle.vocab,
     crf: bundle.crf,
+    lexicon: bundle.lexicon,
     provider: runner.provider,
-    infer: (sequences) => batcher.infer(sequences),
+    infer: (sequences, features) => batcher.infer(sequences, features ?? null),
     async close() {
       await batcher.close();
       await runner.close();
@@ -90,7 +91,7 @@ async function inProcessRunner(bundle: ModelBundle, options: ModelOptions): Prom
   for (const f of session.fallbacks) options.logger?.warn({ provider: f.provider, reason: f.reason }, 'execution provider unavailable, falling back');
   return {
     provider: session.provider,
-    run: async (batch) => (await session.run(batch.inputIds, batch.attentionMask, batch.batch, batch.seq)).emissions,
+    run: async (batch) => (await session.run(batch)).emissions,
     close: () => session.release(),
   };
 }

@@ -40,17 +40,30 @@ export interface SessionOutput {
   readonly dims: readonly [batch: number, seq: number, tags: number];
 }
 
+/** One batch's model inputs, as plain typed arrays. */
+export interface SessionInputs {
+  readonly inputIds: BigInt64Array; // [batch, seq]
+  readonly attentionMask: BigInt64Array; // [batch, seq]
+  /** [batch, seq, features]; required by a model with a `lexicon_features` input, refused by others. */
+  readonly lexiconFeatures: Float32Array | null;
+  readonly batch: number;
+  readonly seq: number;
+}
+
 export interface EmissionsSession {
   /** The execution provider the session was created with. */
   readonly provider: ExecutionProvider;
   /** Per-provider reasons for falling back, in the order tried. */
   readonly fallbacks: readonly { readonly provider: ExecutionProvider; readonly reason: string }[];
-  run(inputIds: BigInt64Array, attentionMask: BigInt64Array, batch: number, seq: number): Promise<SessionOutput>;
+  /** Whether the model reads lexicon features (a third input). */
+  readonly lexiconFeatures: boolean;
+  run(inputs: SessionInputs): Promise<SessionOutput>;
   release(): Promise<void>;
 }
 
 const INPUT_IDS = 'input_ids';
 const ATTENTION_MASK = 'attention_mask';
+const LEXICON_FEATURES_INPUT = 'lexicon_features';
 const EMISSIONS = 'emissions';
 
 export async function createSession(modelPath: string, config: SessionConfig = DEFAULT_SESSION_CONFIG): Promise<EmissionsSession> {
@@ -96,20 +109,30 @@ function checkSignature(session: ort.InferenceSession, modelPath: string): void 
 }
 
 function wrap(session: ort.InferenceSession, provider: ExecutionProvider, fallbacks: EmissionsSession['fallbacks']): EmissionsSession {
+  const wantsFeatures = session.inputNames.includes(LEXICON_FEATURES_INPUT);
   return {
     provider,
     fallbacks,
-    async run(inputIds, attentionMask, batch, seq) {
+    lexiconFeatures: wantsFeatures,
+    async run({ inputIds, attentionMask, lexiconFeatures, batch, seq }) {
       const size = batch * seq;
       if (inputIds.length !== size || attentionMask.length !== size) {
         throw new RangeError(`inputs hold ${inputIds.length}/${attentionMask.length} values, expected ${batch}×${seq}`);
       }
+      if (wantsFeatures !== (lexiconFeatures !== null)) {
+        throw new RangeError(wantsFeatures ? `the model needs ${LEXICON_FEATURES_INPUT}` : `the model has no ${LEXICON_FEATURES_INPUT} input`);
+      }
+      const feeds: Record<string, ort.Tensor> = {
+        [INPUT_IDS]: new ort.Tensor('int64', inputIds, [batch, seq]),
+        [ATTENTION_MASK]: new ort.Tensor('int64', attentionMask, [batch, seq]),
+      };
+      if (lexiconFeatures !== null) {
+        if (size === 0 || lexiconFeatures.length % size !== 0) throw new RangeError(`${LEXICON_FEATURES_INPUT} hold ${lexiconFeatures.length} values, not a multiple of ${batch}×${seq}`);
+        feeds[LEXICON_FEATURES_INPUT] = new ort.Tensor('float32', lexiconFeatures, [batch, seq, lexiconFeatures.length / size]);
+      }
       let out: ort.InferenceSession.OnnxValueMapType;
       try {
-        out = await session.run({
-          [INPUT_IDS]: new ort.Tensor('int64', inputIds, [batch, seq]),
-          [ATTENTION_MASK]: new ort.Tensor('int64', attentionMask, [batch, seq]),
-        });
+        out = await session.run(feeds);
       } catch (cause) {
         throw new CnerError('INFERENCE_FAILED', `onnxruntime run failed: ${cause instanceof Error ? cause.message : String(cause)}`, {
           cause,

@@ -20,6 +20,7 @@ export type ToWorker =
       readonly id: number;
       readonly inputIds: BigInt64Array; // [batch, seq]
       readonly attentionMask: BigInt64Array; // [batch, seq]
+      readonly lexiconFeatures: Float32Array | null; // [batch, seq, features]
       readonly batch: number;
       readonly seq: number;
     }

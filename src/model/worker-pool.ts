@@ -137,9 +137,10 @@ class InferenceWorkerPool implements WorkerPool {
       if (slot.job !== null) continue;
       const job = this.#queue.shift()!;
       slot.job = job;
-      const { inputIds, attentionMask, batch, seq } = job.batch;
-      const message: ToWorker = { type: 'run', id: job.id, inputIds, attentionMask, batch, seq };
-      slot.worker.postMessage(message, [inputIds.buffer as ArrayBuffer, attentionMask.buffer as ArrayBuffer]);
+      const { inputIds, attentionMask, lexiconFeatures, batch, seq } = job.batch;
+      const message: ToWorker = { type: 'run', id: job.id, inputIds, attentionMask, lexiconFeatures, batch, seq };
+      const buffers = [inputIds.buffer, attentionMask.buffer, ...(lexiconFeatures === null ? [] : [lexiconFeatures.buffer])];
+      slot.worker.postMessage(message, buffers as ArrayBuffer[]);
     }
     if (this.#onIdle !== null && this.#isIdle()) {
       this.#onIdle();
@@ -195,7 +196,9 @@ class InferenceWorkerPool implements WorkerPool {
     }
     slot.job = null;
     if (message.type === 'result') job.resolve(message.emissions);
-    else job.reject(deserialize(message.error, 'INFERENCE_FAILED'));
+    // onnxruntime's own failures arrive as INFERENCE_FAILED already; anything
+    // else thrown in the worker (a RangeError on bad inputs) is a bug: never retried.
+    else job.reject(deserialize(message.error, 'INTERNAL'));
     this.#dispatch();
   }
 

@@ -4,8 +4,11 @@
 
 import { type Either, left, right } from 'fp-ts/lib/Either.js';
 import type { Chunk } from './chunk.js';
-import { WHITESPACE } from './chunk.js';
 import { NUM_TAGS } from './labels.js';
+import { LEXICON_FEATURES } from './lexicon.js';
+import { normalizeChar } from './normalize.js';
+
+export { normalizeChar };
 
 export const SPECIAL_TOKENS = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', '[SPACE]'] as const;
 export const PAD_ID = 0;
@@ -18,14 +21,6 @@ export interface Vocab {
   idOf(token: string): number;
 }
 
-/** Contract rules 1–3: whitespace → U+0020, full-width ASCII → ASCII, A–Z → a–z. */
-export function normalizeChar(ch: string): string {
-  if (WHITESPACE.has(ch)) return ' ';
-  let cp = ch.codePointAt(0)!;
-  if (cp >= 0xff01 && cp <= 0xff5e) cp -= 0xfee0;
-  if (cp >= 0x41 && cp <= 0x5a) cp += 0x20;
-  return String.fromCodePoint(cp);
-}
 
 /**
  * `vocab.txt`: one token per line, line number = id. Lines are split on "\n"
@@ -72,17 +67,28 @@ export interface PackedBatch {
   readonly seq: number;
   readonly inputIds: BigInt64Array; // [batch, seq]
   readonly attentionMask: BigInt64Array; // [batch, seq]
+  /** [batch, seq, LEXICON_FEATURES], 0 on padding; null for a model without lexicon features. */
+  readonly lexiconFeatures: Float32Array | null;
   readonly lengths: Int32Array; // [batch]
 }
 
-export function packBatch(rows: readonly Int32Array[]): PackedBatch {
+/** `features[k]` ([rows[k].length, LEXICON_FEATURES]) go with `rows[k]`; all rows have them or none. */
+export function packBatch(rows: readonly Int32Array[], features: readonly Uint8Array[] | null = null): PackedBatch {
   const batch = rows.length;
   let seq = 0;
   for (const r of rows) seq = Math.max(seq, r.length);
   const inputIds = new BigInt64Array(batch * seq); // zero = [PAD]
   const attentionMask = new BigInt64Array(batch * seq);
   const lengths = new Int32Array(batch);
+  const F = LEXICON_FEATURES;
+  if (features !== null && features.length !== batch) throw new RangeError(`${features.length} feature rows for ${batch} sequences`);
+  const lexiconFeatures = features === null ? null : new Float32Array(batch * seq * F);
   rows.forEach((row, b) => {
+    const f = features?.[b];
+    if (f !== undefined) {
+      if (f.length !== row.length * F) throw new RangeError(`row ${b}: ${f.length} lexicon features, expected ${row.length}×${F}`);
+      lexiconFeatures!.set(f, b * seq * F);
+    }
     lengths[b] = row.length;
     const base = b * seq;
     for (let t = 0; t < row.length; t++) {
@@ -90,7 +96,7 @@ export function packBatch(rows: readonly Int32Array[]): PackedBatch {
       attentionMask[base + t] = 1n;
     }
   });
-  return { batch, seq, inputIds, attentionMask, lengths };
+  return { batch, seq, inputIds, attentionMask, lexiconFeatures, lengths };
 }
 
 /**

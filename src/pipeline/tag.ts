@@ -5,6 +5,7 @@
 import { codePoints, chunkCodePoints } from './chunk.js';
 import { type Crf, constrain } from './crf.js';
 import { type Vocab, encodeChunk } from './encode.js';
+import { type Lexicon, lexiconFeatures } from './lexicon.js';
 import { NUM_TAGS } from './labels.js';
 import { CrfPosterior } from './marginals.js';
 import { type Entity, spansFromTags, toEntity } from './spans.js';
@@ -14,11 +15,14 @@ export interface TaggingModel {
   readonly version: string;
   readonly vocab: Vocab;
   readonly crf: Crf;
+  /** Set when the model reads lexicon match features as well as token ids. */
+  readonly lexicon?: Lexicon | null;
   /**
    * Emissions for each token-id sequence, in order: result[k] is
-   * [sequences[k].length, 13] row-major.
+   * [sequences[k].length, 13] row-major. `features[k]` ([length, 24]) go with
+   * sequences[k] when the model has a lexicon.
    */
-  infer(sequences: readonly Int32Array[]): Promise<readonly Float32Array[]>;
+  infer(sequences: readonly Int32Array[], features?: readonly Uint8Array[] | null): Promise<readonly Float32Array[]>;
 }
 
 export async function tagRecord(text: string, model: TaggingModel): Promise<Entity[]> {
@@ -26,8 +30,10 @@ export async function tagRecord(text: string, model: TaggingModel): Promise<Enti
   const chunks = chunkCodePoints(chars);
   if (chunks.length === 0) return [];
   const ids = chunks.map((chunk) => encodeChunk(chars, chunk, model.vocab));
+  const lexicon = model.lexicon ?? null;
+  const features = lexicon === null ? null : chunks.map((chunk) => lexiconFeatures(chars, chunk, lexicon));
 
-  const emissions = await model.infer(ids);
+  const emissions = await model.infer(ids, features);
 
   // No await below: the shared decoder buffers cannot be used by two records at once.
   const { viterbi, posterior } = decodersFor(model.crf);

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { command, parseGoldLine } from '../../src/cli/eval.js';
-import { LEXICON_BUNDLE } from '../model/helpers.js';
+import { TABLE_BUNDLE } from '../model/helpers.js';
 import { memoryIo } from './helpers.js';
 
 const DATA = [
@@ -37,7 +37,7 @@ describe('cner eval', () => {
   it('reports strict per-type and micro scores as JSON', async () => {
     await withData(async (file) => {
       const io = memoryIo();
-      assert.equal(await command.run(['--data', file, '--json', '--model', LEXICON_BUNDLE, '--workers', '0'], io), 0);
+      assert.equal(await command.run(['--data', file, '--json', '--model', TABLE_BUNDLE, '--workers', '0'], io), 0);
       const r = JSON.parse(io.out()) as {
         documents: number;
         perType: Record<string, { tp: number; fp: number; fn: number }>;
@@ -56,7 +56,7 @@ describe('cner eval', () => {
   it('prints a table by default', async () => {
     await withData(async (file) => {
       const io = memoryIo();
-      assert.equal(await command.run(['--data', file, '--model', LEXICON_BUNDLE, '--workers', '0'], io), 0);
+      assert.equal(await command.run(['--data', file, '--model', TABLE_BUNDLE, '--workers', '0'], io), 0);
       const out = io.out();
       assert.match(out, /^model lexicon-test 0\.0\.1-test; 2 documents/);
       assert.match(out, /^DIS 疾病和诊断 +1 +1 +0 +0 +100\.00 +100\.00 +100\.00$/m);

@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { command } from '../../src/cli/tag.js';
-import { LEXICON_BUNDLE } from '../model/helpers.js';
+import { TABLE_BUNDLE } from '../model/helpers.js';
 import { memoryIo } from './helpers.js';
 
 const lines = (...objs: unknown[]): string => objs.map((o) => (typeof o === 'string' ? o : JSON.stringify(o))).join('\n') + '\n';
@@ -19,7 +19,7 @@ describe('cner tag', () => {
         { id: 7, text: '' },
       ),
     );
-    assert.equal(await command.run(['--model', LEXICON_BUNDLE, '--workers', '0'], io), 0);
+    assert.equal(await command.run(['--model', TABLE_BUNDLE, '--workers', '0'], io), 0);
     const out = parse(io.out());
     assert.equal(out.length, 3); // the blank line is not an input
     assert.equal(out[0]!['id'], 'a');
@@ -39,7 +39,7 @@ describe('cner tag', () => {
 
   it('reports bad lines in place and exits 1', async () => {
     const io = memoryIo(lines('{"id":', { id: 'x', text: 5 }, { id: 'y', text: 'ab\ud800' }, { id: 'z', text: '肺炎' }));
-    assert.equal(await command.run(['--model', LEXICON_BUNDLE, '--workers', '0'], io), 1);
+    assert.equal(await command.run(['--model', TABLE_BUNDLE, '--workers', '0'], io), 1);
     const out = parse(io.out());
     assert.deepEqual(
       out.map((o) => [o['id'], (o['error'] as { code?: string } | undefined)?.code ?? 'ok']),
@@ -54,7 +54,7 @@ describe('cner tag', () => {
 
   it('runs as `cner tag` through bin/cner.js with inference in a worker thread', () => {
     const bin = fileURLToPath(new URL('../../bin/cner.js', import.meta.url));
-    const r = spawnSync(process.execPath, [bin, 'tag', '--model', LEXICON_BUNDLE, '--workers', '1'], {
+    const r = spawnSync(process.execPath, [bin, 'tag', '--model', TABLE_BUNDLE, '--workers', '1'], {
       input: lines({ id: 1, text: '服用阿司匹林' }),
       encoding: 'utf8',
       timeout: 60_000,

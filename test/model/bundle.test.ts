@@ -5,7 +5,7 @@ import { describe, it } from 'node:test';
 import { loadBundle } from '../../src/model/bundle.js';
 import { CnerError } from '../../src/errors.js';
 import { TAGS } from '../../src/pipeline/labels.js';
-import { LEXICON_BUNDLE, LEXICON_VOCAB, TINY_BUNDLE, bundleCopy } from './helpers.js';
+import { TABLE_BUNDLE, TABLE_VOCAB, TINY_BUNDLE, TINY_LEXICON_BUNDLE, bundleCopy } from './helpers.js';
 
 async function rejectsWith(promise: Promise<unknown>, code: string, pattern?: RegExp): Promise<CnerError> {
   try {
@@ -19,8 +19,8 @@ async function rejectsWith(promise: Promise<unknown>, code: string, pattern?: Re
   assert.fail(`expected ${code}`);
 }
 
-async function withCopy(edit: (dir: string) => Promise<void>, test: (dir: string) => Promise<void>, rehash = true): Promise<void> {
-  const { dir, cleanup } = await bundleCopy(edit, rehash);
+async function withCopy(edit: (dir: string) => Promise<void>, test: (dir: string) => Promise<void>, rehash = true, source = TABLE_BUNDLE): Promise<void> {
+  const { dir, cleanup } = await bundleCopy(edit, rehash, source);
   try {
     await test(dir);
   } finally {
@@ -34,14 +34,14 @@ const editJson = async (file: string, f: (json: Record<string, unknown>) => unkn
 
 describe('loadBundle', () => {
   it('loads a valid bundle into a frozen, typed object', async () => {
-    const b = await loadBundle(LEXICON_BUNDLE);
+    const b = await loadBundle(TABLE_BUNDLE);
     assert.equal(b.version, '0.0.1-test');
     assert.equal(b.manifest.name, 'lexicon-test');
     assert.equal(b.manifest.trainingDataSha256, null);
-    assert.equal(b.modelPath, path.join(LEXICON_BUNDLE, 'model.onnx'));
+    assert.equal(b.modelPath, path.join(TABLE_BUNDLE, 'model.onnx'));
     assert.deepEqual(b.labels, TAGS);
-    assert.equal(b.vocab.size, LEXICON_VOCAB.length);
-    assert.equal(b.vocab.idOf('肺'), LEXICON_VOCAB.indexOf('肺'));
+    assert.equal(b.vocab.size, TABLE_VOCAB.length);
+    assert.equal(b.vocab.idOf('肺'), TABLE_VOCAB.indexOf('肺'));
     assert.equal(b.crf.numTags, 13);
     assert.ok(Object.isFrozen(b));
     assert.ok(Object.isFrozen(b.manifest.files));
@@ -122,6 +122,35 @@ describe('loadBundle', () => {
     await withCopy(
       (dir) => writeFile(path.join(dir, 'config.json'), '{'),
       async (dir) => void (await rejectsWith(loadBundle(dir), 'BUNDLE_INVALID', /config\.json .* not valid JSON/)),
+    );
+  });
+});
+
+describe('loadBundle (a model that reads lexicon features)', () => {
+  it('loads lexicon.tsv when config.json names the lexicon_features input', async () => {
+    const b = await loadBundle(TINY_LEXICON_BUNDLE);
+    assert.ok(b.lexicon !== null && b.lexicon.terms > 10);
+    assert.equal((await loadBundle(TINY_BUNDLE)).lexicon, null);
+  });
+
+  it('refuses a lexicon model whose manifest does not cover lexicon.tsv', async () => {
+    await withCopy(
+      (dir) => editJson(path.join(dir, 'manifest.json'), (m) => ({ ...m, files: Object.fromEntries(Object.entries(m['files'] as object).filter(([k]) => k !== 'lexicon.tsv')) })),
+      (dir) => rejectsWith(loadBundle(dir), 'BUNDLE_INVALID', /files must list lexicon\.tsv/).then(() => undefined),
+      false,
+      TINY_LEXICON_BUNDLE,
+    );
+  });
+
+  it('reports a malformed lexicon line and a wrong feature count', async () => {
+    await withCopy(
+      async (dir) => {
+        await writeFile(path.join(dir, 'lexicon.tsv'), 'DIS\t肺炎\nNOPE\t术后\n');
+        await editJson(path.join(dir, 'config.json'), (c) => ({ ...c, lexicon: { ...(c['lexicon'] as object), features: 30 } }));
+      },
+      (dir) => rejectsWith(loadBundle(dir), 'BUNDLE_INVALID', /lexicon\.features must be 24[\s\S]*lexicon\.tsv: line 2 /).then(() => undefined),
+      true,
+      TINY_LEXICON_BUNDLE,
     );
   });
 });

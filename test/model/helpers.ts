@@ -1,5 +1,5 @@
-// Paths and expectations for the hand-made lexicon bundle
-// (fixtures/make_lexicon_bundle.py): its emissions are E[id] · mask.
+// Paths and expectations for the hand-made table bundle
+// (fixtures/make_table_bundle.py): its emissions are E[id] · mask.
 
 import { readFileSync } from 'node:fs';
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -8,30 +8,34 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { sha256File } from '../../src/model/bundle.js';
 
-export const LEXICON_BUNDLE = fileURLToPath(new URL('./fixtures/lexicon-bundle', import.meta.url));
+export const TABLE_BUNDLE = fileURLToPath(new URL('./fixtures/table-bundle', import.meta.url));
 
-const table = JSON.parse(readFileSync(new URL('./fixtures/lexicon-emissions.json', import.meta.url), 'utf8')) as {
+const table = JSON.parse(readFileSync(new URL('./fixtures/table-emissions.json', import.meta.url), 'utf8')) as {
   vocab: string[];
   embedding: number[][];
 };
-export const LEXICON_VOCAB = table.vocab;
-export const LEXICON_EMBEDDING = table.embedding.map((row) => Float32Array.from(row));
+export const TABLE_VOCAB = table.vocab;
+export const TABLE_EMBEDDING = table.embedding.map((row) => Float32Array.from(row));
 
 /** Expected emissions [batch, seq, 13] for padded ids and mask (the model multiplies, so −0 where masked). */
 export function expectedEmissions(ids: BigInt64Array, mask: BigInt64Array): Float32Array {
   const out = new Float32Array(ids.length * 13);
   ids.forEach((id, k) => {
-    const row = LEXICON_EMBEDDING[Number(id)]!;
+    const row = TABLE_EMBEDDING[Number(id)]!;
     for (let j = 0; j < 13; j++) out[k * 13 + j] = row[j]! * Number(mask[k]);
   });
   return out;
 }
 
-/** A throw-away copy of the lexicon bundle; `edit` may change files (manifest is re-hashed unless told not to). */
-export async function bundleCopy(edit: (dir: string) => Promise<void> = async () => {}, rehash = true): Promise<{ dir: string; cleanup: () => Promise<void> }> {
+/** A throw-away copy of the table bundle; `edit` may change files (manifest is re-hashed unless told not to). */
+export async function bundleCopy(
+  edit: (dir: string) => Promise<void> = async () => {},
+  rehash = true,
+  source: string = TABLE_BUNDLE,
+): Promise<{ dir: string; cleanup: () => Promise<void> }> {
   const root = await mkdtemp(path.join(tmpdir(), 'cner-bundle-'));
   const dir = path.join(root, 'bundle');
-  await cp(LEXICON_BUNDLE, dir, { recursive: true });
+  await cp(source, dir, { recursive: true });
   await edit(dir);
   if (rehash) {
     const manifestPath = path.join(dir, 'manifest.json');
@@ -56,7 +60,11 @@ export interface GoldenCase {
   readonly entities: { start: number; end: number; type: string; label: string; text: string; confidence: number }[];
 }
 
-export function goldenCases(): GoldenCase[] {
-  const url = new URL('../../fixtures/golden/golden.json', import.meta.url);
+export function goldenCases(file = 'golden.json'): GoldenCase[] {
+  const url = new URL(`../../fixtures/golden/${file}`, import.meta.url);
   return (JSON.parse(readFileSync(url, 'utf8')) as { cases: GoldenCase[] }).cases;
 }
+
+/** The Python side's random tiny character model that reads lexicon features, and its golden cases. */
+export const TINY_LEXICON_BUNDLE = fileURLToPath(new URL('../../fixtures/tiny-lexicon-bundle', import.meta.url));
+export const goldenLexiconCases = (): GoldenCase[] => goldenCases('golden-lexicon.json');

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { openModel } from '../../src/model/model.js';
 import { CnerError } from '../../src/errors.js';
 import { tagRecord } from '../../src/pipeline/tag.js';
-import { LEXICON_BUNDLE, TINY_BUNDLE, goldenCases } from './helpers.js';
+import { TABLE_BUNDLE, TINY_BUNDLE, TINY_LEXICON_BUNDLE, goldenCases, goldenLexiconCases } from './helpers.js';
 
 const TEXT = '患者查ＣＴ示肺炎，服用阿司匹林后头部疼。行切除术后查血常规。';
 const EXPECTED = [
@@ -15,10 +15,10 @@ const EXPECTED = [
   ['TES', 26, 29, '血常规'],
 ];
 
-describe('openModel + tagRecord (lexicon bundle)', () => {
+describe('openModel + tagRecord (table bundle)', () => {
   for (const workers of [1, 0]) {
     it(`tags a record end to end with ${workers === 0 ? 'in-process inference' : `${workers} worker`}`, async () => {
-      const model = await openModel(LEXICON_BUNDLE, { workers, maxWaitMs: 1 });
+      const model = await openModel(TABLE_BUNDLE, { workers, maxWaitMs: 1 });
       try {
         assert.equal(model.version, '0.0.1-test');
         assert.equal(model.provider, 'cpu');
@@ -32,7 +32,7 @@ describe('openModel + tagRecord (lexicon bundle)', () => {
   }
 
   it('batches concurrent records and gives each its own entities', async () => {
-    const model = await openModel(LEXICON_BUNDLE, { workers: 2, maxBatchSize: 8, maxWaitMs: 2 });
+    const model = await openModel(TABLE_BUNDLE, { workers: 2, maxBatchSize: 8, maxWaitMs: 2 });
     try {
       const texts = Array.from({ length: 40 }, (_, i) => `${'患'.repeat(i % 7)}肺炎${'者'.repeat(i % 5)}头部`);
       const results = await Promise.all(texts.map((t) => tagRecord(t, model)));
@@ -52,7 +52,7 @@ describe('openModel + tagRecord (lexicon bundle)', () => {
   });
 
   it('gives an ambiguous character its posterior as confidence', async () => {
-    const model = await openModel(LEXICON_BUNDLE, { workers: 0 });
+    const model = await openModel(TABLE_BUNDLE, { workers: 0 });
     try {
       // 痛's row wins B-DIS narrowly; with a flat CRF the posterior is a softmax
       // over the tags allowed at a start (O and the B-X): 0.2922 here.
@@ -66,7 +66,7 @@ describe('openModel + tagRecord (lexicon bundle)', () => {
   });
 
   it('rejects a bad worker count', async () => {
-    await assert.rejects(openModel(LEXICON_BUNDLE, { workers: -1 }), (e: unknown) => e instanceof CnerError && e.code === 'INVALID_CONFIG');
+    await assert.rejects(openModel(TABLE_BUNDLE, { workers: -1 }), (e: unknown) => e instanceof CnerError && e.code === 'INVALID_CONFIG');
   });
 
   for (const [name, maxBatchSize] of [
@@ -92,4 +92,35 @@ describe('openModel + tagRecord (lexicon bundle)', () => {
       },
     );
   }
+});
+
+describe('openModel + tagRecord (tiny lexicon bundle from the Python side)', () => {
+  for (const workers of [1, 0]) {
+    it(`reproduces the golden entities, features computed here (${workers === 0 ? 'in process' : 'in a worker'}, batched with padding)`, async () => {
+      const model = await openModel(TINY_LEXICON_BUNDLE, { workers, maxBatchSize: 8, maxWaitMs: 1 });
+      try {
+        assert.ok(model.lexicon !== null && model.lexicon !== undefined && model.lexicon.terms > 0);
+        const cases = goldenLexiconCases();
+        const all = await Promise.all(cases.map((c) => tagRecord(c.text, model)));
+        cases.forEach((c, k) => {
+          assert.deepEqual(
+            all[k]!.map((e) => [e.start, e.end, e.code, e.text]),
+            c.entities.map((e) => [e.start, e.end, e.type, e.text]),
+          );
+          all[k]!.forEach((e, i) => assert.ok(Math.abs(e.confidence - c.entities[i]!.confidence) < 1e-3));
+        });
+      } finally {
+        await model.close();
+      }
+    });
+  }
+
+  it('cannot run a lexicon model without its features', async () => {
+    const model = await openModel(TINY_LEXICON_BUNDLE, { workers: 0, maxWaitMs: 0 });
+    try {
+      await assert.rejects(model.infer([Int32Array.from([7, 8, 9])]), /needs lexicon_features/);
+    } finally {
+      await model.close();
+    }
+  });
 });

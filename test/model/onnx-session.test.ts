@@ -4,9 +4,9 @@ import { describe, it } from 'node:test';
 import { createSession } from '../../src/model/onnx-session.js';
 import { CnerError } from '../../src/errors.js';
 import { packBatch } from '../../src/pipeline/encode.js';
-import { LEXICON_BUNDLE, TINY_BUNDLE, expectedEmissions, goldenCases } from './helpers.js';
+import { TABLE_BUNDLE, TINY_BUNDLE, expectedEmissions, goldenCases } from './helpers.js';
 
-const MODEL = path.join(LEXICON_BUNDLE, 'model.onnx');
+const MODEL = path.join(TABLE_BUNDLE, 'model.onnx');
 const cpu = { executionProviders: ['cpu'] as const, intraOpThreads: 1, graphOptimizationLevel: 'all' as const };
 
 describe('createSession (lexicon model)', () => {
@@ -21,7 +21,7 @@ describe('createSession (lexicon model)', () => {
       ] as const) {
         const ids = BigInt64Array.from({ length: batch * seq }, (_, k) => BigInt((k * 7) % 30));
         const mask = BigInt64Array.from({ length: batch * seq }, (_, k) => (k % seq < seq - (k % 2) ? 1n : 0n));
-        const { emissions, dims } = await session.run(ids, mask, batch, seq);
+        const { emissions, dims } = await session.run({ inputIds: ids, attentionMask: mask, lexiconFeatures: null, batch, seq });
         assert.deepEqual(dims, [batch, seq, 13]);
         assert.deepEqual(emissions, expectedEmissions(ids, mask));
         assert.equal(emissions.byteOffset, 0);
@@ -44,13 +44,19 @@ describe('createSession (lexicon model)', () => {
   });
 
   it('reports an unloadable model as MODEL_LOAD_FAILED', async () => {
-    await assert.rejects(createSession(path.join(LEXICON_BUNDLE, 'vocab.txt'), cpu), (e: unknown) => e instanceof CnerError && e.code === 'MODEL_LOAD_FAILED');
+    await assert.rejects(createSession(path.join(TABLE_BUNDLE, 'vocab.txt'), cpu), (e: unknown) => e instanceof CnerError && e.code === 'MODEL_LOAD_FAILED');
   });
 
   it('rejects inputs that do not match the stated shape', async () => {
     const session = await createSession(MODEL, cpu);
     try {
-      await assert.rejects(session.run(new BigInt64Array(3), new BigInt64Array(3), 2, 2), RangeError);
+      await assert.rejects(session.run({ inputIds: new BigInt64Array(3), attentionMask: new BigInt64Array(3), lexiconFeatures: null, batch: 2, seq: 2 }), RangeError);
+      assert.equal(session.lexiconFeatures, false);
+      const features = new Float32Array(4 * 24);
+      await assert.rejects(
+        session.run({ inputIds: new BigInt64Array(4), attentionMask: new BigInt64Array(4).fill(1n), lexiconFeatures: features, batch: 2, seq: 2 }),
+        /has no lexicon_features input/,
+      );
     } finally {
       await session.release();
     }
@@ -72,7 +78,7 @@ describe('createSession (tiny random ALBERT bundle from the Python side)', () =>
     try {
       for (const [k, { ids, want }] of chunks.entries()) {
         const p = packBatch([ids]);
-        const { emissions, dims } = await session.run(p.inputIds, p.attentionMask, 1, p.seq);
+        const { emissions, dims } = await session.run(p);
         assert.deepEqual(dims, [1, ids.length, 13]);
         const worst = maxDiff(emissions, want);
         assert.ok(worst <= 1e-4, `chunk ${k}: max |Δ| ${worst}`);
@@ -86,7 +92,7 @@ describe('createSession (tiny random ALBERT bundle from the Python side)', () =>
     const session = await createSession(path.join(TINY_BUNDLE, 'model.onnx'), cpu);
     try {
       const p = packBatch(chunks.map((c) => c.ids));
-      const { emissions } = await session.run(p.inputIds, p.attentionMask, p.batch, p.seq);
+      const { emissions } = await session.run(p);
       chunks.forEach(({ want }, b) => {
         const worst = maxDiff(emissions.subarray(b * p.seq * 13, b * p.seq * 13 + want.length), want);
         assert.ok(worst <= 1e-4, `chunk ${b} in a batch of ${p.batch}×${p.seq}: max |Δ| ${worst}`);

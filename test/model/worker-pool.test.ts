@@ -4,9 +4,9 @@ import { describe, it } from 'node:test';
 import { createWorkerPool, workerExecArgv } from '../../src/model/worker-pool.js';
 import { packBatch } from '../../src/pipeline/encode.js';
 import { CnerError } from '../../src/errors.js';
-import { LEXICON_BUNDLE, expectedEmissions } from './helpers.js';
+import { TABLE_BUNDLE, expectedEmissions } from './helpers.js';
 
-const MODEL = path.join(LEXICON_BUNDLE, 'model.onnx');
+const MODEL = path.join(TABLE_BUNDLE, 'model.onnx');
 const session = { executionProviders: ['cpu'] as const, intraOpThreads: 1, graphOptimizationLevel: 'all' as const };
 
 const randomRows = (n: number, maxLen: number, seed: number): Int32Array[] =>
@@ -40,7 +40,7 @@ describe('worker pool (lexicon model, onnxruntime in worker threads)', () => {
 
   it('fails to start with MODEL_LOAD_FAILED when the model cannot load', async () => {
     await assert.rejects(
-      createWorkerPool({ modelPath: path.join(LEXICON_BUNDLE, 'vocab.txt'), size: 2, session }),
+      createWorkerPool({ modelPath: path.join(TABLE_BUNDLE, 'vocab.txt'), size: 2, session }),
       (e: unknown) => e instanceof CnerError && e.code === 'MODEL_LOAD_FAILED',
     );
   });

@@ -1,5 +1,5 @@
-// Cross-language agreement: fixtures/golden/golden.json is produced by the
-// Python package (cner-train golden); every field must come out the same here.
+// Cross-language agreement: fixtures/golden/golden.json and golden-lexicon.json are
+// produced by the Python package (cner-train golden); every field must come out the same here.
 
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -9,6 +9,7 @@ import { chunkText, codePoints } from '../../src/pipeline/chunk.js';
 import { type Crf, constrain, parseCrf } from '../../src/pipeline/crf.js';
 import { type Vocab, encodeChunk, parseVocab } from '../../src/pipeline/encode.js';
 import { NUM_TAGS, TAGS } from '../../src/pipeline/labels.js';
+import { LEXICON_FEATURES, type Lexicon, lexiconFeatures, parseLexicon } from '../../src/pipeline/lexicon.js';
 import { CrfPosterior } from '../../src/pipeline/marginals.js';
 import { spansFromTags, toEntity } from '../../src/pipeline/spans.js';
 import { type TaggingModel, tagRecord } from '../../src/pipeline/tag.js';
@@ -114,6 +115,36 @@ describe('golden fixtures (Python reference)', () => {
           got.map((e) => [e.start, e.end, e.code, e.text]),
           c.entities.map((e) => [e.start, e.end, e.type, e.text]),
         );
+      });
+    });
+  }
+});
+
+// The lexicon bundle's fixtures (fixtures/golden/golden-lexicon.json): the same
+// features from the same word list, and through a real ONNX session the same
+// entities (tests in test/model/model.test.ts run the bundle itself).
+interface GoldenLexiconCase extends GoldenCase {
+  lexicon_features: [number, number][][]; // per chunk, the [position, feature] pairs that are 1
+}
+
+const goldenLexicon = JSON.parse(readFileSync(fixture('golden/golden-lexicon.json'), 'utf8')) as { bundle: string; cases: GoldenLexiconCase[] };
+const lexicon: Lexicon = (() => {
+  const l = parseLexicon(readFileSync(fixture(`${goldenLexicon.bundle}/lexicon.tsv`), 'utf8'));
+  if (isLeft(l)) throw new Error(l.left.join('\n'));
+  return l.right;
+})();
+
+describe('golden lexicon features (Python reference)', () => {
+  it('has cases with features', () => assert.ok(goldenLexicon.cases.some((c) => c.lexicon_features.some((f) => f.length > 0))));
+
+  for (const c of goldenLexicon.cases) {
+    it(`computes identical features for ${label(c)}`, () => {
+      const chars = codePoints(c.text);
+      c.chunks.forEach(([start, end], k) => {
+        const f = lexiconFeatures(chars, { start, end }, lexicon);
+        const ones: [number, number][] = [];
+        f.forEach((v, i) => v === 1 && ones.push([Math.floor(i / LEXICON_FEATURES), i % LEXICON_FEATURES]));
+        assert.deepEqual(ones, c.lexicon_features[k], `chunk ${k}`);
       });
     });
   }

@@ -20,7 +20,7 @@ const vocab: Vocab = (() => {
 const tagOfId = new Map(Object.entries(LEXICON).map(([ch, tag]) => [vocab.idOf(ch), TAGS.indexOf(tag)]));
 
 /** A model whose emissions favour the lexicon tag of each token (O otherwise); records its calls. */
-function lexiconModel(): TaggingModel & { calls: Int32Array[][] } {
+function tableModel(): TaggingModel & { calls: Int32Array[][] } {
   const calls: Int32Array[][] = [];
   return {
     version: 'test-1',
@@ -41,7 +41,7 @@ function lexiconModel(): TaggingModel & { calls: Int32Array[][] } {
 describe('tagRecord', () => {
   it('finds entities with code-point offsets and the original text', async () => {
     const text = '😀患者ＣＴ示肺炎，头部正常。';
-    const entities = await tagRecord(text, lexiconModel());
+    const entities = await tagRecord(text, tableModel());
     assert.deepEqual(
       entities.map((e) => [e.code, e.label, e.start, e.end, e.text]),
       [
@@ -54,7 +54,7 @@ describe('tagRecord', () => {
   });
 
   it('sends one sequence per chunk and maps later chunks to record offsets', async () => {
-    const model = lexiconModel();
+    const model = tableModel();
     const text = `${'无'.repeat(127)}。${'无'.repeat(10)}肺炎。`;
     const entities = await tagRecord(text, model);
     assert.equal(model.calls.length, 1);
@@ -63,13 +63,13 @@ describe('tagRecord', () => {
   });
 
   it('does not call the model for empty text', async () => {
-    const model = lexiconModel();
+    const model = tableModel();
     assert.deepEqual(await tagRecord('', model), []);
     assert.equal(model.calls.length, 0);
   });
 
   it('rejects emissions of the wrong size', async () => {
-    const model: TaggingModel = { ...lexiconModel(), infer: async (seqs) => seqs.map(() => new Float32Array(3)) };
+    const model: TaggingModel = { ...tableModel(), infer: async (seqs) => seqs.map(() => new Float32Array(3)) };
     await assert.rejects(tagRecord('肺炎', model), RangeError);
   });
 
@@ -83,7 +83,7 @@ describe('tagRecord', () => {
           let s = seed;
           const random = (): number => ((s = (s * 48271) % 2147483647) / 2147483647) * 8 - 4;
           const model: TaggingModel = {
-            ...lexiconModel(),
+            ...tableModel(),
             infer: async (seqs) => seqs.map((ids) => Float32Array.from({ length: ids.length * T }, random)),
           };
           const chars = codePoints(text);

@@ -66,3 +66,31 @@ def test_decoder_reproduces_tags_and_confidences(golden, bundle):
 def test_fixture_covers_every_tag_kind(golden):
     seen = {t for case in golden["cases"] for tags in case["tags"] for t in tags}
     assert {"O", "B-DIS", "I-DIS", "B-ANA", "I-ANA", "B-TES", "I-TES"} <= seen
+
+
+def test_lexicon_fixtures_reproduce(fixtures_dir):
+    """golden-lexicon.json: this package's features, emissions and tags for the tiny lexicon bundle."""
+    from cner_train.golden import GOLDEN_LEXICON
+    from cner_train.lexicon import Lexicon
+
+    golden = json.loads((fixtures_dir / "golden" / "golden-lexicon.json").read_text(encoding="utf-8"))
+    bundle = fixtures_dir / golden["bundle"]
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    for name, digest in manifest["files"].items():
+        assert sha256_file(bundle / name) == digest, name
+    lexicon = Lexicon.load(bundle / "lexicon.tsv")
+    assert lexicon.masks == Lexicon(GOLDEN_LEXICON).masks
+    vocab = Vocab.load(bundle / "vocab.txt")
+    sess = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    decoder = ConstrainedDecoder.from_json(json.loads((bundle / "crf.json").read_text(encoding="utf-8")))
+    for case in golden["cases"]:
+        text = case["text"]
+        for (s, e), ids, ones, em, tags in zip(case["chunks"], case["input_ids"], case["lexicon_features"],
+                                                case["emissions"], case["tags"]):
+            feats = lexicon.features(text[s:e])
+            assert [[int(t), int(f)] for t, f in zip(*np.nonzero(feats))] == ones
+            x = np.array([ids], dtype=np.int64)
+            got = sess.run(["emissions"], {"input_ids": x, "attention_mask": np.ones_like(x),
+                                           "lexicon_features": feats[None].astype(np.float32)})[0][0]
+            np.testing.assert_allclose(got, np.array(em, dtype=np.float32), atol=1e-4)
+            assert [TAGS[t] for t in decoder.viterbi(np.array(em, dtype=np.float64))] == tags

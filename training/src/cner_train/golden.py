@@ -5,7 +5,11 @@
   exported exactly like a real bundle (for unit tests only);
 - ``fixtures/golden/golden.json``: for each text, the chunks, encoded ids,
   ONNX Runtime emissions of the tiny bundle, the constrained Viterbi tags and
-  the entities with their confidences, all computed by this package.
+  the entities with their confidences, all computed by this package;
+- ``fixtures/tiny-lexicon-bundle/`` and ``fixtures/golden/golden-lexicon.json``:
+  the same for a tiny random character model that also reads lexicon match
+  features, with a small word list written for the fixtures; each chunk also
+  carries its features, as ``[position, feature]`` pairs of the ones.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch
 from .albert import AlbertConfig
 from .crf import ConstrainedDecoder
 from .export import write_bundle
+from .lexicon import Lexicon, NUM_FEATURES
 from .models import ModelConfig, Tagger
 from .text import LABEL_BY_CODE, TAGS, chunk_text, spans_from_tags
 from .vocab import Vocab
@@ -41,6 +46,20 @@ GOLDEN_TEXTS: tuple[str, ...] = (
     "入院诊断：1.直肠癌术后；2.高血压病3级 很高危组；3.2型糖尿病，" + "予以对症支持治疗，" * 12 + "病情稳定后出院。",
     "罕见字符㊣与⚕及\u200b零宽空格、\u00a0不换行空格和\u3000全角空格。",
     "左侧乳腺癌改良根治术后2年，骨扫描示：胸椎、腰椎多发骨转移。口服来曲唑2.5mg qd内分泌治疗，唑来膦酸4mg静滴q4w。",
+)
+
+# The word list of the lexicon fixtures: terms of the golden texts (and near misses), in several lists,
+# with overlaps, normalization cases (upper case, full-width) and an astral character.
+GOLDEN_LEXICON: tuple[tuple[str, str], ...] = (
+    ("DIS", "胃窦溃疡"), ("DIS", "溃疡"), ("DIS", "中分化腺癌"), ("DIS", "腺癌"), ("DIS", "直肠癌"), ("DIS", "高血压病"),
+    ("DIS", "2型糖尿病"), ("DIS", "乳腺癌"), ("DIS", "骨转移"), ("SYM", "头痛"), ("SYM", "上腹痛"),
+    ("EXA", "胃镜"), ("EXA", "胸部CT"), ("EXA", "腹部B超"), ("EXA", "骨扫描"), ("CHK", "胃镜检查"),
+    ("TES", "血常规"), ("TES", "CRP"), ("TES", "ＣＥＡ"), ("TES", "afp"), ("TES", "肝功能"), ("TES", "总胆红素"),
+    ("TES", "直接胆红素"), ("TES", "肌酐"), ("CHK", "血常规"), ("CHK", "凝血功能"),
+    ("OPE", "腹腔镜下右半结肠切除术"), ("OPE", "右半结肠切除术"), ("OPE", "改良根治术"), ("OPE", "乳腺癌改良根治术"),
+    ("DRU", "奥美拉唑"), ("DRU", "奥沙利铂"), ("DRU", "卡培他滨"), ("DRU", "来曲唑"), ("DRU", "唑来膦酸"),
+    ("ANA", "胃窦"), ("ANA", "升结肠"), ("ANA", "双肺下叶"), ("ANA", "肺下叶"), ("ANA", "胸椎"), ("ANA", "腰椎"),
+    ("ANA", "浆膜下层"), ("ANA", "右半结肠"), ("ANA", "𠀀字"),
 )
 
 TINY_ALBERT = dict(embedding_size=16, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_position=128)
@@ -74,27 +93,44 @@ def tiny_model(vocab: Vocab, seed: int) -> Tagger:
     return model
 
 
-def golden(cfg: GoldenConfig) -> Path:
-    import onnxruntime as ort
+def tiny_lexicon_model(vocab: Vocab, lexicon: Lexicon, seed: int) -> Tagger:
+    """A random tiny character model reading lexicon features, with the feature
+    weights scaled up so that the features visibly decide tags, and its
+    emissions centred per tag on the golden texts like the tiny ALBERT's."""
+    torch.manual_seed(seed)
+    cfg = ModelConfig(embedder="char", encoder="idcnn", heads=2, char_dim=16, filters=16, blocks=2,
+                      lexicon_features=NUM_FEATURES)
+    model = Tagger(cfg, len(vocab)).eval()
+    with torch.no_grad():
+        model.crf.start_transitions.normal_(0, 1)
+        model.crf.end_transitions.normal_(0, 1)
+        model.crf.transitions.normal_(0, 1)
+        model.encoder.inp.weight[:, cfg.char_dim:, :].mul_(30)
+        model.classifier.weight.mul_(8)
+        ems = [model(torch.tensor([vocab.encode(t)]), torch.ones(1, len(t), dtype=torch.int64),
+                     torch.from_numpy(lexicon.features(t)[None].astype(np.float32)))[0]
+               for t in GOLDEN_TEXTS if len(t) <= 128]
+        model.classifier.bias.sub_(torch.cat(ems).mean(0))
+        model.classifier.bias[0] += 2.0
+    return model
 
-    out = Path(cfg.out)
-    vocab = Vocab.load(Path(cfg.vocab))
-    model = tiny_model(vocab, cfg.seed)
-    bundle = write_bundle(model, vocab, out / "tiny-bundle", {
-        "name": "cner-tiny-random", "version": "tiny-0", "training_data_sha256": "",
-        "model": model.cfg.to_dict(), "metrics": {"note": "random weights, for tests only"},
-    })
-    sess = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
-    crf = json.loads((bundle / "crf.json").read_text(encoding="utf-8"))
-    decoder = ConstrainedDecoder.from_json(crf)
+
+def golden_cases(sess, decoder: ConstrainedDecoder, vocab: Vocab, lexicon: Lexicon | None) -> list[dict]:
     cases = []
     for text in GOLDEN_TEXTS:
         chunks = chunk_text(text)
         case = {"text": text, "chunks": [list(c) for c in chunks], "input_ids": [], "emissions": [], "tags": [],
                 "entities": []}
+        if lexicon is not None:
+            case["lexicon_features"] = []
         for s, e in chunks:
             ids = np.array([vocab.encode(text[s:e])], dtype=np.int64)
-            em = sess.run(["emissions"], {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0][0]
+            feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+            if lexicon is not None:
+                feats = lexicon.features(text[s:e])
+                feeds["lexicon_features"] = feats[None].astype(np.float32)
+                case["lexicon_features"].append([[int(t), int(f)] for t, f in zip(*np.nonzero(feats))])
+            em = sess.run(["emissions"], feeds)[0][0]
             path = decoder.viterbi(em)
             fb = decoder.forward_backward(em)
             case["input_ids"].append(ids[0].tolist())
@@ -107,8 +143,36 @@ def golden(cfg: GoldenConfig) -> Path:
                     "confidence": decoder.span_confidence(em, sp.start, sp.end, sp.code, fb),
                 })
         cases.append(case)
+    return cases
+
+
+def golden(cfg: GoldenConfig) -> Path:
+    import onnxruntime as ort
+
+    out = Path(cfg.out)
+    vocab = Vocab.load(Path(cfg.vocab))
+    model = tiny_model(vocab, cfg.seed)
+    bundle = write_bundle(model, vocab, out / "tiny-bundle", {
+        "name": "cner-tiny-random", "version": "tiny-0", "training_data_sha256": "",
+        "model": model.cfg.to_dict(), "metrics": {"note": "random weights, for tests only"},
+    })
     gdir = out / "golden"
     gdir.mkdir(parents=True, exist_ok=True)
+    sess = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    decoder = ConstrainedDecoder.from_json(json.loads((bundle / "crf.json").read_text(encoding="utf-8")))
+    cases = golden_cases(sess, decoder, vocab, None)
     (gdir / "golden.json").write_text(json.dumps({"bundle": "tiny-bundle", "cases": cases}, ensure_ascii=False),
                                       encoding="utf-8")
+
+    lexicon = Lexicon(GOLDEN_LEXICON)
+    model = tiny_lexicon_model(vocab, lexicon, cfg.seed)
+    bundle = write_bundle(model, vocab, out / "tiny-lexicon-bundle", {
+        "name": "cner-tiny-random-lexicon", "version": "tiny-lexicon-0", "training_data_sha256": "",
+        "model": model.cfg.to_dict(), "metrics": {"note": "random weights, for tests only"},
+    }, lexicon)
+    sess = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    decoder = ConstrainedDecoder.from_json(json.loads((bundle / "crf.json").read_text(encoding="utf-8")))
+    cases = golden_cases(sess, decoder, vocab, lexicon)
+    (gdir / "golden-lexicon.json").write_text(
+        json.dumps({"bundle": "tiny-lexicon-bundle", "cases": cases}, ensure_ascii=False), encoding="utf-8")
     return gdir

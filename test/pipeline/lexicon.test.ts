@@ -1,0 +1,85 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { isLeft, isRight } from 'fp-ts/lib/Either.js';
+import { LEXICON_CATEGORIES, LEXICON_FEATURES, type Lexicon, lexiconFeatures, parseLexicon } from '../../src/pipeline/lexicon.js';
+
+const F = LEXICON_FEATURES;
+const cat = (code: (typeof LEXICON_CATEGORIES)[number]): number => LEXICON_CATEGORIES.indexOf(code);
+
+function lexicon(tsv: string): Lexicon {
+  const parsed = parseLexicon(tsv);
+  if (isLeft(parsed)) throw new Error(parsed.left.join('; '));
+  return parsed.right;
+}
+
+function features(text: string, lex: Lexicon): Uint8Array {
+  const chars = Array.from(text);
+  return lexiconFeatures(chars, { start: 0, end: chars.length }, lex);
+}
+
+/** The (begin, inside, end) bits of category c at position t. */
+const at = (f: Uint8Array, t: number, c: number): number[] => Array.from(f.subarray(t * F + 3 * c, t * F + 3 * c + 3));
+
+describe('lexicon features', () => {
+  it('marks begin, inside and end of every occurrence, per category (the Python test case)', () => {
+    const lex = lexicon('DIS\t胃癌\nDIS\t胃癌根治\nANA\t胃\nANA\t腹腔\nDRU\t奥沙利铂\n');
+    const f = features('胃癌根治术后予奥沙利铂', lex);
+    assert.equal(f.length, 11 * F);
+    assert.deepEqual([0, 1, 2, 3, 4].map((t) => at(f, t, cat('DIS'))), [[1, 0, 0], [0, 1, 1], [0, 1, 0], [0, 0, 1], [0, 0, 0]]);
+    assert.deepEqual(at(f, 0, cat('ANA')), [0, 0, 0], 'one-character terms are never matched');
+    assert.deepEqual([7, 8, 9, 10].map((t) => at(f, t, cat('DRU'))), [[1, 0, 0], [0, 1, 0], [0, 1, 0], [0, 0, 1]]);
+    assert.equal(f.reduce((a, b) => a + b, 0), 9);
+    assert.equal(lex.terms, 4);
+  });
+
+  it('normalizes terms and text alike; one term may be in several lists', () => {
+    const lex = lexicon('EXA\tＣＴ检查\nCHK\tct检查\n');
+    assert.equal(lex.terms, 1);
+    const f = features('行CT检查', lex);
+    assert.deepEqual(at(f, 1, cat('EXA')), [1, 0, 0]);
+    assert.deepEqual(at(f, 1, cat('CHK')), [1, 0, 0]);
+    assert.deepEqual(at(f, 4, cat('EXA')), [0, 0, 1]);
+  });
+
+  it('matches inside the chunk only, at chunk offsets', () => {
+    const lex = lexicon('DIS\t肺炎\n');
+    const chars = Array.from('肺炎。肺炎');
+    const f = lexiconFeatures(chars, { start: 1, end: 5 }, lex); // 炎。肺炎: the first 肺炎 is cut
+    assert.deepEqual([0, 1, 2, 3].map((t) => at(f, t, cat('DIS'))), [[0, 0, 0], [0, 0, 0], [1, 0, 0], [0, 0, 1]]);
+  });
+
+  it('refuses unknown categories and lines without a tab, with line numbers', () => {
+    const bad = parseLexicon('DIS\t肺炎\nXYZ\t术后\nno tab\n');
+    assert.ok(isLeft(bad));
+    assert.match(bad.left[0]!, /^line 2 /);
+    assert.match(bad.left[1]!, /^line 3 /);
+    assert.ok(isRight(parseLexicon('')));
+  });
+
+  it('agrees with a brute-force scan of every term at every offset', () => {
+    const alphabet = '胃癌肝肺左右叶术后';
+    const term = fc.string({ unit: fc.constantFrom(...alphabet), minLength: 1, maxLength: 5 });
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.constantFrom(...LEXICON_CATEGORIES), term), { maxLength: 40 }),
+        fc.string({ unit: fc.constantFrom(...alphabet), maxLength: 40 }),
+        (entries, text) => {
+          const lex = lexicon(entries.map(([c, t]) => `${c}\t${t}\n`).join(''));
+          const want = new Uint8Array(Array.from(text).length * F);
+          for (const [c, t] of entries) {
+            if (t.length < 2) continue;
+            for (let s = text.indexOf(t); s >= 0; s = text.indexOf(t, s + 1)) {
+              const ci = cat(c);
+              want[s * F + 3 * ci] = 1;
+              for (let k = s + 1; k < s + t.length - 1; k++) want[k * F + 3 * ci + 1] = 1;
+              want[(s + t.length - 1) * F + 3 * ci + 2] = 1;
+            }
+          }
+          assert.deepEqual(features(text, lex), want);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+});
