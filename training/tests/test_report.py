@@ -34,8 +34,21 @@ def test_seeds_of_one_recipe_are_averaged_with_their_command(tmp_path):
     char = next(r for r in models if "char-IDCNN-CRF" in r)
     assert "**79.00 ± 1.41**" in char and "| 1,2 |" in char
     assert "--seed {1,2}" in char and "--vectors runs/w2v/vectors.txt" in char and "--heads 0" in char
+    assert "--lexicon" not in char
     albert = next(r for r in models if "ALBERT-IDCNN-MHA(h=4)-CRF" in r)
     assert "**81.00**" in albert and "--pretrained models/pretrained/encoder.pt" in albert
+
+
+def test_lexicon_runs_are_their_own_recipe(tmp_path):
+    plain, lex = run(1, 80.0, heads=4), run(1, 81.0, heads=4)
+    lex["model"]["lexicon_features"] = 24
+    lex["config"]["lexicon"] = "/data/lexicon/by_type"
+    write(tmp_path, "plain", plain)
+    write(tmp_path, "lex", lex)
+    models = rows(tables(load_groups(tmp_path))["models"])
+    assert len(models) == 2
+    row = next(r for r in models if "char-IDCNN-MHA(h=4)-CRF + lexicon" in r)
+    assert "--lexicon $DATA/lexicon/by_type" in row and "**81.00**" in row
 
 
 def test_optimizer_and_head_tables_hold_only_the_ablation_recipe(tmp_path):

@@ -36,7 +36,7 @@ def model_name(m: dict) -> str:
         parts.append({"idcnn": "IDCNN", "bilstm": "BiLSTM"}[m["encoder"]])
     if m["heads"]:
         parts.append(f"MHA(h={m['heads']})")
-    return "-".join(parts) + "-CRF"
+    return "-".join(parts) + "-CRF" + (" + lexicon" if m.get("lexicon_features") else "")
 
 
 def recipe(run: dict) -> tuple:
@@ -63,6 +63,8 @@ def command_of(runs: list[dict]) -> str:
     elif c.get("vectors"):
         parts.append("--vectors runs/w2v/vectors.txt")
     parts.append("--vocab models/pretrained/vocab.txt")
+    if c.get("lexicon"):
+        parts.append("--lexicon $DATA/lexicon/by_type")
     parts.append(f"--embedder {c['embedder']} --encoder {c['encoder']} --heads {c['heads']}")
     parts.append(f"--optimizer {c['optimizer']} --lr {c['lr']:g} --lr-embedder {c['lr_embedder']:g}")
     parts.append(f"--epochs {c['epochs']} --patience {c['patience']}")
