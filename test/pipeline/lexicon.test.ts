@@ -42,6 +42,12 @@ describe('lexicon features', () => {
     assert.deepEqual(at(f, 4, cat('EXA')), [0, 0, 1]);
   });
 
+  it('finds a term whose sibling in the trie is an astral character (code-unit vs code-point order)', () => {
+    const lex = lexicon('DIS\t胃𠀀\nANA\t胃\ue000\n');
+    assert.deepEqual(at(features('胃\ue000', lex), 1, cat('ANA')), [0, 0, 1]);
+    assert.deepEqual(at(features('胃𠀀', lex), 1, cat('DIS')), [0, 0, 1]);
+  });
+
   it('matches inside the chunk only, at chunk offsets', () => {
     const lex = lexicon('DIS\t肺炎\n');
     const chars = Array.from('肺炎。肺炎');
@@ -58,28 +64,33 @@ describe('lexicon features', () => {
   });
 
   it('agrees with a brute-force scan of every term at every offset', () => {
-    const alphabet = '胃癌肝肺左右叶术后';
-    const term = fc.string({ unit: fc.constantFrom(...alphabet), minLength: 1, maxLength: 5 });
+    // Astral characters and U+E000–U+FFFF sort differently by code unit and by code point: both are here.
+    const alphabet = ['胃', '癌', '肝', '肺', '左', '叶', '术', '𠀀', '𝔸', '\ue000', 'ｚ', 'Z', 'z'];
+    const term = fc.array(fc.constantFrom(...alphabet), { minLength: 1, maxLength: 5 }).map((cs) => cs.join(''));
     fc.assert(
       fc.property(
         fc.array(fc.tuple(fc.constantFrom(...LEXICON_CATEGORIES), term), { maxLength: 40 }),
-        fc.string({ unit: fc.constantFrom(...alphabet), maxLength: 40 }),
+        fc.array(fc.constantFrom(...alphabet), { maxLength: 40 }).map((cs) => cs.join('')),
         (entries, text) => {
           const lex = lexicon(entries.map(([c, t]) => `${c}\t${t}\n`).join(''));
-          const want = new Uint8Array(Array.from(text).length * F);
+          const norm = (s: string): string[] => Array.from(s, (ch) => (ch === 'ｚ' || ch === 'Z' ? 'z' : ch));
+          const chars = norm(text);
+          const want = new Uint8Array(chars.length * F);
           for (const [c, t] of entries) {
-            if (t.length < 2) continue;
-            for (let s = text.indexOf(t); s >= 0; s = text.indexOf(t, s + 1)) {
+            const tc = norm(t);
+            if (tc.length < 2) continue;
+            for (let s = 0; s + tc.length <= chars.length; s++) {
+              if (!tc.every((ch, k) => chars[s + k] === ch)) continue;
               const ci = cat(c);
               want[s * F + 3 * ci] = 1;
-              for (let k = s + 1; k < s + t.length - 1; k++) want[k * F + 3 * ci + 1] = 1;
-              want[(s + t.length - 1) * F + 3 * ci + 2] = 1;
+              for (let k = s + 1; k < s + tc.length - 1; k++) want[k * F + 3 * ci + 1] = 1;
+              want[(s + tc.length - 1) * F + 3 * ci + 2] = 1;
             }
           }
           assert.deepEqual(features(text, lex), want);
         },
       ),
-      { numRuns: 300 },
+      { numRuns: 400 },
     );
   });
 });
