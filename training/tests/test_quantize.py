@@ -14,6 +14,8 @@ def test_int8_copy_is_scored_against_float32_and_stamped(fixtures_dir, mini_ccks
     source = json.loads((fixtures_dir / "tiny-bundle" / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["version"] == source["version"] + "-int8"
     assert manifest["quantization"]["float32_version"] == source["version"]
+    assert manifest["metrics"]["dev_micro"] == manifest["quantization"]["int8_dev_micro"]
+    assert manifest["metrics"]["protocol"].endswith("int8 copy, scored as exported (ONNX Runtime)")
     assert set(manifest["files"]) == set(source["files"])
     for name, digest in manifest["files"].items():
         assert sha256_file(out / name) == digest
