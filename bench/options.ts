@@ -26,7 +26,7 @@ model bundle; prints a table and writes the results as JSON.
   --workers N           cner inference worker threads (default CNER_INFERENCE_WORKERS or serve's default)
   --viterbi-chunks N    128-character windows for the Viterbi comparison (default 512)
   --no-torch            leave out the PyTorch peer (for bundles its Tagger cannot
-                        represent: ensembles, int8)
+                        represent: int8 copies; ensembles run as cner_train.export.Ensemble)
   --kafka MODE          auto (default: when KAFKA_BROKERS and SCHEMA_REGISTRY_URL are set),
                         on (fail without them) or off
   --kafka-records N     records preloaded for the saturation run (default: as many as texts, at least 1000)

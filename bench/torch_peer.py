@@ -1,8 +1,9 @@
 """The PyTorch peer of `npm run bench`: the training package's Tagger in eager
 mode + numpy Viterbi, with the bundle's weights.
 
-A bundle ships only model.onnx, so the Tagger is built from the manifest's
-model config and its weights are read from the ONNX initializers: by
+A bundle ships only model.onnx, so the Tagger (for an ensemble bundle, the
+package's Ensemble of Taggers) is built from the manifest's model configs and
+its weights are read from the ONNX initializers: by
 parameter name (also through the Identity nodes the exporter uses for
 deduplicated tensors), and Linear weights, which constant folding turned into
 unnamed transposed MatMul operands, through the module scope in the MatMul
@@ -28,15 +29,20 @@ import onnxruntime as ort
 import torch
 from onnx import numpy_helper
 
+from cner_train.export import Ensemble
 from cner_train.models import ModelConfig, Tagger as TorchTagger
 from cner_train.text import chunk_text
 from cner_train.vocab import Vocab
 from peer_common import BATCH_SIZE, Chunk, Tagger, read_texts, serve
 
 
-def load_tagger(bundle: Path, vocab_size: int) -> TorchTagger:
+def load_tagger(bundle: Path, vocab_size: int) -> torch.nn.Module:
     manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
-    model = TorchTagger(ModelConfig(**manifest["model"]), vocab_size)
+    if "ensemble" in manifest:
+        # An averaged ensemble (cner-train export --members): the package's own Ensemble module over its members.
+        model = Ensemble([TorchTagger(ModelConfig(**m["model"]), vocab_size) for m in manifest["ensemble"]["members"]])
+    else:
+        model = TorchTagger(ModelConfig(**manifest["model"]), vocab_size)
     graph = onnx.load(str(bundle / "model.onnx")).graph
     values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     # The exporter keeps one copy of identical tensors and names the others through Identity nodes.
@@ -59,16 +65,19 @@ def load_tagger(bundle: Path, vocab_size: int) -> TorchTagger:
     for key, param in model.state_dict().items():
         if key in weights:
             continue
+        if re.match(r"members\.\d+\.crf\.", key):
+            weights[key] = torch.zeros_like(param)  # members' own CRFs: not in the graph, the averaged one decodes
+            continue
         value = values.get(key, matmul.get(key))
         if value is None or tuple(value.shape) != tuple(param.shape):
             raise ValueError(f"no ONNX initializer for parameter {key} {tuple(param.shape)}: the Tagger cannot "
-                             "represent this bundle (an ensemble? int8?); run the benchmark with --no-torch")
+                             "represent this bundle (int8?); run the benchmark with --no-torch")
         weights[key] = torch.from_numpy(np.ascontiguousarray(value))
     model.load_state_dict(weights, strict=True)
     return model.eval()
 
 
-def parity(model: TorchTagger, sess: ort.InferenceSession, batches: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> float:
+def parity(model: torch.nn.Module, sess: ort.InferenceSession, batches: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> float:
     """Max |torch − onnxruntime| over the unpadded positions of ``batches``."""
     worst = 0.0
     for ids, mask, feats in batches:
