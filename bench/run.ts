@@ -9,7 +9,6 @@ import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { PACKAGE_ROOT } from '../src/config.js';
 import { chunkText, codePoints } from '../src/pipeline/chunk.js';
-import type { Entity } from '../src/pipeline/spans.js';
 import { compareEntities } from './entities.js';
 import { InProcessCner, type InProcessRun, recordsPerSlice } from './inprocess.js';
 import { kafkaBench, kafkaServicesFromEnv } from './kafka.js';

@@ -10,6 +10,10 @@ import { CnerError } from '../../src/errors.js';
 import { type ModelBundle, loadBundle } from '../../src/model/bundle.js';
 import { NUM_TAGS } from '../../src/pipeline/labels.js';
 import type { TaggingModel } from '../../src/pipeline/tag.js';
+import { AvroReader, EventEncoder, loadSchema } from '../../src/consumers/avro.js';
+import { decodeMessage } from '../../src/consumers/decode.js';
+import type { ProcessorOptions } from '../../src/consumers/processor.js';
+import { createMetrics } from '../../src/observability/metrics.js';
 import type {
   BatchHandler,
   ConsumerEvents,
@@ -54,6 +58,29 @@ export async function fakeModel(options: { fail?: (sequences: readonly Int32Arra
 }
 
 /** The processor's own logger (serializers, redaction) writing into `lines`. */
+/**
+ * planTransaction's options for the unit tests: the real Avro decoding and
+ * encoding (EmrRecord in, ClinicalEntities out, schema id 42), texts of at most
+ * 50 code points, 3 attempts.
+ */
+export function processorOptions(model: ProcessorOptions['model'], lines: string[] = [], overrides: Partial<ProcessorOptions> = {}): ProcessorOptions {
+  const emr = loadSchema('EmrRecord');
+  const reader = new AvroReader(emr.type, { writerType: async () => emr.type });
+  const encoder = new EventEncoder(loadSchema('ClinicalEntities').type, 42);
+  return {
+    outputTopic: 'out',
+    dltTopic: 'in.DLT',
+    groupId: 'g',
+    model,
+    decode: (m) => decodeMessage(m.key, m.value, { maxTextLength: 50, avro: reader }),
+    encodeEvent: (e) => encoder.encode(e),
+    maxAttempts: 3,
+    metrics: createMetrics({ defaultMetrics: false }),
+    log: memoryLogger(lines),
+    ...overrides,
+  };
+}
+
 export function memoryLogger(lines: string[], level: LogLevel = 'debug'): Logger {
   return createLogger({ level, destination: { write: (chunk: string) => void lines.push(chunk) } });
 }

@@ -4,33 +4,16 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { AvroReader, EventEncoder, loadSchema, unframe } from '../../src/consumers/avro.js';
-import { decodeMessage } from '../../src/consumers/decode.js';
+import { loadSchema, unframe } from '../../src/consumers/avro.js';
 import { type ProcessorOptions, planTransaction } from '../../src/consumers/processor.js';
 import type { ModelLease, ModelProvider } from '../../src/model/manager.js';
-import { createMetrics } from '../../src/observability/metrics.js';
 import { CnerError } from '../../src/errors.js';
 import type { TaggingModel } from '../../src/pipeline/tag.js';
-import { fakeModel, memoryLogger, message } from './helpers.js';
+import { fakeModel, message, processorOptions } from './helpers.js';
 
-const emr = loadSchema('EmrRecord');
 const out = loadSchema('ClinicalEntities');
 
-function options(model: ProcessorOptions['model']): ProcessorOptions {
-  const reader = new AvroReader(emr.type, { writerType: async () => emr.type });
-  const encoder = new EventEncoder(out.type, 42);
-  return {
-    outputTopic: 'out',
-    dltTopic: 'in.DLT',
-    groupId: 'g',
-    model,
-    decode: (m) => decodeMessage(m.key, m.value, { maxTextLength: 50, avro: reader }),
-    encodeEvent: (e) => encoder.encode(e),
-    maxAttempts: 3,
-    metrics: createMetrics({ defaultMetrics: false }),
-    log: memoryLogger([]),
-  };
-}
+const options = (model: ProcessorOptions['model']): ProcessorOptions => processorOptions(model);
 
 const json = (id: string, text: string): string => JSON.stringify({ recordId: id, sourceSystem: 's', timestamp: 1, text });
 

@@ -5,32 +5,16 @@ import { readDeadLetterHeaders } from '../../src/consumers/dead-letter.js';
 import { decodeMessage } from '../../src/consumers/decode.js';
 import { type ProcessorOptions, planTransaction } from '../../src/consumers/processor.js';
 import { CnerError } from '../../src/errors.js';
-import { createMetrics } from '../../src/observability/metrics.js';
 import type { TaggingModel } from '../../src/pipeline/tag.js';
-import { fakeModel, memoryLogger, message } from './helpers.js';
+import { fakeModel, message, processorOptions } from './helpers.js';
 
 const CANARY = 'CANARY-9c1e-张三';
 const emr = loadSchema('EmrRecord');
 const out = loadSchema('ClinicalEntities');
 const TRACEPARENT = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
 
-function options(model: TaggingModel, lines: string[], overrides: Partial<ProcessorOptions> = {}): ProcessorOptions {
-  const reader = new AvroReader(emr.type, { writerType: async () => emr.type });
-  const encoder = new EventEncoder(out.type, 42);
-  return {
-    outputTopic: 'out',
-    dltTopic: 'in.DLT',
-    groupId: 'g',
-    model,
-    decode: (m) => decodeMessage(m.key, m.value, { maxTextLength: 50, avro: reader }),
-    encodeEvent: (e) => encoder.encode(e),
-    maxAttempts: 3,
-    metrics: createMetrics({ defaultMetrics: false }),
-    log: memoryLogger(lines),
-    now: () => 1_700_000_000_000,
-    ...overrides,
-  };
-}
+const options = (model: TaggingModel, lines: string[], overrides: Partial<ProcessorOptions> = {}): ProcessorOptions =>
+  processorOptions(model, lines, { now: () => 1_700_000_000_000, ...overrides });
 
 const json = (r: Record<string, unknown>): string => JSON.stringify({ recordId: 'r', sourceSystem: 's', timestamp: 1, ...r });
 

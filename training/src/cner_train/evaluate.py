@@ -56,13 +56,21 @@ def bundle_predict(bundle: Path, records, threads: int = 0) -> list[list[Span]]:
     return out
 
 
+def dev_records(data: Path, dev_size: int, split_seed: int) -> list:
+    """The fixed dev split of a CCKS-2019 training file (the records training never saw)."""
+    records = read_ccks(data)
+    _, dev_idx = dev_split(len(records), dev_size, split_seed)
+    return [records[i] for i in dev_idx]
+
+
+def score_bundle(bundle: Path, records, threads: int = 0) -> dict:
+    """Strict P/R/F1 of a bundle's predictions (ONNX Runtime) against the records' gold spans."""
+    return strict_prf([r.spans for r in records], bundle_predict(bundle, records, threads))
+
+
 def evaluate_bundle(cfg: EvaluateConfig) -> dict:
-    records = read_ccks(Path(cfg.data))
-    if cfg.dev_only:
-        _, dev_idx = dev_split(len(records), cfg.dev_size, cfg.split_seed)
-        records = [records[i] for i in dev_idx]
-    pred = bundle_predict(Path(cfg.bundle), records, cfg.threads)
-    metrics = strict_prf([r.spans for r in records], pred)
+    records = dev_records(Path(cfg.data), cfg.dev_size, cfg.split_seed) if cfg.dev_only else read_ccks(Path(cfg.data))
+    metrics = score_bundle(Path(cfg.bundle), records, cfg.threads)
     print(format_table(metrics))
     if cfg.out:
         Path(cfg.out).write_text(json.dumps(metrics, indent=2), encoding="utf-8")

@@ -40,6 +40,10 @@ class ExportConfig:
                 "e.g. the dev-protocol score of the recipe when the runs were trained on all records"})
     dev_protocol: str | None = field(default=None, metadata={"help": "protocol text that goes with --dev-metrics"})
 
+    def __post_init__(self) -> None:
+        if self.dev_metrics and not self.dev_protocol:
+            raise SystemExit("--dev-metrics needs --dev-protocol: say how those numbers were measured")
+
 
 class Ensemble(nn.Module):
     """Several taggers exported as one model: the mean of their emissions and
@@ -153,6 +157,13 @@ def export_onnx(model: nn.Module, path: Path) -> None:
 
 
 def write_bundle(model: nn.Module, vocab: Vocab, out: Path, manifest_extra: dict, lexicon: Lexicon | None = None) -> Path:
+    write_bundle_files(model, vocab, out, lexicon)
+    write_bundle_manifest(out, manifest_extra)
+    return out
+
+
+def write_bundle_files(model: nn.Module, vocab: Vocab, out: Path, lexicon: Lexicon | None = None) -> None:
+    """Every bundle file but manifest.json."""
     if bool(lexicon_features_of(model)) != (lexicon is not None):
         raise ValueError("a model that reads lexicon features needs its lexicon, and only such a model takes one")
     out.mkdir(parents=True, exist_ok=True)
@@ -165,8 +176,6 @@ def write_bundle(model: nn.Module, vocab: Vocab, out: Path, manifest_extra: dict
     vocab.save(out / "vocab.txt")
     (out / "config.json").write_text(json.dumps(encoding_config(lexicon is not None), indent=2, ensure_ascii=False),
                                      encoding="utf-8")
-    write_bundle_manifest(out, manifest_extra)
-    return out
 
 
 def write_bundle_manifest(out: Path, manifest_extra: dict) -> None:
@@ -230,9 +239,10 @@ def export(cfg: ExportConfig) -> Path:
             "members": [{"run": str(r), "seed": m.get("config", {}).get("seed"), "model": m["model"],
                          "dev_micro": (m.get("dev") or {}).get("micro")} for r, (_, _, m) in zip(runs, loaded)],
         }
-    out = write_bundle(model, vocab, Path(cfg.out), extra, lexicon)  # manifest rewritten below with the metrics
+    out = Path(cfg.out)
+    write_bundle_files(model, vocab, out, lexicon)
     check_parity(model, out / "model.onnx", len(vocab))
-    extra["metrics"] = bundle_metrics(cfg, out, loaded)
+    extra["metrics"] = bundle_metrics(cfg, out, loaded)  # an ensemble is scored as exported, so after the files
     write_bundle_manifest(out, extra)
     log.info("bundle %s written to %s", version, out)
     return out
@@ -243,8 +253,6 @@ def bundle_metrics(cfg: ExportConfig, bundle: Path, loaded: list[tuple[Tagger, V
     model, or the exported bundle's on the members' common dev split."""
     if cfg.dev_metrics:
         dev = json.loads(Path(cfg.dev_metrics).read_text(encoding="utf-8"))
-        if not cfg.dev_protocol:
-            raise SystemExit("--dev-metrics needs --dev-protocol: say how those numbers were measured")
         return {"protocol": cfg.dev_protocol, "dev_micro": dev.get("micro"), "dev_per_type": dev.get("per_type")}
     train_cfg = loaded[0][2].get("config", {})
     if len(loaded) == 1:
@@ -253,14 +261,9 @@ def bundle_metrics(cfg: ExportConfig, bundle: Path, loaded: list[tuple[Tagger, V
     split = {(m.get("config", {}).get("dev_size"), m.get("config", {}).get("split_seed")) for _, _, m in loaded}
     if len(split) != 1 or not train_cfg.get("dev_size"):
         raise SystemExit("the members do not share one dev split: give --dev-metrics and --dev-protocol")
-    from .corpus import dev_split, read_ccks
-    from .evaluate import bundle_predict
-    from .metrics import strict_prf
+    from .evaluate import dev_records, score_bundle
 
-    records = read_ccks(Path(train_cfg["ccks2019"]))
-    _, dev_idx = dev_split(len(records), train_cfg["dev_size"], train_cfg["split_seed"])
-    dev_records = [records[i] for i in dev_idx]
-    dev = strict_prf([r.spans for r in dev_records], bundle_predict(bundle, dev_records))
+    dev = score_bundle(bundle, dev_records(Path(train_cfg["ccks2019"]), train_cfg["dev_size"], train_cfg["split_seed"]))
     return {"protocol": protocol_of(train_cfg) + f"; ensemble of {len(loaded)} runs, scored as exported (ONNX Runtime)",
             "dev_micro": dev["micro"], "dev_per_type": dev["per_type"]}
 

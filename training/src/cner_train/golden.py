@@ -72,47 +72,45 @@ class GoldenConfig:
     seed: int = 0
 
 
-def tiny_model(vocab: Vocab, seed: int) -> Tagger:
-    """A random tiny tagger whose decoded tags are varied (all 13 kinds of tag
-    occur on the golden texts), so the fixtures exercise transitions and the
-    BIO constraints rather than one dominant tag."""
-    torch.manual_seed(seed)
-    albert = AlbertConfig(vocab_size=len(vocab), **TINY_ALBERT).to_dict()
-    cfg = ModelConfig(embedder="albert", encoder="idcnn", heads=2, filters=16, blocks=2, albert=albert)
-    model = Tagger(cfg, len(vocab)).eval()
+def vary_tags(model: Tagger, vocab: Vocab, lexicon: Lexicon | None = None) -> Tagger:
+    """Random CRF scores from N(0, 1), sharper emissions centred per tag on the
+    golden texts, and O favoured a little: the decoded tags are varied (all
+    kinds of tag occur), so the fixtures exercise transitions and the BIO
+    constraints rather than one dominant tag."""
     with torch.no_grad():
         model.crf.start_transitions.normal_(0, 1)
         model.crf.end_transitions.normal_(0, 1)
         model.crf.transitions.normal_(0, 1)
         model.classifier.weight.mul_(8)
-        # Centre each tag's emissions on the golden texts, then favour O a little.
-        ems = [model(torch.tensor([vocab.encode(t)]), torch.ones(1, len(t), dtype=torch.int64))[0]
-               for t in GOLDEN_TEXTS if len(t) <= 128]
+        ems = []
+        for t in GOLDEN_TEXTS:
+            if len(t) > 128:
+                continue
+            feats = None if lexicon is None else torch.from_numpy(lexicon.features(t)[None].astype(np.float32))
+            ems.append(model(torch.tensor([vocab.encode(t)]), torch.ones(1, len(t), dtype=torch.int64), feats)[0])
         model.classifier.bias.sub_(torch.cat(ems).mean(0))
         model.classifier.bias[0] += 2.0
     return model
 
 
+def tiny_model(vocab: Vocab, seed: int) -> Tagger:
+    """A random tiny ALBERT-IDCNN-MHA-CRF with varied tags."""
+    torch.manual_seed(seed)
+    albert = AlbertConfig(vocab_size=len(vocab), **TINY_ALBERT).to_dict()
+    cfg = ModelConfig(embedder="albert", encoder="idcnn", heads=2, filters=16, blocks=2, albert=albert)
+    return vary_tags(Tagger(cfg, len(vocab)).eval(), vocab)
+
+
 def tiny_lexicon_model(vocab: Vocab, lexicon: Lexicon, seed: int) -> Tagger:
     """A random tiny character model reading lexicon features, with the feature
-    weights scaled up so that the features visibly decide tags, and its
-    emissions centred per tag on the golden texts like the tiny ALBERT's."""
+    weights scaled up so that the features visibly decide tags."""
     torch.manual_seed(seed)
     cfg = ModelConfig(embedder="char", encoder="idcnn", heads=2, char_dim=16, filters=16, blocks=2,
                       lexicon_features=NUM_FEATURES)
     model = Tagger(cfg, len(vocab)).eval()
     with torch.no_grad():
-        model.crf.start_transitions.normal_(0, 1)
-        model.crf.end_transitions.normal_(0, 1)
-        model.crf.transitions.normal_(0, 1)
         model.encoder.inp.weight[:, cfg.char_dim:, :].mul_(30)
-        model.classifier.weight.mul_(8)
-        ems = [model(torch.tensor([vocab.encode(t)]), torch.ones(1, len(t), dtype=torch.int64),
-                     torch.from_numpy(lexicon.features(t)[None].astype(np.float32)))[0]
-               for t in GOLDEN_TEXTS if len(t) <= 128]
-        model.classifier.bias.sub_(torch.cat(ems).mean(0))
-        model.classifier.bias[0] += 2.0
-    return model
+    return vary_tags(model, vocab, lexicon)
 
 
 def golden_cases(sess, decoder: ConstrainedDecoder, vocab: Vocab, lexicon: Lexicon | None) -> list[dict]:

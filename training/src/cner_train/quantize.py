@@ -20,10 +20,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .corpus import dev_split, read_ccks
-from .evaluate import bundle_predict
+from .evaluate import dev_records, score_bundle
 from .export import sha256_file
-from .metrics import strict_prf
 
 log = logging.getLogger(__name__)
 
@@ -55,19 +53,17 @@ def quantize(cfg: QuantizeConfig) -> Path:
     quantize_dynamic(str(src / "model.onnx"), str(out / "model.onnx"), weight_type=QuantType.QInt8,
                      op_types_to_quantize=list(QUANTIZED_OPS))
 
-    records = read_ccks(Path(cfg.data))
-    _, dev_idx = dev_split(len(records), cfg.dev_size, cfg.split_seed)
-    dev = [records[i] for i in dev_idx]
-    gold = [r.spans for r in dev]
-    f32 = strict_prf(gold, bundle_predict(src, dev))
-    i8 = strict_prf(gold, bundle_predict(out, dev))
+    dev = dev_records(Path(cfg.data), cfg.dev_size, cfg.split_seed)
+    f32 = score_bundle(src, dev)
+    i8 = score_bundle(out, dev)
     drop = f32["micro"]["f1"] - i8["micro"]["f1"]
     log.info("dev micro-F1: float32 %.2f, int8 %.2f (drop %.2f, limit %.2f)", f32["micro"]["f1"], i8["micro"]["f1"], drop, cfg.max_drop)
     if drop > cfg.max_drop:
         shutil.rmtree(out)
         raise SystemExit(f"int8 loses {drop:.2f} dev F1 (> {cfg.max_drop}): not written")
 
-    manifest["version"] = manifest["version"] + cfg.version_suffix
+    float32_version = manifest["version"]
+    manifest["version"] = float32_version + cfg.version_suffix
     # The bundle's own scores: this int8 model's, measured as exported; the float32 ones stay below for reference.
     protocol = (manifest.get("metrics") or {}).get("protocol", "")
     manifest["metrics"] = {
@@ -78,8 +74,8 @@ def quantize(cfg: QuantizeConfig) -> Path:
     manifest["quantization"] = {
         "method": "onnxruntime.quantization.quantize_dynamic, weights QInt8, activations per batch",
         "quantized_ops": list(QUANTIZED_OPS),
-        "float32_version": json.loads((src / "manifest.json").read_text(encoding="utf-8"))["version"],
-        "dev_split": f"{cfg.dev_size} of {len(records)} records, split seed {cfg.split_seed}",
+        "float32_version": float32_version,
+        "dev_split": f"{cfg.dev_size} records of {cfg.data}, split seed {cfg.split_seed}",
         "float32_dev_micro": f32["micro"],
         "int8_dev_micro": i8["micro"],
         "int8_dev_per_type": i8["per_type"],
