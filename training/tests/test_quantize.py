@@ -16,6 +16,7 @@ def test_int8_copy_is_scored_against_float32_and_stamped(fixtures_dir, mini_ccks
     assert manifest["quantization"]["float32_version"] == source["version"]
     assert manifest["metrics"]["dev_micro"] == manifest["quantization"]["int8_dev_micro"]
     assert manifest["metrics"]["protocol"].endswith("int8 copy, scored as exported (ONNX Runtime)")
+    assert manifest["quantization"]["dev_records_seen_in_training"] is False
     assert set(manifest["files"]) == set(source["files"])
     for name, digest in manifest["files"].items():
         assert sha256_file(out / name) == digest
@@ -30,3 +31,19 @@ def test_int8_copy_is_refused_beyond_the_allowed_drop(fixtures_dir, mini_ccks, t
         quantize(QuantizeConfig(bundle=str(fixtures_dir / "tiny-bundle"), out=str(tmp_path / "q"), data=str(mini_ccks),
                                 dev_size=2, max_drop=-1.0))
     assert not (tmp_path / "q").exists()
+
+
+def test_int8_copy_of_a_bundle_trained_on_all_records_keeps_the_recipes_score(fixtures_dir, mini_ccks, tmp_path):
+    src = tmp_path / "all"
+    __import__("shutil").copytree(fixtures_dir / "tiny-bundle", src)
+    source = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
+    source["training"] = {**source.get("training", {}), "dev_size": 0}
+    source["metrics"] = {"protocol": "the twin's dev score", "dev_micro": {"f1": 12.5}, "dev_per_type": {}}
+    (src / "manifest.json").write_text(json.dumps(source), encoding="utf-8")
+
+    out = quantize(QuantizeConfig(bundle=str(src), out=str(tmp_path / "q"), data=str(mini_ccks), dev_size=2, max_drop=100.0))
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["metrics"]["dev_micro"] == {"f1": 12.5}
+    assert manifest["metrics"]["protocol"].startswith("the twin's dev score; int8 copy: its strict micro-F1 differs")
+    assert "which its training saw" in manifest["metrics"]["protocol"]
+    assert manifest["quantization"]["dev_records_seen_in_training"] is True

@@ -133,6 +133,31 @@ def test_ensemble_refuses_dev_metrics_without_protocol(run, run_seed2, tmp_path)
         export(ExportConfig(run=str(run), members=[str(run_seed2)], out=str(tmp_path / "e"), dev_metrics=str(metrics)))
 
 
+def test_all_records_run_keeps_the_last_epoch_and_exports_the_recipes_dev_score(run, mini_ccks, pretrained, tmp_path):
+    """--dev-size 0: every record trains, no epoch is chosen on dev; the bundle then
+    carries the dev score measured on the same recipe with the dev records held out."""
+    out = tmp_path / "all"
+    result = train(TrainConfig(ccks2019=str(mini_ccks), out=str(out), pretrained=str(pretrained), dev_size=0,
+                               epochs=2, batch_size=2, lr=1e-2, lr_embedder=1e-3, optimizer="radam"))
+    assert result["best_epoch"] == 2 and result["dev"] is None
+    assert [h["epoch"] for h in result["history"]] == [1, 2] and all("dev_f1" not in h for h in result["history"])
+    assert (out / "model.pt").exists()
+
+    twin = json.loads((run / "metrics.json").read_text(encoding="utf-8"))["dev"]
+    (tmp_path / "twin-dev.json").write_text(json.dumps(twin), encoding="utf-8")
+    protocol = "twin trained without the dev records, same recipe"
+    bundle = export(ExportConfig(run=str(out), out=str(tmp_path / "bundle"), version="all-1",
+                                 dev_metrics=str(tmp_path / "twin-dev.json"), dev_protocol=protocol))
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["metrics"] == {"protocol": protocol, "dev_micro": twin["micro"], "dev_per_type": twin["per_type"]}
+    assert manifest["training"]["dev_size"] == 0
+
+    # without them the manifest says there was no dev split instead of inventing a score
+    bare = export(ExportConfig(run=str(out), out=str(tmp_path / "bare"), version="all-2"))
+    metrics = json.loads((bare / "manifest.json").read_text(encoding="utf-8"))["metrics"]
+    assert metrics["dev_micro"] is None and "no dev split" in metrics["protocol"]
+
+
 @pytest.fixture(scope="module")
 def lexicon_run(tmp_path_factory, mini_ccks):
     """A character model that reads lexicon features (terms of the mini records' own lists)."""
