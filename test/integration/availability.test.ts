@@ -10,7 +10,7 @@ import { loadConfig } from '../../src/config.js';
 import { frame, loadSchema } from '../../src/consumers/avro.js';
 import { SchemaRegistry } from '../../src/consumers/registry.js';
 import { type RunningService, startService } from '../../src/consumers/service.js';
-import { TINY_BUNDLE, type Services, ToggleProxy, capturingLogger, freePort, getServices, httpGet, jsonRecord, spawnServe, tools, uniqueName, waitFor } from './helpers.js';
+import { type Services, ToggleProxy, capturingLogger, freePort, getServices, httpGet, jsonRecord, runEnv, spawnServe, testRun, tools, waitFor } from './helpers.js';
 
 const services = await getServices();
 const skip = typeof services === 'string' ? services : false;
@@ -30,25 +30,14 @@ describe('dependencies unavailable', { skip, timeout: 180_000 }, () => {
   });
 
   it('waits for the schema registry at startup and during processing', async () => {
-    const run = uniqueName('it.reg');
-    const input = `${run}.records.raw`;
-    const output = `${run}.records.entities`;
-    topics.push(input, output, `${input}.DLT`);
+    const names = testRun('it.reg');
+    const { input, output } = names;
+    topics.push(input, output, names.dlt);
     const registryUrl = new URL(s.registryUrl);
     const proxy = await ToggleProxy.create(hostPort(s.registryUrl.split('/apis')[0]!));
     const port = await freePort();
     const logs: string[] = [];
-    const { config } = loadConfig({
-      KAFKA_BROKERS: s.brokers,
-      SCHEMA_REGISTRY_URL: `http://127.0.0.1:${proxy.port}${registryUrl.pathname}`,
-      KAFKA_INPUT_TOPIC: input,
-      KAFKA_MODEL_TOPIC: `${run}.models`, // never the shared ner.models.versions
-      KAFKA_OUTPUT_TOPIC: output,
-      KAFKA_GROUP_ID: `${run}.group`,
-      KAFKA_TRANSACTIONAL_ID_PREFIX: run,
-      CNER_MODEL_DIR: TINY_BUNDLE,
-      CNER_HTTP_PORT: String(port),
-    });
+    const { config } = loadConfig(runEnv(s, names, { SCHEMA_REGISTRY_URL: `http://127.0.0.1:${proxy.port}${registryUrl.pathname}`, CNER_HTTP_PORT: String(port) }));
     const starting = startService({ config, log: capturingLogger(logs), httpHost: '127.0.0.1', backoff: FAST });
     let service: RunningService | null = null;
     try {
@@ -94,23 +83,12 @@ describe('dependencies unavailable', { skip, timeout: 180_000 }, () => {
   });
 
   it('waits for the broker without exiting (cner serve)', async () => {
-    const run = uniqueName('it.brk');
-    const input = `${run}.records.raw`;
-    const output = `${run}.records.entities`;
-    topics.push(input, output, `${input}.DLT`);
+    const names = testRun('it.brk');
+    const { input, output } = names;
+    topics.push(input, output, names.dlt);
     const proxy = await ToggleProxy.create(hostPort(s.brokers.split(',')[0]!));
     const port = await freePort();
-    const serve = spawnServe({
-      KAFKA_BROKERS: `127.0.0.1:${proxy.port}`,
-      SCHEMA_REGISTRY_URL: s.registryUrl,
-      KAFKA_INPUT_TOPIC: input,
-      KAFKA_MODEL_TOPIC: `${run}.models`, // never the shared ner.models.versions
-      KAFKA_OUTPUT_TOPIC: output,
-      KAFKA_GROUP_ID: `${run}.group`,
-      KAFKA_TRANSACTIONAL_ID_PREFIX: run,
-      CNER_MODEL_DIR: TINY_BUNDLE,
-      CNER_HTTP_PORT: String(port),
-    });
+    const serve = spawnServe(runEnv(s, names, { KAFKA_BROKERS: `127.0.0.1:${proxy.port}`, CNER_HTTP_PORT: String(port) }));
     try {
       await waitFor('the unavailable log line', 60_000, () => serve.output().includes('Kafka unavailable'), 200);
       assert.equal(serve.child.exitCode, null, 'still running');

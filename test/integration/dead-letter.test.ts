@@ -12,7 +12,7 @@ import { readDeadLetterHeaders } from '../../src/consumers/dead-letter.js';
 import type { InputMessage } from '../../src/consumers/types.js';
 import { SchemaRegistry } from '../../src/consumers/registry.js';
 import { type RunningService, startService } from '../../src/consumers/service.js';
-import { TINY_BUNDLE, type Services, capturingLogger, getServices, jsonRecord, tools, uniqueName, waitFor } from './helpers.js';
+import { type Services, capturingLogger, getServices, jsonRecord, runEnv, testRun, tools, waitFor } from './helpers.js';
 
 const services = await getServices();
 const skip = typeof services === 'string' ? services : false;
@@ -21,10 +21,8 @@ const TRACEPARENT = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
 
 describe('dead-letter topic', { skip, timeout: 120_000 }, () => {
   const s = services as Services;
-  const run = uniqueName('it.dlt');
-  const input = `${run}.records.raw`;
-  const output = `${run}.records.entities`;
-  const dlt = `${input}.DLT`;
+  const names = testRun('it.dlt');
+  const { input, output, dlt } = names;
   const kafka = typeof services === 'string' ? null : tools(s.brokers);
   const logs: string[] = [];
   let service: RunningService | null = null;
@@ -33,20 +31,7 @@ describe('dead-letter topic', { skip, timeout: 120_000 }, () => {
   const sent = new Map<string, { value: Buffer; code: string | null }>();
 
   before(async () => {
-    const { config } = loadConfig({
-      KAFKA_BROKERS: s.brokers,
-      SCHEMA_REGISTRY_URL: s.registryUrl,
-      KAFKA_INPUT_TOPIC: input,
-      KAFKA_MODEL_TOPIC: `${run}.models`, // never the shared ner.models.versions
-      KAFKA_OUTPUT_TOPIC: output,
-      KAFKA_GROUP_ID: `${run}.group`,
-      KAFKA_TRANSACTIONAL_ID_PREFIX: run,
-      KAFKA_TOPIC_PARTITIONS: '1',
-      CNER_MODEL_DIR: TINY_BUNDLE,
-      CNER_MAX_TEXT_LENGTH: '60',
-      CNER_HTTP_PORT: '0',
-      CNER_LOG_LEVEL: 'debug',
-    });
+    const { config } = loadConfig(runEnv(s, names, { KAFKA_TOPIC_PARTITIONS: '1', CNER_MAX_TEXT_LENGTH: '60', CNER_HTTP_PORT: '0', CNER_LOG_LEVEL: 'debug' }));
     const registry = new SchemaRegistry({ url: s.registryUrl, auth: null });
     const emr = loadSchema('EmrRecord');
     service = await startService({ config, log: capturingLogger(logs), httpHost: '127.0.0.1', backoff: { initialMs: 50, maxMs: 1_000, multiplier: 2, jitter: 0.2 } });
@@ -99,7 +84,7 @@ describe('dead-letter topic', { skip, timeout: 120_000 }, () => {
     assert.match(info.originalOffset, /^\d+$/);
     assert.match(info.message, new RegExp(`^${info.errorCode}: `));
     assert.deepEqual(m.value, sent.get(key)!.value, 'original value bytes kept');
-    assert.equal(m.headers['kafka_dlt-original-consumer-group']?.toString(), `${run}.group`);
+    assert.equal(m.headers['kafka_dlt-original-consumer-group']?.toString(), names.group);
     assert.equal(m.headers['traceparent']?.toString(), TRACEPARENT, 'trace context carried');
     assert.equal(m.headers['x-origin']?.toString(), 'it', 'original headers kept');
   };
@@ -131,7 +116,7 @@ describe('dead-letter topic', { skip, timeout: 120_000 }, () => {
 
   it('commits the offsets of dead-lettered records with them (nothing is read twice)', async () => {
     const committed = await waitFor('the committed offset', 10_000, async () => {
-      const o = await kafka!.committedOffsets(`${run}.group`, input);
+      const o = await kafka!.committedOffsets(names.group, input);
       return o[0] === String(sent.size) ? o[0] : undefined;
     });
     assert.equal(committed, String(sent.size));

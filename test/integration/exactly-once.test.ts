@@ -7,7 +7,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { TINY_BUNDLE, type Services, freePort, getServices, httpGet, jsonRecord, spawnServe, tools, uniqueName, waitFor } from './helpers.js';
+import { type Services, freePort, getServices, httpGet, jsonRecord, runEnv, spawnServe, testRun, tools, waitFor } from './helpers.js';
 
 const N = 300;
 const services = await getServices();
@@ -15,10 +15,8 @@ const skip = typeof services === 'string' ? services : false;
 
 describe('exactly once through SIGKILL and restart', { skip, timeout: 240_000 }, () => {
   const s = services as Services;
-  const run = uniqueName('it.eos');
-  const input = `${run}.records.raw`;
-  const output = `${run}.records.entities`;
-  const dlt = `${input}.DLT`;
+  const names = testRun('it.eos');
+  const { input, output, dlt } = names;
   const kafka = typeof services === 'string' ? null : tools(s.brokers);
 
   before(async () => {
@@ -30,23 +28,15 @@ describe('exactly once through SIGKILL and restart', { skip, timeout: 240_000 },
 
   it(`publishes exactly ${N} events for ${N} records`, async (t) => {
     const port = await freePort();
-    const env = {
-      KAFKA_BROKERS: s.brokers,
-      SCHEMA_REGISTRY_URL: s.registryUrl,
-      KAFKA_INPUT_TOPIC: input,
-      KAFKA_MODEL_TOPIC: `${run}.models`, // never the shared ner.models.versions
-      KAFKA_OUTPUT_TOPIC: output,
+    const env = runEnv(s, names, {
       KAFKA_DLT_TOPIC: dlt,
-      KAFKA_GROUP_ID: `${run}.group`,
       KAFKA_CREATE_TOPICS: 'false',
       KAFKA_SESSION_TIMEOUT_MS: '6000',
       CNER_INSTANCE_ID: 'it-instance-0', // the same across the restart
-      KAFKA_TRANSACTIONAL_ID_PREFIX: run,
-      CNER_MODEL_DIR: TINY_BUNDLE,
       CNER_MAX_BATCH_SIZE: '4', // 16 records per transaction: many transactions
       CNER_HTTP_PORT: String(port),
       CNER_LOG_LEVEL: 'debug', // 'transaction committed' lines time the kill
-    };
+    });
     const texts = Array.from({ length: N }, (_, i) => `CANARY-EOS-${i}：患者因胸痛${i % 9}天入院，心电图提示ST段抬高，诊断急性心肌梗死。`);
 
     await kafka!.produce(
@@ -76,7 +66,7 @@ describe('exactly once through SIGKILL and restart', { skip, timeout: 240_000 },
       assert.equal(stopped.code, 0, `SIGTERM must exit 0:\n${second.output().slice(-2_000)}`);
       assert.match(second.output(), /transactional producer ready/);
       assert.match(second.output(), /"msg":"stopped"/);
-      const group = await kafka!.describeGroup(`${run}.group`);
+      const group = await kafka!.describeGroup(names.group);
       assert.equal(group.members, 0, `the group was left (state ${group.state})`);
       const atTerm = (await kafka!.collect(output, { timeoutMs: 3_000, until: (m) => m.length >= N })).length;
       t.diagnostic(`SIGTERM with ${atTerm} of ${N} events committed`);
@@ -98,7 +88,7 @@ describe('exactly once through SIGKILL and restart', { skip, timeout: 240_000 },
       assert.equal(distinct.size, N, 'one event per record');
       assert.equal(final.length, N, `no duplicates (read_committed saw ${final.length} events for ${N} records)`);
       for (let i = 0; i < N; i++) assert.ok(distinct.has(`rec-${i}`), `event for rec-${i}`);
-      const committed = await kafka!.committedOffsets(`${run}.group`, input);
+      const committed = await kafka!.committedOffsets(names.group, input);
       const consumed = Object.values(committed).reduce((n, o) => n + Number(o), 0);
       assert.equal(consumed, N, 'committed offsets cover every input record');
       const dead = await kafka!.collect(dlt, { timeoutMs: 1_500 });

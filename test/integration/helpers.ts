@@ -86,6 +86,41 @@ export function uniqueName(prefix: string): string {
   return `${prefix}.${Date.now().toString(36)}${Math.random().toString(36).slice(2, 7)}`;
 }
 
+/** One test's own names, derived from a unique run name: topics, consumer group, transactional ids. */
+export interface TestRun {
+  readonly run: string;
+  readonly input: string;
+  readonly output: string;
+  readonly dlt: string;
+  readonly models: string;
+  readonly group: string;
+}
+
+export function testRun(prefix: string): TestRun {
+  const run = uniqueName(prefix);
+  const input = `${run}.records.raw`;
+  return { run, input, output: `${run}.records.entities`, dlt: `${input}.DLT`, models: `${run}.models`, group: `${run}.group` };
+}
+
+/**
+ * The environment of a processor on a run's own topics, group and transactional
+ * ids (never the shared ner.models.versions), serving the tiny bundle; `more`
+ * adds settings or overrides these.
+ */
+export function runEnv(s: Services, r: TestRun, more: Record<string, string> = {}): Record<string, string> {
+  return {
+    KAFKA_BROKERS: s.brokers,
+    SCHEMA_REGISTRY_URL: s.registryUrl,
+    KAFKA_INPUT_TOPIC: r.input,
+    KAFKA_OUTPUT_TOPIC: r.output,
+    KAFKA_MODEL_TOPIC: r.models,
+    KAFKA_GROUP_ID: r.group,
+    KAFKA_TRANSACTIONAL_ID_PREFIX: r.run,
+    CNER_MODEL_DIR: TINY_BUNDLE,
+    ...more,
+  };
+}
+
 export function silentLogger(): Logger {
   return pino({ level: 'silent' });
 }

@@ -23,7 +23,7 @@ import { SchemaRegistry } from '../../src/consumers/registry.js';
 import { type RunningService, startService } from '../../src/consumers/service.js';
 import type { InputMessage } from '../../src/consumers/types.js';
 import { tinyVariant } from '../model/variants.js';
-import { ROOT, type Services, capturingLogger, getServices, jsonRecord, tools, uniqueName, waitFor } from './helpers.js';
+import { ROOT, type Services, capturingLogger, getServices, jsonRecord, runEnv, testRun, tools, waitFor } from './helpers.js';
 
 /** A new live version serves within this time of its live record (measured: see docs/model-versions.md). */
 const SWITCH_BOUND_MS = 10_000;
@@ -35,11 +35,8 @@ const skip = typeof services === 'string' ? services : false;
 
 describe('model versions: publish, verify, hot-swap, reject, roll back', { skip, timeout: 240_000 }, () => {
   const s = services as Services;
-  const run = uniqueName('it.models');
-  const input = `${run}.records.raw`;
-  const output = `${run}.records.entities`;
-  const dlt = `${input}.DLT`;
-  const modelTopic = `${run}.versions`;
+  const names = testRun('it.models');
+  const { input, output, dlt, models: modelTopic } = names;
   const kafka = typeof services === 'string' ? null : tools(s.brokers);
   const registry = typeof services === 'string' ? null : new SchemaRegistry({ url: s.registryUrl, auth: null });
   const writer = kafka === null ? null : new ModelTopicWriter(kafka, registry!, modelTopic);
@@ -74,23 +71,15 @@ describe('model versions: publish, verify, hot-swap, reject, roll back', { skip,
       await writer!.publish(v1, { live: true, partBytes: 100_000 });
     }
 
-    const { config } = loadConfig({
-      KAFKA_BROKERS: s.brokers,
-      SCHEMA_REGISTRY_URL: s.registryUrl,
-      KAFKA_INPUT_TOPIC: input,
-      KAFKA_OUTPUT_TOPIC: output,
+    const { config } = loadConfig(runEnv(s, names, {
       KAFKA_DLT_TOPIC: dlt,
-      KAFKA_MODEL_TOPIC: modelTopic,
-      KAFKA_GROUP_ID: `${run}.group`,
-      KAFKA_TRANSACTIONAL_ID_PREFIX: run,
       KAFKA_CREATE_TOPICS: 'false',
-      CNER_MODEL_DIR: path.join(ROOT, 'fixtures', 'tiny-bundle'),
       CNER_MODEL_CACHE_DIR: await mkdtemp(path.join(tmpdir(), 'cner-it-cache-')),
       CNER_MAX_BATCH_SIZE: '4', // 16 records per transaction: many switch points
       CNER_SHADOW_FRACTION: '0.5',
       CNER_HTTP_PORT: '0',
       CNER_LOG_LEVEL: 'info',
-    });
+    }));
     service = await startService({ config, log: capturingLogger(logs, 'info'), httpHost: '127.0.0.1', backoff: { initialMs: 50, maxMs: 1_000, multiplier: 2, jitter: 0.2 } });
     assert.equal(service.models.version, 'v1', 'starts on the live version of the topic');
 

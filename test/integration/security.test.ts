@@ -20,7 +20,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { loadSchema, unframe } from '../../src/consumers/avro.js';
-import { ROOT, TINY_BUNDLE, type ServeProcess, type Services, freePort, getServices, httpGet, jsonRecord, spawnServe, tools, uniqueName, waitFor } from './helpers.js';
+import { ROOT, type ServeProcess, type Services, freePort, getServices, httpGet, jsonRecord, runEnv, spawnServe, testRun, tools, waitFor } from './helpers.js';
 
 /** The secured listeners and the test-only user of the local stack (`scripts/stack.sh env-secure`). */
 interface SecureListeners {
@@ -87,29 +87,11 @@ describe('Kafka TLS/SASL and registry basic auth', { skip, timeout: 420_000 }, (
 
   /** Environment of a `cner serve` with its own topics, group and HTTP port. */
   async function serveEnv(label: string, env: Record<string, string>): Promise<{ env: Record<string, string>; input: string; output: string; port: number }> {
-    const run = uniqueName(`it.sec.${label}`);
-    const input = `${run}.records.raw`;
-    const output = `${run}.records.entities`;
-    topics.push(input, output, `${input}.DLT`);
+    const names = testRun(`it.sec.${label}`);
+    const { input, output } = names;
+    topics.push(input, output, names.dlt);
     const port = await freePort();
-    return {
-      input,
-      output,
-      port,
-      env: {
-        SCHEMA_REGISTRY_URL: s.registryUrl,
-        KAFKA_INPUT_TOPIC: input,
-        KAFKA_MODEL_TOPIC: `${run}.models`, // never the shared ner.models.versions
-        KAFKA_OUTPUT_TOPIC: output,
-        KAFKA_GROUP_ID: `${run}.group`,
-        KAFKA_TRANSACTIONAL_ID_PREFIX: run,
-        KAFKA_TOPIC_PARTITIONS: '1',
-        CNER_MODEL_DIR: TINY_BUNDLE,
-        CNER_HTTP_PORT: String(port),
-        CNER_LOG_LEVEL: 'debug',
-        ...env,
-      },
-    };
+    return { input, output, port, env: runEnv(s, names, { KAFKA_TOPIC_PARTITIONS: '1', CNER_HTTP_PORT: String(port), CNER_LOG_LEVEL: 'debug', ...env }) };
   }
 
   /** Fails at once, with the process's last output, when it exits before `promise` settles. */
