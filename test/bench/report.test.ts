@@ -87,6 +87,11 @@ describe('judgeTargets', () => {
     assert.equal(judgeTargets(result({ settings: int8(82.6) })).find((x) => x.name.includes('PyTorch'))!.pass, false, '0.4 F1 lost');
   });
 
+  it('says so when the int8 copy\'s F1s come from records its training saw', () => {
+    const settings = { ...result().settings, cnerBundle: 'models/default-int8', quantization: { method: 'dynamic', float32DevF1: 91.7, int8DevF1: 91.8, devSeenInTraining: true } };
+    assert.match(judgeTargets(result({ settings })).find((x) => x.name.includes('PyTorch'))!.measured, /F1 on dev records its training saw 91\.80 vs float32 91\.70/);
+  });
+
   it('leaves what did not run unjudged', () => {
     const t = judgeTargets(result());
     assert.equal(t.find((x) => x.name.startsWith('Viterbi'))?.pass, null);
