@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import onnxruntime as ort
 import pytest
@@ -35,7 +36,7 @@ def test_int8_copy_is_refused_beyond_the_allowed_drop(fixtures_dir, mini_ccks, t
 
 def test_int8_copy_of_a_bundle_trained_on_all_records_keeps_the_recipes_score(fixtures_dir, mini_ccks, tmp_path):
     src = tmp_path / "all"
-    __import__("shutil").copytree(fixtures_dir / "tiny-bundle", src)
+    shutil.copytree(fixtures_dir / "tiny-bundle", src)
     source = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
     source["training"] = {**source.get("training", {}), "dev_size": 0}
     source["metrics"] = {"protocol": "the twin's dev score", "dev_micro": {"f1": 12.5}, "dev_per_type": {}}

@@ -70,23 +70,17 @@ def quantize(cfg: QuantizeConfig) -> Path:
     float32_version = manifest["version"]
     manifest["version"] = float32_version + cfg.version_suffix
     metrics = manifest.get("metrics") or {}
-    protocol = metrics.get("protocol", "")
+    prefix = metrics["protocol"] + "; " if metrics.get("protocol") else ""
     seen = (manifest.get("training") or {}).get("dev_size") == 0
     if seen:
         # Trained on the dev records too: keep the recipe's dev score, add what int8 changed on the same records.
-        manifest["metrics"] = {
-            **metrics,
-            "protocol": (protocol + "; " if protocol else "") + (
-                f"int8 copy: its strict micro-F1 differs from the float32 bundle's by {i8['micro']['f1'] - f32['micro']['f1']:+.2f} "
-                "on the dev records, which its training saw (only the difference is meaningful)"),
-        }
+        manifest["metrics"] = {**metrics, "protocol": prefix + (
+            f"int8 copy: its strict micro-F1 differs from the float32 bundle's by {i8['micro']['f1'] - f32['micro']['f1']:+.2f} "
+            "on the dev records, which its training saw (only the difference is meaningful)")}
     else:
         # The bundle's own scores: this int8 model's, measured as exported; the float32 ones stay below for reference.
-        manifest["metrics"] = {
-            "protocol": (protocol + "; " if protocol else "") + "int8 copy, scored as exported (ONNX Runtime)",
-            "dev_micro": i8["micro"],
-            "dev_per_type": i8["per_type"],
-        }
+        manifest["metrics"] = {"protocol": prefix + "int8 copy, scored as exported (ONNX Runtime)",
+                               "dev_micro": i8["micro"], "dev_per_type": i8["per_type"]}
     manifest["quantization"] = {
         "method": "onnxruntime.quantization.quantize_dynamic, weights QInt8, activations per batch",
         "quantized_ops": list(QUANTIZED_OPS),
