@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test suite of the project: TypeScript unit tests, the training
+# Runs every test suite of the project: the linters, TypeScript unit tests, the training
 # package's tests (pytest), the Helm chart tests and the integration tests
 # against a real Kafka broker and schema registry.
 #
@@ -29,6 +29,7 @@ run_suite() { # NAME COMMAND...
   names+=("$name"); codes+=("$rc")
 }
 
+run_suite "lint (tsc, ruff)" bash -c 'npm run --silent lint && .venv/bin/ruff check training'
 run_suite "typescript unit" npm run --silent test:unit
 
 if [ -x .venv/bin/python ]; then

@@ -1,6 +1,7 @@
 // Paths and expectations for the hand-made table bundle
 // (fixtures/make_table_bundle.py): its emissions are E[id] · mask.
 
+import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -68,3 +69,26 @@ export function goldenCases(file = 'golden.json'): GoldenCase[] {
 /** The Python side's random tiny character model that reads lexicon features, and its golden cases. */
 export const TINY_LEXICON_BUNDLE = fileURLToPath(new URL('../../fixtures/tiny-lexicon-bundle', import.meta.url));
 export const goldenLexiconCases = (): GoldenCase[] => goldenCases('golden-lexicon.json');
+
+/**
+ * The Python side's random tiny BERT tagger (transformers BertModel, [CLS]/[SEP]
+ * framing inside the graph, lexicon features, float16-stored weights), built
+ * like the bge-small-zh taggers, and its golden cases.
+ */
+export const TINY_BERT_BUNDLE = fileURLToPath(new URL('../../fixtures/tiny-bert-bundle', import.meta.url));
+export const goldenBertCases = (): GoldenCase[] => goldenCases('golden-bert.json');
+
+/** Tags every case (concurrently, so the batcher pads short chunks next to long ones) and checks entities and confidences. */
+export async function assertGoldenEntities(
+  cases: readonly GoldenCase[],
+  tag: (text: string) => Promise<readonly { start: number; end: number; code: string; text: string; confidence: number }[]>,
+): Promise<void> {
+  const all = await Promise.all(cases.map((c) => tag(c.text)));
+  cases.forEach((c, k) => {
+    assert.deepEqual(
+      all[k]!.map((e) => [e.start, e.end, e.code, e.text]),
+      c.entities.map((e) => [e.start, e.end, e.type, e.text]),
+    );
+    all[k]!.forEach((e, i) => assert.ok(Math.abs(e.confidence - c.entities[i]!.confidence) < 1e-3));
+  });
+}

@@ -1,8 +1,10 @@
 import itertools
+from itertools import pairwise
 
 import numpy as np
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cner_train.crf import CRF, ConstrainedDecoder, bio_constraints
 from cner_train.text import TAGS, spans_from_tags
@@ -12,7 +14,7 @@ START_OK, TRANS_OK = bio_constraints()
 
 def valid_paths(n):
     for path in itertools.product(range(len(TAGS)), repeat=n):
-        if START_OK[path[0]] and all(TRANS_OK[a, b] for a, b in zip(path, path[1:])):
+        if START_OK[path[0]] and all(TRANS_OK[a, b] for a, b in pairwise(path)):
             yield path
 
 
@@ -36,7 +38,7 @@ def test_viterbi_matches_brute_force(seed, n):
     best = max(valid_paths(n), key=lambda p: path_score(d, em, p))
     got = d.viterbi(em)
     assert np.isclose(path_score(d, em, got), path_score(d, em, best))
-    assert START_OK[got[0]] and all(TRANS_OK[a, b] for a, b in zip(got, got[1:]))
+    assert START_OK[got[0]] and all(TRANS_OK[a, b] for a, b in pairwise(got))
 
 
 @settings(max_examples=15, deadline=None)
@@ -52,7 +54,7 @@ def test_span_confidence_is_the_exact_posterior(seed, n):
     for s in range(n):
         for e in range(s + 1, n + 1):
             for code in ("DIS", "ANA"):
-                want = sum(p for path, p in zip(paths, probs)
+                want = sum(p for path, p in zip(paths, probs, strict=True)
                            if any(sp.start == s and sp.end == e and sp.code == code for sp in spans_from_tags(path)))
                 assert np.isclose(d.span_confidence(em, s, e, code), want, atol=1e-9)
 

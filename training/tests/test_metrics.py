@@ -19,8 +19,8 @@ def test_agrees_with_seqeval_strict_when_nothing_is_cut():
     gold = [[Span(0, 2, "DIS"), Span(4, 7, "OPE")], [Span(1, 3, "TES")]]
     pred = [[Span(0, 2, "DIS"), Span(4, 6, "OPE")], [Span(1, 3, "TES"), Span(5, 6, "DRU")]]
     lengths = [9, 7]
-    g = [[TAGS[t] for t in bio_tags(n, s)] for n, s in zip(lengths, gold)]
-    p = [[TAGS[t] for t in bio_tags(n, s)] for n, s in zip(lengths, pred)]
+    g = [[TAGS[t] for t in bio_tags(n, s)] for n, s in zip(lengths, gold, strict=True)]
+    p = [[TAGS[t] for t in bio_tags(n, s)] for n, s in zip(lengths, pred, strict=True)]
     ours = strict_prf(gold, pred)["micro"]["f1"] / 100
     assert abs(ours - f1_score(g, p, mode="strict", scheme=IOB2)) < 1e-9
     assert "DIS" in classification_report(g, p, mode="strict", scheme=IOB2)

@@ -25,7 +25,7 @@ def test_pretrain_resumes_and_continues(tmp_path, mini_ccks):
     assert first["state"]["step"] == 3
     pretrain(PretrainConfig(total_steps=5, **cfg))
     assert torch.load(out / "checkpoint.pt", weights_only=False)["state"]["step"] == 5
-    steps = [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5]  # the second run continued, it did not start over
     enc = torch.load(out / "encoder.pt", weights_only=False)
     assert all(v.dtype == torch.float16 for v in enc["encoder"].values() if v.is_floating_point())

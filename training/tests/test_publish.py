@@ -1,4 +1,5 @@
-"""The model-version publisher without Kafka: archive, parts, records (the TypeScript reader is tested on them in test/model/archive.test.ts)."""
+"""The model-version publisher without Kafka: archive, parts, records
+(the TypeScript reader is tested on them in test/model/archive.test.ts)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ import shutil
 import onnxruntime as ort
 import pytest
 
-from cner_train.export import sha256_file
+from cner_train.corpus import sha256_file
 from cner_train.quantize import QuantizeConfig, quantize
 
 

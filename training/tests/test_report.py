@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from cner_train.report import ReportConfig, report, tables, load_groups
+from cner_train.report import ReportConfig, load_groups, report, tables
 
 
 def run(seed, f1, embedder="char", heads=0, optimizer="adam", lr=1e-3):

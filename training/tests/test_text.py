@@ -1,9 +1,18 @@
 import unicodedata
+from itertools import pairwise
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cner_train.text import (
-    MAX_CHUNK_LEN, TAGS, Span, bio_tags, chunk_text, entities_cut, normalize_char, spans_from_tags,
+    MAX_CHUNK_LEN,
+    TAGS,
+    Span,
+    bio_tags,
+    chunk_text,
+    entities_cut,
+    normalize_char,
+    spans_from_tags,
 )
 
 ALPHABET = st.sampled_from(list("。；，、 \t\n\u3000患者胃癌术后ABCabc0123😀𠀀") + ["\u00a0"])
@@ -17,7 +26,7 @@ def test_chunks_cover_text_exactly_and_respect_limit(text, max_len):
         assert chunks == []
         return
     assert chunks[0][0] == 0 and chunks[-1][1] == len(text)
-    for (s1, e1), (s2, _) in zip(chunks, chunks[1:]):
+    for (_, e1), (s2, _) in pairwise(chunks):
         assert e1 == s2
     assert all(0 < e - s <= max_len for s, e in chunks)
 

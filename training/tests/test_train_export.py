@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from cner_train.albert import AlbertConfig, AlbertEncoder
-from cner_train.export import ExportConfig, export, load_run, sha256_file
+from cner_train.corpus import sha256_file
+from cner_train.export import ExportConfig, export, load_run
 from cner_train.text import TAGS
 from cner_train.train import TrainConfig, train
 from cner_train.vocab import Vocab
@@ -19,7 +20,7 @@ from cner_train.vocab import Vocab
 def pretrained(tmp_path_factory, mini_ccks):
     """A tiny untrained 'pretrained' encoder with a vocabulary of the mini records."""
     d = tmp_path_factory.mktemp("pretrained")
-    texts = [json.loads(l)["originalText"] for l in mini_ccks.read_text(encoding="utf-8").splitlines()]
+    texts = [json.loads(line)["originalText"] for line in mini_ccks.read_text(encoding="utf-8").splitlines()]
     vocab = Vocab.build([], texts)
     vocab.save(d / "vocab.txt")
     cfg = AlbertConfig(vocab_size=len(vocab), embedding_size=8, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32)
@@ -162,7 +163,7 @@ def test_all_records_run_keeps_the_last_epoch_and_exports_the_recipes_dev_score(
 def lexicon_run(tmp_path_factory, mini_ccks):
     """A character model that reads lexicon features (terms of the mini records' own lists)."""
     d = tmp_path_factory.mktemp("lexrun")
-    texts = [json.loads(l)["originalText"] for l in mini_ccks.read_text(encoding="utf-8").splitlines()]
+    texts = [json.loads(line)["originalText"] for line in mini_ccks.read_text(encoding="utf-8").splitlines()]
     Vocab.build([], texts).save(d / "vocab.txt")
     (d / "lexicon.tsv").write_text("DIS\t胃癌\nANA\t右肺下叶\nDRU\t奥沙利铂\nCHK\t血常规\nSYM\t升高\n", encoding="utf-8")
     out = d / "run"

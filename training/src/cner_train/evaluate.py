@@ -8,8 +8,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from .corpus import dev_split, read_ccks
 from .crf import ConstrainedDecoder
 from .data import eval_batches, make_examples, pad_batch, pad_features

@@ -4,7 +4,6 @@ vocab.txt, config.json, manifest.json with the sha256 of every file."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import subprocess
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .corpus import sha256_file
 from .crf import CRF
 from .lexicon import CATEGORIES, MAX_TERM, MIN_TERM, NUM_FEATURES, POSITIONS, Lexicon
 from .models import ModelConfig, Tagger
@@ -39,10 +39,15 @@ class ExportConfig:
         "help": "metrics JSON (cner-train evaluate --out) to put in the manifest instead of the run's own dev metrics, "
                 "e.g. the dev-protocol score of the recipe when the runs were trained on all records"})
     dev_protocol: str | None = field(default=None, metadata={"help": "protocol text that goes with --dev-metrics"})
+    weights: str = field(default="float32", metadata={
+        "help": "float32 | float16: float16 stores the large weights at half size, cast back to float32 once when "
+                "ONNX Runtime loads the model (computation stays float32); the dev F1 of both is compared"})
 
     def __post_init__(self) -> None:
         if self.dev_metrics and not self.dev_protocol:
             raise SystemExit("--dev-metrics needs --dev-protocol: say how those numbers were measured")
+        if self.weights not in ("float32", "float16"):
+            raise SystemExit(f"--weights must be float32 or float16, not {self.weights!r}")
 
 
 class Ensemble(nn.Module):
@@ -99,7 +104,7 @@ def encoding_config(lexicon: bool = False) -> dict:
         },
         "inputs": ["input_ids", "attention_mask", *(["lexicon_features"] if lexicon else [])],
         "output": "emissions",
-        "entity_types": [{"code": c, "label": l} for c, l in ENTITY_TYPES],
+        "entity_types": [{"code": c, "label": label} for c, label in ENTITY_TYPES],
     }
     if lexicon:
         cfg["lexicon"] = {
@@ -115,14 +120,6 @@ def encoding_config(lexicon: bool = False) -> dict:
             "input": "lexicon_features float32 [batch, seq, features], 0 or 1, 0 on padding",
         }
     return cfg
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def git_commit() -> str:
@@ -156,6 +153,35 @@ def export_onnx(model: nn.Module, path: Path) -> None:
     )
 
 
+def store_float16(path: Path, min_elements: int = 1024) -> int:
+    """Rewrites ``path`` so that float32 initializers of ``min_elements`` or more are
+    stored as float16, each followed by a Cast back to float32 under its old name.
+    ONNX Runtime folds those Casts when it loads the model, so inference runs in
+    float32 on weights rounded once to float16. Returns the bytes saved."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    casts, saved = [], 0
+    for init in graph.initializer:
+        if init.data_type != TensorProto.FLOAT:
+            continue
+        weights = numpy_helper.to_array(init)
+        if weights.size < min_elements:
+            continue
+        name = init.name
+        init.CopyFrom(numpy_helper.from_array(weights.astype(np.float16), f"{name}.float16"))
+        casts.append(helper.make_node("Cast", [f"{name}.float16"], [name], to=TensorProto.FLOAT, name=f"{name}.cast"))
+        saved += weights.size * 2
+    nodes = casts + list(graph.node)  # the Casts first, so the graph stays topologically sorted
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return saved
+
+
 def write_bundle(model: nn.Module, vocab: Vocab, out: Path, manifest_extra: dict, lexicon: Lexicon | None = None) -> Path:
     write_bundle_files(model, vocab, out, lexicon)
     write_bundle_manifest(out, manifest_extra)
@@ -180,7 +206,7 @@ def write_bundle_files(model: nn.Module, vocab: Vocab, out: Path, lexicon: Lexic
 
 def write_bundle_manifest(out: Path, manifest_extra: dict) -> None:
     manifest = {
-        "created": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
         "git_commit": git_commit(),
         "opset": OPSET,
         "labels": list(TAGS),
@@ -217,7 +243,7 @@ def export(cfg: ExportConfig) -> Path:
     loaded = [load_run(r) for r in runs]
     model, vocab, metrics = loaded[0]
     lexicon = load_run_lexicon(runs[0], model)
-    for r, (m, v, _) in zip(runs[1:], loaded[1:]):
+    for r, (m, v, _) in zip(runs[1:], loaded[1:], strict=True):
         if v.tokens != vocab.tokens:
             raise SystemExit(f"{r} was trained with another vocabulary than {runs[0]}: members must share one")
         other = load_run_lexicon(r, m)
@@ -237,15 +263,41 @@ def export(cfg: ExportConfig) -> Path:
         extra["ensemble"] = {
             "combination": "mean of member emissions and of member CRF scores",
             "members": [{"run": str(r), "seed": m.get("config", {}).get("seed"), "model": m["model"],
-                         "dev_micro": (m.get("dev") or {}).get("micro")} for r, (_, _, m) in zip(runs, loaded)],
+                         "dev_micro": (m.get("dev") or {}).get("micro")} for r, (_, _, m) in zip(runs, loaded, strict=True)],
         }
+    if "encoder" in metrics:
+        extra["encoder"] = metrics["encoder"]
     out = Path(cfg.out)
     write_bundle_files(model, vocab, out, lexicon)
-    check_parity(model, out / "model.onnx", len(vocab))
+    extra["parity_max_abs_diff"] = check_parity(model, out / "model.onnx", len(vocab))
+    if cfg.weights == "float16":
+        extra["weights"] = float16_weights(cfg, out, loaded, model, len(vocab))
     extra["metrics"] = bundle_metrics(cfg, out, loaded)  # an ensemble is scored as exported, so after the files
     write_bundle_manifest(out, extra)
     log.info("bundle %s written to %s", version, out)
     return out
+
+
+def float16_weights(cfg: ExportConfig, out: Path, loaded: list[tuple[Tagger, Vocab, dict]], model: nn.Module,
+                    vocab_size: int) -> dict:
+    """Stores the exported model's weights as float16 (``store_float16``); scores
+    the float32 and float16 graphs on the runs' dev split when they have one."""
+    train_cfg = loaded[0][2].get("config", {})
+    dev = None
+    if train_cfg.get("dev_size"):
+        from .evaluate import dev_records, score_bundle
+
+        dev = dev_records(Path(train_cfg["ccks2019"]), train_cfg["dev_size"], train_cfg["split_seed"])
+        f32 = score_bundle(out, dev)["micro"]["f1"]
+    saved = store_float16(out / "model.onnx")
+    worst = check_parity(model, out / "model.onnx", vocab_size, atol=0.05)
+    info = {"storage": "float16 initializers cast to float32 at load; float32 computation",
+            "bytes_saved": saved, "max_abs_diff_vs_float32": worst}
+    if dev is not None:
+        f16 = score_bundle(out, dev)["micro"]["f1"]
+        info.update({"dev_f1_float32": f32, "dev_f1_float16": f16})
+        log.info("float16 weights: dev F1 %.2f (float32 %.2f), max |emission diff| %.2e", f16, f32, worst)
+    return info
 
 
 def bundle_metrics(cfg: ExportConfig, bundle: Path, loaded: list[tuple[Tagger, Vocab, dict]]) -> dict:

@@ -9,7 +9,13 @@
 - ``fixtures/tiny-lexicon-bundle/`` and ``fixtures/golden/golden-lexicon.json``:
   the same for a tiny random character model that also reads lexicon match
   features, with a small word list written for the fixtures; each chunk also
-  carries its features, as ``[position, feature]`` pairs of the ones.
+  carries its features, as ``[position, feature]`` pairs of the ones;
+- ``fixtures/tiny-bert-bundle/`` and ``fixtures/golden/golden-bert.json``: a tiny
+  random ``transformers`` BERT tagger built the way the bge-small-zh taggers are
+  ([CLS]/[SEP] framing inside the graph, lexicon features, IDCNN-MHA-CRF), over
+  the bge tagger vocabulary (``cner-train bge``'s vocab.txt, so its ids are the
+  tokenizer's golden ids), with float16-stored weights as ``--weights float16``
+  exports them.
 """
 
 from __future__ import annotations
@@ -23,8 +29,8 @@ import torch
 
 from .albert import AlbertConfig
 from .crf import ConstrainedDecoder
-from .export import write_bundle
-from .lexicon import Lexicon, NUM_FEATURES
+from .export import store_float16, write_bundle, write_bundle_manifest
+from .lexicon import NUM_FEATURES, Lexicon
 from .models import ModelConfig, Tagger
 from .text import LABEL_BY_CODE, TAGS, chunk_text, spans_from_tags
 from .vocab import Vocab
@@ -62,6 +68,9 @@ GOLDEN_LEXICON: tuple[tuple[str, str], ...] = (
     ("ANA", "浆膜下层"), ("ANA", "右半结肠"), ("ANA", "𠀀字"),
 )
 
+TINY_BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                 max_position_embeddings=130, type_vocab_size=2, hidden_act="gelu", layer_norm_eps=1e-12,
+                 hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
 TINY_ALBERT = dict(embedding_size=16, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_position=128)
 
 
@@ -70,6 +79,8 @@ class GoldenConfig:
     vocab: str = field(metadata={"help": "vocab.txt to give the tiny bundle (the real character vocabulary)"})
     out: str = field(default="fixtures", metadata={"help": "fixtures folder (tiny-bundle/ and golden/ are written in it)"})
     seed: int = 0
+    bert_vocab: str | None = field(default=None, metadata={
+        "help": "the bge tagger vocab.txt (cner-train bge) for the tiny BERT bundle; default: --vocab"})
 
 
 def vary_tags(model: Tagger, vocab: Vocab, lexicon: Lexicon | None = None) -> Tagger:
@@ -113,6 +124,17 @@ def tiny_lexicon_model(vocab: Vocab, lexicon: Lexicon, seed: int) -> Tagger:
     return vary_tags(model, vocab, lexicon)
 
 
+def tiny_bert_model(vocab: Vocab, lexicon: Lexicon, seed: int) -> Tagger:
+    """A random tiny BERT-IDCNN-MHA-CRF reading lexicon features, framed like the bge taggers."""
+    torch.manual_seed(seed)
+    cfg = ModelConfig(embedder="bert", encoder="idcnn", heads=2, filters=16, blocks=2, bert=dict(TINY_BERT),
+                      lexicon_features=NUM_FEATURES)
+    model = Tagger(cfg, len(vocab)).eval()
+    with torch.no_grad():
+        model.encoder.inp.weight[:, TINY_BERT["hidden_size"]:, :].mul_(10)
+    return vary_tags(model, vocab, lexicon)
+
+
 def golden_cases(sess, decoder: ConstrainedDecoder, vocab: Vocab, lexicon: Lexicon | None) -> list[dict]:
     cases = []
     for text in GOLDEN_TEXTS:
@@ -127,7 +149,7 @@ def golden_cases(sess, decoder: ConstrainedDecoder, vocab: Vocab, lexicon: Lexic
             if lexicon is not None:
                 feats = lexicon.features(text[s:e])
                 feeds["lexicon_features"] = feats[None].astype(np.float32)
-                case["lexicon_features"].append([[int(t), int(f)] for t, f in zip(*np.nonzero(feats))])
+                case["lexicon_features"].append([[int(t), int(f)] for t, f in zip(*np.nonzero(feats), strict=True)])
             em = sess.run(["emissions"], feeds)[0][0]
             path = decoder.viterbi(em)
             fb = decoder.forward_backward(em)
@@ -173,4 +195,19 @@ def golden(cfg: GoldenConfig) -> Path:
     cases = golden_cases(sess, decoder, vocab, lexicon)
     (gdir / "golden-lexicon.json").write_text(
         json.dumps({"bundle": "tiny-lexicon-bundle", "cases": cases}, ensure_ascii=False), encoding="utf-8")
+
+    bert_vocab = Vocab.load(Path(cfg.bert_vocab)) if cfg.bert_vocab else vocab
+    model = tiny_bert_model(bert_vocab, lexicon, cfg.seed)
+    bundle = out / "tiny-bert-bundle"
+    manifest = {"name": "cner-tiny-random-bert", "version": "tiny-bert-0", "training_data_sha256": "",
+                "model": model.cfg.to_dict(), "metrics": {"note": "random weights, for tests only"}}
+    write_bundle(model, bert_vocab, bundle, manifest, lexicon)
+    manifest["weights"] = {"storage": "float16 initializers cast to float32 at load; float32 computation",
+                           "bytes_saved": store_float16(bundle / "model.onnx", min_elements=256)}
+    write_bundle_manifest(bundle, manifest)
+    sess = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    decoder = ConstrainedDecoder.from_json(json.loads((bundle / "crf.json").read_text(encoding="utf-8")))
+    cases = golden_cases(sess, decoder, bert_vocab, lexicon)
+    (gdir / "golden-bert.json").write_text(
+        json.dumps({"bundle": "tiny-bert-bundle", "cases": cases}, ensure_ascii=False), encoding="utf-8")
     return gdir

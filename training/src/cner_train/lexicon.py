@@ -10,8 +10,8 @@ mirror on the other side.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -52,7 +52,7 @@ class Lexicon:
         self.max_len = max((len(t) for t in self.masks), default=0)
 
     @classmethod
-    def from_by_type(cls, folder: Path) -> "Lexicon":
+    def from_by_type(cls, folder: Path) -> Lexicon:
         def entries():
             for code, name in CATEGORIES:
                 for line in (folder / name).read_text(encoding="utf-8").splitlines():
@@ -61,7 +61,7 @@ class Lexicon:
         return cls(entries())
 
     @classmethod
-    def load(cls, path: Path) -> "Lexicon":
+    def load(cls, path: Path) -> Lexicon:
         """``lexicon.tsv``: one ``CATEGORY<TAB>term`` per line; or a by_type folder."""
         if path.is_dir():
             return cls.from_by_type(path)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from .text import ENTITY_TYPES, Span
 
@@ -15,7 +15,7 @@ def strict_prf(gold: Sequence[Iterable[Span]], pred: Sequence[Iterable[Span]]) -
     tp: Counter[str] = Counter()
     n_gold: Counter[str] = Counter()
     n_pred: Counter[str] = Counter()
-    for g, p in zip(gold, pred):
+    for g, p in zip(gold, pred, strict=True):
         gs = {(s.start, s.end, s.code) for s in g}
         ps = {(s.start, s.end, s.code) for s in p}
         for _, _, c in gs:

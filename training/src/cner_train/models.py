@@ -1,4 +1,4 @@
-"""The paper's model family: {char embeddings | ALBERT} → {BiLSTM | IDCNN} → [MHA] → linear → CRF.
+"""The paper's model family: {char embeddings | ALBERT | BERT} → {BiLSTM | IDCNN} → [MHA] → linear → CRF.
 
 ``Tagger.forward`` returns emissions only, so exactly that graph is exported to
 ONNX; the CRF scores travel separately in ``crf.json``.
@@ -14,11 +14,12 @@ from torch import nn
 from .albert import AlbertConfig, AlbertEncoder, SelfAttention, mask_bias
 from .crf import CRF
 from .text import TAGS
+from .vocab import CLS_ID, PAD_ID, SEP_ID
 
 
 @dataclass
 class ModelConfig:
-    embedder: str = field(default="albert", metadata={"help": "albert | char"})
+    embedder: str = field(default="albert", metadata={"help": "albert | bert | char"})
     encoder: str = field(default="idcnn", metadata={"help": "idcnn | bilstm | none"})
     heads: int = field(default=4, metadata={"help": "multi-head self-attention heads after the encoder; 0 = no MHA"})
     char_dim: int = 128
@@ -32,14 +33,17 @@ class ModelConfig:
     num_tags: int = len(TAGS)
     lexicon_features: int = field(default=0, metadata={"help": "lexicon match features per character (0 = none)"})
     albert: dict | None = None  # AlbertConfig fields when embedder == "albert"
+    bert: dict | None = None  # transformers BertConfig fields (vocab_size aside) when embedder == "bert"
 
     def __post_init__(self) -> None:
-        if self.embedder not in ("albert", "char"):
-            raise ValueError(f"embedder must be albert or char, not {self.embedder!r}")
+        if self.embedder not in ("albert", "bert", "char"):
+            raise ValueError(f"embedder must be albert, bert or char, not {self.embedder!r}")
         if self.encoder not in ("idcnn", "bilstm", "none"):
             raise ValueError(f"encoder must be idcnn, bilstm or none, not {self.encoder!r}")
         if self.embedder == "albert" and not self.albert:
             raise ValueError("an albert embedder needs its AlbertConfig (from the pretrained encoder)")
+        if self.embedder == "bert" and not self.bert:
+            raise ValueError("a bert embedder needs its BertConfig (from cner-train bge's encoder.pt)")
         self.dilations = tuple(self.dilations)
 
     def to_dict(self) -> dict:
@@ -106,6 +110,21 @@ class MHA(nn.Module):
         return self.norm(x + self.attn(x, mask_bias(mask, x.dtype)))
 
 
+def frame(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[CLS] + each row + [SEP], as the encoder was pretrained, inside the graph, so
+    the model's inputs stay one token per code point (right padding: a row's [SEP]
+    goes right after its last token, before its pads).
+    input_ids, attention_mask: [batch, seq] → both [batch, seq + 2]."""
+    edge = input_ids.new_zeros((input_ids.shape[0], 1))  # [batch, 1]
+    ids = torch.cat([edge + CLS_ID, input_ids, edge + PAD_ID], dim=1)
+    lengths = attention_mask.sum(dim=1, keepdim=True)  # [batch, 1]
+    positions = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)  # [1, seq + 2]
+    is_sep = positions == lengths + 1  # [batch, seq + 2]
+    ids = torch.where(is_sep, torch.full_like(ids, SEP_ID), ids)
+    mask = torch.cat([edge + 1, attention_mask, edge], dim=1) + is_sep.to(attention_mask.dtype)
+    return ids, mask
+
+
 class Tagger(nn.Module):
     def __init__(self, cfg: ModelConfig, vocab_size: int):
         super().__init__()
@@ -113,6 +132,11 @@ class Tagger(nn.Module):
         if cfg.embedder == "albert":
             self.albert = AlbertEncoder(AlbertConfig(**cfg.albert))
             dim = self.albert.cfg.hidden_size
+        elif cfg.embedder == "bert":
+            from .bge import build_bert
+
+            self.bert = build_bert({k: v for k, v in cfg.bert.items() if k != "vocab_size"}, vocab_size)
+            dim = self.bert.config.hidden_size
         else:
             self.char = nn.Embedding(vocab_size, cfg.char_dim, padding_idx=0)
             dim = cfg.char_dim
@@ -136,6 +160,9 @@ class Tagger(nn.Module):
         (required when the model was built with them) → emissions [batch, seq, tags] float32."""
         if self.cfg.embedder == "albert":
             x = self.albert(input_ids, attention_mask)
+        elif self.cfg.embedder == "bert":
+            ids, mask = frame(input_ids, attention_mask)  # [batch, seq + 2]
+            x = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state[:, 1:-1]  # [batch, seq, hidden]
         else:
             x = self.char(input_ids)
         x = self.dropout(x)  # [batch, seq, dim]

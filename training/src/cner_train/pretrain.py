@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import random
 import time
@@ -243,7 +242,6 @@ def pretrain(cfg: PretrainConfig) -> Path:
     run_loss, run_n = 0.0, 0
     while state["step"] < cfg.total_steps and not stop:
         batches = make_batches(store.lengths, cfg.tokens_per_batch, random.Random(cfg.seed + state["epoch"]))
-        mask_rng = np.random.default_rng(cfg.seed * 1000 + state["epoch"])
         for bi in range(state["batch_in_epoch"], len(batches)):
             if state["step"] >= cfg.total_steps:
                 break

@@ -87,7 +87,7 @@ def _created_ms(manifest: dict[str, Any]) -> int:
             return int(dt.datetime.fromisoformat(created).timestamp() * 1000)
         except ValueError:
             pass
-    return int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
+    return int(dt.datetime.now(dt.UTC).timestamp() * 1000)
 
 
 def _type_metrics(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -105,7 +105,9 @@ def _type_metrics(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def build_records(bundle: Path, part_bytes: int = DEFAULT_PART_BYTES, uri: str = "", by: str = "") -> tuple[str, list[tuple[str, tuple[str, dict[str, Any]]]]]:
+def build_records(
+    bundle: Path, part_bytes: int = DEFAULT_PART_BYTES, uri: str = "", by: str = ""
+) -> tuple[str, list[tuple[str, tuple[str, dict[str, Any]]]]]:
     """(version, [(key, (record name, value))]): the announcement first, then the parts."""
     manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
     labels = json.loads((bundle / "labels.json").read_text(encoding="utf-8"))
@@ -129,7 +131,8 @@ def build_records(bundle: Path, part_bytes: int = DEFAULT_PART_BYTES, uri: str =
     }
     records: list[tuple[str, tuple[str, dict[str, Any]]]] = [(f"version/{version}", ("health.cner.ModelVersion", announcement))]
     for i, data in enumerate(parts):
-        records.append((f"version/{version}/part/{i}", ("health.cner.ModelBundlePart", {"version": version, "sha256": sha, "index": i, "count": len(parts), "data": data})))
+        part = {"version": version, "sha256": sha, "index": i, "count": len(parts), "data": data}
+        records.append((f"version/{version}/part/{i}", ("health.cner.ModelBundlePart", part)))
     return version, records
 
 
@@ -148,7 +151,8 @@ def register_schema(registry_url: str, subject: str, schema_text: str, timeout: 
 
     base = registry_url.rstrip("/")
     headers = {"Content-Type": "application/vnd.schemaregistry.v1+json"}
-    res = requests.post(f"{base}/subjects/{subject}/versions", json={"schema": schema_text, "schemaType": "AVRO"}, headers=headers, timeout=timeout)
+    res = requests.post(f"{base}/subjects/{subject}/versions", json={"schema": schema_text, "schemaType": "AVRO"},
+                        headers=headers, timeout=timeout)
     if not res.ok:
         raise SystemExit(f"publish: the registry refused {subject} ({res.status_code}): {res.text[:300]}")
     schema_id = int(res.json()["id"])
@@ -180,7 +184,8 @@ def publish(cfg: PublishConfig) -> int:
     text = _schema_text()
     schema = fastavro.parse_schema(json.loads(text))
     schema_id = register_schema(cfg.registry_url, f"{cfg.topic}-value", text)
-    producer = Producer({"bootstrap.servers": cfg.brokers, "enable.idempotence": True, "acks": "all", "message.max.bytes": 1_000_000, "linger.ms": 5})
+    producer = Producer({"bootstrap.servers": cfg.brokers, "enable.idempotence": True, "acks": "all",
+                         "message.max.bytes": 1_000_000, "linger.ms": 5})
     failures: list[str] = []
 
     def delivered(err: Any, msg: Any) -> None:
@@ -188,7 +193,7 @@ def publish(cfg: PublishConfig) -> int:
             failures.append(f"{msg.key()!r}: {err}")
 
     if cfg.live:
-        now = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
+        now = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
         records.append(("live", ("health.cner.LiveVersion", {"version": version, "by": by, "reason": cfg.reason, "at": now})))
     for key, value in records:
         producer.produce(cfg.topic, key=key.encode(), value=encode(schema, schema_id, {"body": value}), on_delivery=delivered)
@@ -197,7 +202,8 @@ def publish(cfg: PublishConfig) -> int:
     if left or failures:
         raise SystemExit(f"publish: {left} records undelivered, failures: {failures[:3]}")
     log.info("published model version %s to %s (%d records%s)", version, cfg.topic, len(records), ", live" if cfg.live else "")
-    print(json.dumps({"version": version, "topic": cfg.topic, "records": len(records), "sha256": records[0][1][1]["sha256"], "live": cfg.live}))
+    sha = records[0][1][1]["sha256"]
+    print(json.dumps({"version": version, "topic": cfg.topic, "records": len(records), "sha256": sha, "live": cfg.live}))
     return 0
 
 
@@ -205,7 +211,8 @@ def ensure_topic(admin: Any, topic: str, new_topic: Any) -> None:
     """Creates the model topic (one partition, compacted) unless it exists."""
     if topic in admin.list_topics(timeout=10).topics:
         return
-    futures = admin.create_topics([new_topic(topic, num_partitions=1, replication_factor=-1, config={"cleanup.policy": "compact", "max.message.bytes": "1048588"})])
+    config = {"cleanup.policy": "compact", "max.message.bytes": "1048588"}
+    futures = admin.create_topics([new_topic(topic, num_partitions=1, replication_factor=-1, config=config)])
     for f in futures.values():
         try:
             f.result(15)

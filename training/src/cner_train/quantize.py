@@ -25,8 +25,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .corpus import sha256_file
 from .evaluate import dev_records, score_bundle
-from .export import sha256_file
 
 log = logging.getLogger(__name__)
 

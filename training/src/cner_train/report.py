@@ -124,7 +124,7 @@ def update_markdown(path: Path, sections: dict[str, str]) -> None:
         pattern = re.compile(rf"(<!-- report:{name} -->\n).*?(<!-- /report -->)", re.S)
         if not pattern.search(text):
             raise SystemExit(f"{path} has no <!-- report:{name} --> … <!-- /report --> section")
-        text = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+        text = pattern.sub(lambda m, body=body: m.group(1) + body + "\n" + m.group(2), text)
     path.write_text(text, encoding="utf-8")
 
 

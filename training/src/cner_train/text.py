@@ -9,8 +9,8 @@ Offsets are Unicode code points (Python ``str`` indices), end exclusive.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 MAX_CHUNK_LEN = 128
 

@@ -13,9 +13,9 @@ import logging
 import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from .vocab import Vocab
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS = ("adam", "radam", "adagrad", "rmsprop", "lookahead")
+OPTIMIZERS = ("adam", "adamw", "radam", "adagrad", "rmsprop", "lookahead")
 
 
 @dataclass
@@ -41,7 +41,9 @@ class TrainConfig:
     out: str = field(metadata={"help": "run folder (model.pt, metrics.json, dev predictions)"})
     ccks2020: str | None = field(default=None, metadata={"help": "CCKS-2020 train_new.jsonl, added to the training part"})
     vocab: str | None = field(default=None, metadata={"help": "vocab.txt (defaults to the pretrained encoder's)"})
-    pretrained: str | None = field(default=None, metadata={"help": "pretrained ALBERT encoder.pt (embedder=albert)"})
+    pretrained: str | None = field(default=None, metadata={
+        "help": "pretrained encoder.pt: ALBERT from cner-train pretrain (embedder=albert), "
+                "bge-small-zh from cner-train bge (embedder=bert)"})
     vectors: str | None = field(default=None, metadata={"help": "character vectors (embedder=char); random if absent"})
     lexicon: str | None = field(default=None, metadata={
         "help": "lexicon match features from this by_type folder (../shared/data/lexicon/by_type) or lexicon.tsv"})
@@ -53,11 +55,15 @@ class TrainConfig:
     dropout: float = 0.5
     optimizer: str = field(default="adam", metadata={"help": "|".join(OPTIMIZERS)})
     lr: float = field(default=1e-3, metadata={"help": "learning rate of the layers above the embedder"})
-    lr_embedder: float = field(default=1e-4, metadata={"help": "learning rate of ALBERT / the character vectors"})
+    lr_embedder: float = field(default=1e-4, metadata={"help": "learning rate of ALBERT / BERT / the character vectors"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW's decoupled weight decay (not on biases and norms)"})
     batch_size: int = 20
     epochs: int = 30
     patience: int = 6
     warmup_ratio: float = 0.05
+    bf16: bool = field(default=False, metadata={
+        "help": "bfloat16 autocast for the training forward pass (CPUs with avx512_bf16/AMX: ~1.7x faster steps); "
+                "the CRF loss, weights, optimizer state, evaluation and export stay float32"})
     seed: int = 1
     threads: int = 0
     max_minutes: float = 0.0
@@ -65,8 +71,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}")
-        if self.embedder == "albert" and not self.pretrained:
-            raise ValueError("--pretrained encoder.pt is required for embedder=albert")
+        if self.embedder in ("albert", "bert") and not self.pretrained:
+            raise ValueError(f"--pretrained encoder.pt is required for embedder={self.embedder}")
 
 
 def set_seed(seed: int) -> None:
@@ -78,10 +84,19 @@ def set_seed(seed: int) -> None:
 def build_optimizer(model: Tagger, cfg: TrainConfig) -> torch.optim.Optimizer:
     emb_params, top_params = [], []
     for name, p in model.named_parameters():
-        (emb_params if name.startswith(("albert.", "char.")) else top_params).append(p)
+        (emb_params if name.startswith(("albert.", "bert.", "char.")) else top_params).append(p)
     groups = [{"params": top_params, "lr": cfg.lr}, {"params": emb_params, "lr": cfg.lr_embedder}]
     if cfg.optimizer == "adam":
         return torch.optim.Adam(groups)
+    if cfg.optimizer == "adamw":
+        # BERT's recipe: no decay on biases and LayerNorm weights (1-d parameters)
+        split = []
+        for g in groups:
+            decay = [p for p in g["params"] if p.dim() > 1]
+            plain = [p for p in g["params"] if p.dim() <= 1]
+            split += [{"params": decay, "lr": g["lr"], "weight_decay": cfg.weight_decay},
+                      {"params": plain, "lr": g["lr"], "weight_decay": 0.0}]
+        return torch.optim.AdamW(split)
     if cfg.optimizer == "radam":
         return torch.optim.RAdam(groups)
     if cfg.optimizer == "adagrad":
@@ -163,11 +178,14 @@ def train(cfg: TrainConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)
 
-    albert_cfg = None
+    albert_cfg = bert_cfg = None
     pretrained = None
-    if cfg.embedder == "albert":
+    if cfg.embedder in ("albert", "bert"):
         pretrained = torch.load(cfg.pretrained, map_location="cpu", weights_only=False)
+    if cfg.embedder == "albert":
         albert_cfg = pretrained["model_config"]
+    elif cfg.embedder == "bert":
+        bert_cfg = {k: v for k, v in pretrained["bert_config"].items() if k != "vocab_size"}
     vocab_path = Path(cfg.vocab) if cfg.vocab else (Path(cfg.pretrained).parent / "vocab.txt" if cfg.pretrained else None)
     if vocab_path is None:
         raise ValueError("--vocab is required without a pretrained encoder")
@@ -183,10 +201,14 @@ def train(cfg: TrainConfig) -> dict:
     log.info("train: %d records, %d chunks; dev: %d records, %d chunks", len(train_recs), len(train_ex), len(dev_recs), len(dev_ex))
 
     mcfg = ModelConfig(embedder=cfg.embedder, encoder=cfg.encoder, heads=cfg.heads, dropout=cfg.dropout, albert=albert_cfg,
-                       lexicon_features=NUM_FEATURES if lexicon is not None else 0)
+                       bert=bert_cfg, lexicon_features=NUM_FEATURES if lexicon is not None else 0)
     model = Tagger(mcfg, len(vocab))
-    if pretrained is not None:
+    if cfg.embedder == "albert":
         model.albert.load_state_dict(pretrained["encoder"])
+    elif cfg.embedder == "bert":
+        from .bge import pruned_state_dict
+
+        model.bert.load_state_dict(pruned_state_dict(pretrained, vocab))
     if cfg.embedder == "char" and cfg.vectors:
         model.char.weight.data.copy_(load_vectors(Path(cfg.vectors), vocab, mcfg.char_dim))
     opt = build_optimizer(model, cfg)
@@ -208,10 +230,12 @@ def train(cfg: TrainConfig) -> dict:
                    leave=False, mininterval=10)
         for batch in bar:
             scale = min(1.0, (step + 1) / max(1, warmup)) * max(0.0, 1 - max(0, step - warmup) / max(1, total - warmup))
-            for g, lr in zip(opt.param_groups, base_lrs):
+            for g, lr in zip(opt.param_groups, base_lrs, strict=True):
                 g["lr"] = lr * scale
             ids, mask, tags = pad_batch(batch)
-            loss = model.loss(ids, mask, tags, pad_features(batch))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                emissions = model(ids, mask, pad_features(batch))  # [batch, seq, tags]
+            loss = model.crf.nll(emissions.float(), tags, mask)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -230,7 +254,8 @@ def train(cfg: TrainConfig) -> dict:
             torch.save(model.state_dict(), out / "model.pt")
             best = {"f1": None, "epoch": epoch + 1}
         history.append(rec)
-        log.info("epoch %d loss %.4f dev F1 %s (%.0fs)", epoch + 1, rec["loss"], f"{rec.get('dev_f1', float('nan')):.2f}", rec["train_seconds"])
+        dev_f1 = f"{rec.get('dev_f1', float('nan')):.2f}"
+        log.info("epoch %d loss %.4f dev F1 %s (%.0fs)", epoch + 1, rec["loss"], dev_f1, rec["train_seconds"])
         if dev_recs and epoch + 1 - best["epoch"] >= cfg.patience:
             log.info("no dev improvement for %d epochs: stopping", cfg.patience)
             break
@@ -242,6 +267,7 @@ def train(cfg: TrainConfig) -> dict:
         "config": asdict(cfg),
         "model": mcfg.to_dict(),
         "vocab_size": len(vocab),
+        **({"encoder": pretrained["source"]} if cfg.embedder == "bert" else {}),
         "training_data_sha256": file_sha256(data_paths),
         "best_epoch": best["epoch"],
         "dev": best.get("metrics"),

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from .text import normalize_char
 
@@ -41,14 +41,14 @@ class Vocab:
         path.write_text("".join(t + "\n" for t in self.tokens), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: Path) -> "Vocab":
+    def load(cls, path: Path) -> Vocab:
         lines = path.read_text(encoding="utf-8").split("\n")
         if lines and lines[-1] == "":
             lines.pop()
         return cls(lines)
 
     @classmethod
-    def build(cls, corpus_lines: Iterable[str], labeled_texts: Iterable[str], min_count: int = 2) -> "Vocab":
+    def build(cls, corpus_lines: Iterable[str], labeled_texts: Iterable[str], min_count: int = 2) -> Vocab:
         """Characters seen ``min_count`` times in the corpus, plus every character of the labeled texts.
 
         Ordered by descending frequency then code point, so the file is deterministic.
