@@ -72,7 +72,7 @@ COPY models/default /app/models/default
 FROM node:${NODE_VERSION}-bookworm-slim AS node
 FROM ${CUDA_IMAGE} AS runtime-cuda
 ENV NODE_ENV=production \
-    CNER_MODEL_DIR=/app/models/default \
+    CNER_MODEL_DIR=default \
     CNER_MODEL_CACHE_DIR=/var/cache/cner/models \
     CNER_HTTP_PORT=9464 \
     CNER_EXECUTION_PROVIDERS=cuda,cpu
@@ -93,7 +93,7 @@ CMD ["serve"]
 # CPU runtime (default target, last on purpose).
 FROM node:${NODE_VERSION}-bookworm-slim AS runtime
 ENV NODE_ENV=production \
-    CNER_MODEL_DIR=/app/models/default \
+    CNER_MODEL_DIR=default \
     CNER_MODEL_CACHE_DIR=/var/cache/cner/models \
     CNER_HTTP_PORT=9464
 RUN groupadd --system --gid 10001 cner \

@@ -7,11 +7,11 @@
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { sequenceS } from 'fp-ts/lib/Apply.js';
 import { type Either, getApplicativeValidation, isLeft, left, right } from 'fp-ts/lib/Either.js';
 import { type NonEmptyArray, getSemigroup } from 'fp-ts/lib/NonEmptyArray.js';
 import { CnerError } from './errors.js';
+import { DEFAULT_MODEL, PACKAGE_ROOT, resolveModelDir } from './paths.js';
 import { type ExecutionProvider, isExecutionProvider } from './model/onnx-session.js';
 
 export interface VariableSpec {
@@ -46,7 +46,7 @@ export const VARIABLES: readonly VariableSpec[] = Object.freeze([
   { name: 'SCHEMA_REGISTRY_USERNAME', doc: 'Registry basic-auth user; set together with `SCHEMA_REGISTRY_PASSWORD`.' },
   { name: 'SCHEMA_REGISTRY_PASSWORD', doc: 'Registry basic-auth password. Never logged.' },
   { name: 'CNER_INSTANCE_ID', default: 'the host name', doc: 'Identity of this instance in the transactional id; in Kubernetes the pod name (the host name) is used.' },
-  { name: 'CNER_MODEL_DIR', default: 'models/default', doc: 'Model bundle directory; a relative path is relative to the package root.' },
+  { name: 'CNER_MODEL_DIR', default: 'default', doc: 'Model bundle: the name of a bundle shipped in the package (`default`: the most accurate; `fast`: the character model, several times cheaper) or a bundle directory; a relative directory is relative to the package root.' },
   { name: 'CNER_MODEL_CACHE_DIR', doc: 'Writable directory where verified model versions from the model topic are kept (default: a directory under the system temp dir; mount a volume to keep them across restarts).' },
   { name: 'CNER_EXECUTION_PROVIDERS', default: 'cpu', doc: 'onnxruntime execution providers to try in order, comma-separated (e.g. `cuda,cpu`); CPU is always the fallback.' },
   { name: 'CNER_INFERENCE_WORKERS', default: '1', doc: 'Inference worker threads (≥ 1: the Kafka loop never runs the model on its own thread).' },
@@ -131,8 +131,7 @@ type Validated<A> = Either<NonEmptyArray<string>, A>;
 const V = getApplicativeValidation(getSemigroup<string>());
 const fail = (message: string): Validated<never> => left([message]);
 
-/** The package root (src/ and dist/ are one level down). */
-export const PACKAGE_ROOT = fileURLToPath(new URL('../', import.meta.url));
+export { PACKAGE_ROOT } from './paths.js';
 
 const KNOWN = new Set(VARIABLES.map((v) => v.name));
 
@@ -245,7 +244,7 @@ const redactUrl = (raw: string): string => raw.replace(/\/\/[^/@]*@/, '//***@');
 
 function modelConfig(get: Getter): Validated<ModelConfig> {
   return sequenceS(V)({
-    dir: right(resolveFromRoot(get('CNER_MODEL_DIR') ?? 'models/default')),
+    dir: right(resolveModelDir(get('CNER_MODEL_DIR') ?? DEFAULT_MODEL, PACKAGE_ROOT)),
     cacheDir: right(get('CNER_MODEL_CACHE_DIR') ?? null),
     executionProviders: providers(get),
     workers: integer(get, 'CNER_INFERENCE_WORKERS', 1, 1, 256),
@@ -256,7 +255,6 @@ function modelConfig(get: Getter): Validated<ModelConfig> {
   });
 }
 
-export const resolveFromRoot = (p: string): string => (path.isAbsolute(p) ? p : path.resolve(PACKAGE_ROOT, p));
 
 type Getter = (name: string) => string | undefined;
 

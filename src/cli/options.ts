@@ -1,15 +1,13 @@
 // Options shared by the commands that load a model, and small CLI helpers.
 
-import { fileURLToPath } from 'node:url';
 import type { ParseArgsConfig } from 'node:util';
 import pino from 'pino';
 import { CnerError } from '../errors.js';
 import type { Logger } from '../model/log.js';
 import { DEFAULT_MODEL_OPTIONS, type ModelOptions } from '../model/model.js';
 import { type ExecutionProvider, type GraphOptimizationLevel, isExecutionProvider } from '../model/onnx-session.js';
+import { DEFAULT_MODEL, PACKAGE_ROOT, bundledModelNames, resolveModelDir } from '../paths.js';
 
-/** `models/default` in the package root (src/cli/ and dist/cli/ are both two levels down). */
-export const DEFAULT_MODEL_DIR = fileURLToPath(new URL('../../models/default', import.meta.url));
 
 export const MODEL_FLAGS = {
   model: { type: 'string' },
@@ -22,7 +20,8 @@ export const MODEL_FLAGS = {
 } as const satisfies NonNullable<ParseArgsConfig['options']>;
 
 export const MODEL_FLAGS_USAGE = `Model options:
-  --model DIR          model bundle directory (default: models/default in the package)
+  --model NAME|DIR     a bundle shipped in the package by name (${bundledModelNames().join(', ')}) or a
+                       bundle directory (default: default; env CNER_MODEL_DIR)
   --workers N          inference worker threads (default ${DEFAULT_MODEL_OPTIONS.workers}; 0 = on the main thread)
   --providers LIST     execution providers to try in order, e.g. cuda,cpu (default cpu; CPU is always the fallback)
   --threads N          onnxruntime intra-op threads per worker (default: cores / workers)
@@ -33,8 +32,10 @@ export const MODEL_FLAGS_USAGE = `Model options:
 
 type ModelFlagValues = { readonly [K in keyof typeof MODEL_FLAGS]?: string | undefined };
 
-export function modelDirFrom(values: ModelFlagValues): string {
-  return values.model ?? DEFAULT_MODEL_DIR;
+/** --model (a directory relative to the working directory), else CNER_MODEL_DIR (relative to the package root, as `cner serve` reads it), else the default bundle. */
+export function modelDirFrom(values: ModelFlagValues, env: NodeJS.ProcessEnv = process.env): string {
+  if (values.model !== undefined) return resolveModelDir(values.model, process.cwd());
+  return resolveModelDir(env['CNER_MODEL_DIR'] || DEFAULT_MODEL, PACKAGE_ROOT);
 }
 
 export function modelOptionsFrom(values: ModelFlagValues, logger: Logger): ModelOptions {

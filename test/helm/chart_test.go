@@ -89,7 +89,7 @@ func TestProcessorEnvironment(t *testing.T) {
 		"KAFKA_TRANSACTIONAL_ID_PREFIX": "cner",
 		"KAFKA_SSL":                     "false",
 		"SCHEMA_REGISTRY_URL":           "http://schema-registry:8081",
-		"CNER_MODEL_DIR":                "/app/models/default",
+		"CNER_MODEL_DIR":                "default",
 		"CNER_MODEL_CACHE_DIR":          "/var/cache/cner/models",
 		"CNER_EXECUTION_PROVIDERS":      "cpu",
 		"CNER_INFERENCE_WORKERS":        "1",

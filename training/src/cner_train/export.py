@@ -19,7 +19,7 @@ from .crf import CRF
 from .lexicon import CATEGORIES, MAX_TERM, MIN_TERM, NUM_FEATURES, POSITIONS, Lexicon
 from .models import ModelConfig, Tagger
 from .text import ENTITY_TYPES, MAX_CHUNK_LEN, SECONDARY_TIERS, TAGS, WHITESPACE
-from .vocab import PAD, SPACE, SPECIAL_TOKENS, UNK, Vocab
+from .vocab import PAD, SPACE, SPECIAL_TOKENS, UNK, UNK_ID, Vocab
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,20 @@ class Ensemble(nn.Module):
     linear-chain CRF score (a product of experts), so the processor decodes it
     exactly like a single model: nothing changes on the TypeScript side."""
 
-    def __init__(self, members: list[Tagger]):
+    def __init__(self, members: list[Tagger], remaps: list[torch.Tensor | None] | None = None):
         super().__init__()
         if not members:
             raise ValueError("an ensemble needs at least one member")
         self.members = nn.ModuleList(members)
+        # Members trained with another vocabulary than the bundle's read ids through a
+        # lookup table (bundle id → member id, a constant Gather in the graph), so a
+        # bge-small-zh tagger and a character tagger share one input.
+        remaps = remaps or [None] * len(members)
+        if len(remaps) != len(members):
+            raise ValueError("one remap (or None) per member")
+        self.remapped = [r is not None for r in remaps]
+        for k, r in enumerate(remaps):
+            self.register_buffer(f"remap{k}", r if r is not None else torch.zeros(0, dtype=torch.long), persistent=False)
         num_tags = members[0].cfg.num_tags
         self.crf = CRF(num_tags)
         with torch.no_grad():
@@ -74,7 +83,21 @@ class Ensemble(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 lexicon_features: torch.Tensor | None = None) -> torch.Tensor:
         # input_ids, attention_mask: [batch, seq] → emissions [batch, seq, tags], averaged over members
-        return torch.stack([m(input_ids, attention_mask, lexicon_features) for m in self.members]).mean(0)
+        out = []
+        for k, m in enumerate(self.members):
+            ids = getattr(self, f"remap{k}")[input_ids] if self.remapped[k] else input_ids  # [batch, seq]
+            out.append(m(ids, attention_mask, lexicon_features))
+        return torch.stack(out).mean(0)
+
+
+def vocab_remap(bundle: Vocab, member: Vocab) -> tuple[torch.Tensor, int]:
+    """bundle id → member id by token (the member's [UNK] where it lacks one), and how
+    many of the bundle's characters the member does not know. Both encode a text
+    with the same normalization, so a character the bundle knows maps to exactly
+    the id the member's own encoding gives it, or to [UNK] as it would."""
+    table = torch.tensor([member.index.get(t, UNK_ID) for t in bundle.tokens], dtype=torch.long)
+    lost = sum(1 for t in bundle.tokens if t not in member.index)
+    return table, lost
 
 
 def lexicon_features_of(model: nn.Module) -> int:
@@ -243,9 +266,15 @@ def export(cfg: ExportConfig) -> Path:
     loaded = [load_run(r) for r in runs]
     model, vocab, metrics = loaded[0]
     lexicon = load_run_lexicon(runs[0], model)
+    remaps: list[torch.Tensor | None] = [None]
     for r, (m, v, _) in zip(runs[1:], loaded[1:], strict=True):
-        if v.tokens != vocab.tokens:
-            raise SystemExit(f"{r} was trained with another vocabulary than {runs[0]}: members must share one")
+        if v.tokens == vocab.tokens:
+            remaps.append(None)
+        else:
+            table, lost = vocab_remap(vocab, v)
+            remaps.append(table)
+            log.info("%s has its own vocabulary: the bundle's ids are mapped to it (%d of %d bundle tokens are [UNK] to it)",
+                     r, lost, len(vocab))
         other = load_run_lexicon(r, m)
         if (other.masks if other else None) != (lexicon.masks if lexicon else None):
             raise SystemExit(f"{r} was trained with another lexicon than {runs[0]}: members must share one")
@@ -259,7 +288,7 @@ def export(cfg: ExportConfig) -> Path:
         "training": metrics.get("config", {}),
     }
     if len(loaded) > 1:
-        model = Ensemble([m for m, _, _ in loaded])
+        model = Ensemble([m for m, _, _ in loaded], remaps)
         extra["ensemble"] = {
             "combination": "mean of member emissions and of member CRF scores",
             "members": [{"run": str(r), "seed": m.get("config", {}).get("seed"), "model": m["model"],

@@ -1,0 +1,36 @@
+// Where the package's own files are, and how a model bundle is named: a leaf
+// module (Node built-ins only), so configuration, the CLI and the benchmarks
+// resolve a bundle the same way.
+
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The package root (src/ and dist/ are one level down). */
+export const PACKAGE_ROOT = fileURLToPath(new URL('../', import.meta.url));
+
+/** The bundles shipped in the package, by name: `models/<name>`. */
+export const BUNDLED_MODELS_DIR = path.join(PACKAGE_ROOT, 'models');
+
+export const DEFAULT_MODEL = 'default';
+
+const BUNDLE_NAME = /^[a-z0-9][a-z0-9._-]*$/;
+
+/**
+ * A model bundle given as a name or a directory: a bare name (no path
+ * separator) of a bundle shipped in the package (`default`, `fast`) is
+ * `models/<name>` in the package; anything else is a directory, resolved
+ * against `base` when relative (write `./fast` for a folder named fast there).
+ */
+export function resolveModelDir(value: string, base: string): string {
+  if (BUNDLE_NAME.test(value)) {
+    const bundled = path.join(BUNDLED_MODELS_DIR, value);
+    if (existsSync(path.join(bundled, 'manifest.json'))) return bundled;
+  }
+  return path.resolve(base, value);
+}
+
+/** The names of the bundles shipped in the package (for messages). */
+export function bundledModelNames(): string[] {
+  return ['default', 'fast'].filter((n) => existsSync(path.join(BUNDLED_MODELS_DIR, n, 'manifest.json')));
+}
