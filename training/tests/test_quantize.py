@@ -48,3 +48,31 @@ def test_int8_copy_of_a_bundle_trained_on_all_records_keeps_the_recipes_score(fi
     assert manifest["metrics"]["protocol"].startswith("the twin's dev score; int8 copy: its strict micro-F1 differs")
     assert "which its training saw" in manifest["metrics"]["protocol"]
     assert manifest["quantization"]["dev_records_seen_in_training"] is True
+
+
+def test_static_int8_copy_is_calibrated_and_batch_invariant(fixtures_dir, mini_ccks, tmp_path):
+    import numpy as np
+
+    out = quantize(QuantizeConfig(bundle=str(fixtures_dir / "tiny-lexicon-bundle"), out=str(tmp_path / "s"), data=str(mini_ccks),
+                                  dev_size=2, max_drop=100.0, method="static", calibration_records=4))
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["quantization"]["method"].startswith("onnxruntime.quantization.quantize_static, QDQ")
+    ops = [n.op_type for n in __import__("onnx").load(str(out / "model.onnx")).graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    # A short row alone and the same row padded next to a long one give the same emissions
+    # (dynamic quantization would rescale it with the batch's activation range).
+    rng = np.random.default_rng(0)
+    ids = rng.integers(6, 40, size=(2, 30)).astype(np.int64)
+    ids[0, 12:] = 0
+    mask = (ids != 0).astype(np.int64)
+    feats = ((rng.random((2, 30, 24)) < 0.1) * mask[..., None]).astype(np.float32)
+    both = sess.run(["emissions"], {"input_ids": ids, "attention_mask": mask, "lexicon_features": feats})[0]
+    alone = sess.run(["emissions"], {"input_ids": ids[:1, :12], "attention_mask": mask[:1, :12],
+                                     "lexicon_features": feats[:1, :12]})[0]
+    np.testing.assert_allclose(both[0, :12], alone[0], atol=1e-5)
+
+
+def test_quantize_refuses_an_unknown_method(fixtures_dir, mini_ccks, tmp_path):
+    with pytest.raises(SystemExit, match="dynamic or static"):
+        QuantizeConfig(bundle="b", out="o", data=str(mini_ccks), method="float8")
