@@ -129,10 +129,11 @@ def test_ensemble_bundle_is_the_mean_of_its_members(run, run_seed2, tmp_path):
 
 @pytest.fixture(scope="module")
 def char_run_own_vocab(tmp_path_factory, mini_ccks):
-    """A character model whose vocabulary lacks characters the ALBERT runs know and orders the rest differently."""
+    """A character model whose vocabulary lacks characters the ALBERT runs know, has two they lack,
+    and orders the rest differently."""
     d = tmp_path_factory.mktemp("ownvocab")
     texts = [json.loads(line)["originalText"] for line in mini_ccks.read_text(encoding="utf-8").splitlines()]
-    Vocab.build([], texts[: len(texts) // 2]).save(d / "vocab.txt")
+    Vocab.build(["㎎Ⅵ㎎Ⅵ"], texts[: len(texts) // 2]).save(d / "vocab.txt")  # two characters the ALBERT runs lack
     out = d / "run"
     train(TrainConfig(ccks2019=str(mini_ccks), out=str(out), vocab=str(d / "vocab.txt"), embedder="char", dev_size=2,
                       epochs=1, batch_size=2))
@@ -141,15 +142,19 @@ def char_run_own_vocab(tmp_path_factory, mini_ccks):
 
 def test_ensemble_maps_the_bundle_vocabulary_to_a_member_with_its_own(run, char_run_own_vocab, tmp_path, mini_ccks):
     bundle = export(ExportConfig(run=str(run), members=[str(char_run_own_vocab)], out=str(tmp_path / "mixed"), version="mix-1"))
-    (albert, bundle_vocab, _), (char, char_vocab, _) = load_run(run), load_run(char_run_own_vocab)
-    assert Vocab.load(bundle / "vocab.txt").tokens == bundle_vocab.tokens != char_vocab.tokens
-    text = json.loads(mini_ccks.read_text(encoding="utf-8").splitlines()[-1])["originalText"][:60]
+    (albert, albert_vocab, _), (char, char_vocab, _) = load_run(run), load_run(char_run_own_vocab)
+    bundle_vocab = Vocab.load(bundle / "vocab.txt")
+    assert bundle_vocab.tokens[: len(albert_vocab)] == albert_vocab.tokens != char_vocab.tokens
+    assert set(bundle_vocab.tokens) == set(albert_vocab.tokens) | set(char_vocab.tokens)
+    assert sorted(bundle_vocab.tokens[len(albert_vocab):]) == ["Ⅵ", "㎎"]
+    text = json.loads(mini_ccks.read_text(encoding="utf-8").splitlines()[-1])["originalText"][:60] + "㎎Ⅵ"
     assert any(ch not in char_vocab.index for ch in text)  # some characters are [UNK] to the member
     ids = np.array([bundle_vocab.encode(text)], dtype=np.int64)
-    own = torch.tensor([char_vocab.encode(text)])  # the member's own encoding of the same text
-    mask = torch.ones_like(own)
+    # each member sees exactly its own encoding of the same text
+    own_albert, own_char = torch.tensor([albert_vocab.encode(text)]), torch.tensor([char_vocab.encode(text)])
+    mask = torch.ones_like(own_char)
     with torch.no_grad():
-        ref = ((albert(torch.from_numpy(ids), mask) + char(own, mask)) / 2).numpy()
+        ref = ((albert(own_albert, mask) + char(own_char, mask)) / 2).numpy()
     sess = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
     got = sess.run(["emissions"], {"input_ids": ids, "attention_mask": mask.numpy()})[0]
     np.testing.assert_allclose(got, ref, atol=1e-4)

@@ -90,14 +90,25 @@ class Ensemble(nn.Module):
         return torch.stack(out).mean(0)
 
 
-def vocab_remap(bundle: Vocab, member: Vocab) -> tuple[torch.Tensor, int]:
-    """bundle id → member id by token (the member's [UNK] where it lacks one), and how
-    many of the bundle's characters the member does not know. Both encode a text
-    with the same normalization, so a character the bundle knows maps to exactly
-    the id the member's own encoding gives it, or to [UNK] as it would."""
-    table = torch.tensor([member.index.get(t, UNK_ID) for t in bundle.tokens], dtype=torch.long)
-    lost = sum(1 for t in bundle.tokens if t not in member.index)
-    return table, lost
+def union_vocab(vocabs: list[Vocab]) -> Vocab:
+    """The first vocabulary, then every other member's characters it lacks, in their order."""
+    tokens = list(vocabs[0].tokens)
+    seen = set(tokens)
+    for v in vocabs[1:]:
+        new = [t for t in v.tokens if t not in seen]
+        tokens += new
+        seen.update(new)
+    return Vocab(tokens)
+
+
+def vocab_remap(bundle: Vocab, member: Vocab) -> torch.Tensor | None:
+    """bundle id → member id by token (the member's [UNK] where it lacks one), or None
+    when they are the same vocabulary. Both encode a text with the same
+    normalization, so every character reaches the member as the id its own
+    encoding gives it: its id where it knows the character, [UNK] where not."""
+    if bundle.tokens == member.tokens:
+        return None
+    return torch.tensor([member.index.get(t, UNK_ID) for t in bundle.tokens], dtype=torch.long)
 
 
 def lexicon_features_of(model: nn.Module) -> int:
@@ -266,15 +277,13 @@ def export(cfg: ExportConfig) -> Path:
     loaded = [load_run(r) for r in runs]
     model, vocab, metrics = loaded[0]
     lexicon = load_run_lexicon(runs[0], model)
-    remaps: list[torch.Tensor | None] = [None]
-    for r, (m, v, _) in zip(runs[1:], loaded[1:], strict=True):
-        if v.tokens == vocab.tokens:
-            remaps.append(None)
-        else:
-            table, lost = vocab_remap(vocab, v)
-            remaps.append(table)
-            log.info("%s has its own vocabulary: the bundle's ids are mapped to it (%d of %d bundle tokens are [UNK] to it)",
-                     r, lost, len(vocab))
+    # Members with their own vocabularies share one input: the union of the vocabularies,
+    # mapped to each member's ids inside the graph.
+    vocab = union_vocab([v for _, v, _ in loaded])
+    remaps = [vocab_remap(vocab, v) for _, v, _ in loaded]
+    if len(vocab) > len(loaded[0][1]):
+        log.info("members have their own vocabularies: the bundle's has %d tokens, mapped to each member's", len(vocab))
+    for r, (m, _, _) in zip(runs[1:], loaded[1:], strict=True):
         other = load_run_lexicon(r, m)
         if (other.masks if other else None) != (lexicon.masks if lexicon else None):
             raise SystemExit(f"{r} was trained with another lexicon than {runs[0]}: members must share one")
