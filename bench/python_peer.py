@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-
 from peer_common import Tagger, serve
 
 

@@ -28,27 +28,34 @@ import onnx
 import onnxruntime as ort
 import torch
 from onnx import numpy_helper
+from peer_common import BATCH_SIZE, Chunk, Tagger, read_texts, serve
 
 from cner_train.export import Ensemble
-from cner_train.models import ModelConfig, Tagger as TorchTagger
+from cner_train.models import ModelConfig
+from cner_train.models import Tagger as TorchTagger
 from cner_train.text import chunk_text
 from cner_train.vocab import Vocab
-from peer_common import BATCH_SIZE, Chunk, Tagger, read_texts, serve
 
 
 def load_tagger(bundle: Path, vocab_size: int) -> torch.nn.Module:
     manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
-    if "ensemble" in manifest:
-        # An averaged ensemble (cner-train export --members): the package's own Ensemble module over its members.
-        model = Ensemble([TorchTagger(ModelConfig(**m["model"]), vocab_size) for m in manifest["ensemble"]["members"]])
-    else:
-        model = TorchTagger(ModelConfig(**manifest["model"]), vocab_size)
     graph = onnx.load(str(bundle / "model.onnx")).graph
     values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    # The exporter keeps one copy of identical tensors and names the others through Identity nodes.
     for node in graph.node:
+        # The exporter keeps one copy of identical tensors and names the others through Identity nodes;
+        # a bundle exported with --weights float16 stores large weights as float16 behind a Cast to float32.
         if node.op_type == "Identity" and node.input[0] in values:
             values[node.output[0]] = values[node.input[0]]
+        elif node.op_type == "Cast" and node.input[0] in values and values[node.input[0]].dtype == np.float16:
+            values[node.output[0]] = values[node.input[0]].astype(np.float32)
+    if "ensemble" in manifest:
+        # An averaged ensemble (cner-train export --members): the package's own Ensemble module over its members;
+        # a member with its own vocabulary reads the bundle's ids through its lookup table ("remap<k>").
+        members = manifest["ensemble"]["members"]
+        model = Ensemble([TorchTagger(ModelConfig(**m["model"]), m.get("vocab_size", vocab_size)) for m in members],
+                         [torch.from_numpy(values[f"remap{k}"]) if f"remap{k}" in values else None for k in range(len(members))])
+    else:
+        model = TorchTagger(ModelConfig(**manifest["model"]), vocab_size)
     # Linear weights became transposed MatMul operands without a parameter name; the MatMul
     # node's name carries the module's scope ("/mha/attn/qkv/MatMul"; "_1" marks a reuse).
     matmul: dict[str, np.ndarray] = {}

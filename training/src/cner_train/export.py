@@ -69,7 +69,8 @@ class Ensemble(nn.Module):
             raise ValueError("one remap (or None) per member")
         self.remapped = [r is not None for r in remaps]
         for k, r in enumerate(remaps):
-            self.register_buffer(f"remap{k}", r if r is not None else torch.zeros(0, dtype=torch.long), persistent=False)
+            if r is not None:  # a named initializer "remap<k>" in the graph [bundle vocab] → member id
+                self.register_buffer(f"remap{k}", r)
         num_tags = members[0].cfg.num_tags
         self.crf = CRF(num_tags)
         with torch.no_grad():
@@ -300,8 +301,8 @@ def export(cfg: ExportConfig) -> Path:
         model = Ensemble([m for m, _, _ in loaded], remaps)
         extra["ensemble"] = {
             "combination": "mean of member emissions and of member CRF scores",
-            "members": [{"run": str(r), "seed": m.get("config", {}).get("seed"), "model": m["model"],
-                         "dev_micro": (m.get("dev") or {}).get("micro")} for r, (_, _, m) in zip(runs, loaded, strict=True)],
+            "members": [{"run": str(r), "seed": m.get("config", {}).get("seed"), "model": m["model"], "vocab_size": len(v),
+                         "dev_micro": (m.get("dev") or {}).get("micro")} for r, (_, v, m) in zip(runs, loaded, strict=True)],
         }
     if "encoder" in metrics:
         extra["encoder"] = metrics["encoder"]
