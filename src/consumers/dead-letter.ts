@@ -4,7 +4,7 @@
 // 4-byte and offset/timestamp 8-byte big-endian integers, the rest UTF-8)
 // and our error code. The message never quotes the record.
 
-import type { Headers, InputMessage, OutputMessage } from './types.js';
+import { type Headers, type InputMessage, type OutputMessage, lastHeader } from './types.js';
 
 export const DLT_HEADERS = Object.freeze({
   originalTopic: 'kafka_dlt-original-topic',
@@ -60,7 +60,7 @@ export interface DeadLetterInfo {
 }
 
 export function readDeadLetterHeaders(headers: Headers): DeadLetterInfo | null {
-  const h = (name: string): Buffer | undefined => headers[name];
+  const h = (name: string): Buffer | undefined => lastHeader(headers, name);
   const topic = h(DLT_HEADERS.originalTopic);
   const partition = h(DLT_HEADERS.originalPartition);
   const offset = h(DLT_HEADERS.originalOffset);
@@ -82,10 +82,10 @@ const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
 
 export function traceHeaders(headers: Headers): Headers {
   const out: Record<string, Buffer> = {};
-  const parent = headers['traceparent'];
+  const parent = lastHeader(headers, 'traceparent');
   if (parent !== undefined && TRACEPARENT.test(parent.toString().trim())) {
     out['traceparent'] = parent;
-    const state = headers['tracestate'];
+    const state = lastHeader(headers, 'tracestate');
     if (state !== undefined) out['tracestate'] = state;
   }
   return out;

@@ -7,18 +7,28 @@
 //
 // kafkajs errors become CnerErrors here (see `classify`), and kafkajs log
 // lines are forwarded to pino with an allowlist of fields.
+//
+// kafkajs reads only uncompressed and gzip batches by itself; snappy, lz4 and
+// zstd are plugged in here (its CompressionCodecs table) from npm packages
+// that are plain JavaScript or WebAssembly, so they install anywhere without
+// a compiler or a download at install time.
 
 import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
+import { Zstd } from '@hpcc-js/wasm-zstd';
+import { decompress as zstdDecompress } from 'fzstd';
 import kafkajs from 'kafkajs';
+import snappyCodec from 'kafkajs-snappy';
+import * as lz4 from 'lz4js';
 import type { Batch, Consumer, EachBatchPayload, IHeaders, KafkaConfig, KafkaMessage, LogEntry, Producer, SASLOptions } from 'kafkajs';
 import type { Logger } from 'pino';
-import type { SaslConfig, TlsConfig } from '../config.js';
+import type { Compression, SaslConfig, TlsConfig } from '../config.js';
 import { CnerError, isCnerError } from '../errors.js';
 import type {
   BatchControl,
   BatchHandler,
   ConsumerEvents,
+  HeaderValue,
   Headers,
   InputBatch,
   InputMessage,
@@ -33,7 +43,44 @@ import type {
   TransactionalProducer,
 } from './types.js';
 
-const { Kafka, Partitioners, logLevel } = kafkajs;
+const { Kafka, Partitioners, logLevel, CompressionTypes, CompressionCodecs } = kafkajs;
+
+// ---------------------------------------------------------------- codecs
+
+interface Codec {
+  compress(encoder: { buffer: Buffer }): Promise<Buffer>;
+  decompress(buffer: Buffer): Promise<Buffer>;
+}
+
+let zstdModule: Promise<Zstd> | null = null;
+
+/** LZ4 frames (lz4js: reads content sizes and checksums, writes none). */
+const lz4Codec = (): Codec => ({
+  compress: async (encoder) => Buffer.from(lz4.compress(encoder.buffer)),
+  decompress: async (buffer) => Buffer.from(lz4.decompress(buffer)),
+});
+
+/**
+ * zstd: fzstd reads every frame (also those without a content size, as
+ * streaming producers write them); the WebAssembly zstd library, loaded on
+ * first use, writes (level 3, Kafka's default).
+ */
+const zstdCodec = (): Codec => ({
+  compress: async (encoder) => Buffer.from((await (zstdModule ??= Zstd.load())).compress(encoder.buffer, 3)),
+  decompress: async (buffer) => Buffer.from(zstdDecompress(buffer)),
+});
+
+CompressionCodecs[CompressionTypes.Snappy] = snappyCodec;
+CompressionCodecs[CompressionTypes.LZ4] = lz4Codec;
+CompressionCodecs[CompressionTypes.ZSTD] = zstdCodec;
+
+const COMPRESSION_TYPES: Readonly<Record<Compression, kafkajs.CompressionTypes>> = Object.freeze({
+  none: CompressionTypes.None,
+  gzip: CompressionTypes.GZIP,
+  snappy: CompressionTypes.Snappy,
+  lz4: CompressionTypes.LZ4,
+  zstd: CompressionTypes.ZSTD,
+});
 
 export interface KafkaAdapterOptions {
   readonly brokers: readonly string[];
@@ -47,6 +94,8 @@ export interface KafkaAdapterOptions {
   readonly transactionTimeoutMs?: number;
   /** Connection attempts before a call fails (default 5; tests use fewer). */
   readonly retries?: number;
+  /** Compression of what the processor writes (events, dead letters); default none. */
+  readonly compression?: Compression;
 }
 
 export function createKafkaClient(options: KafkaAdapterOptions): KafkaClient & KafkaTools & ModelTopicClient {
@@ -237,6 +286,7 @@ class KafkajsClient implements KafkaClient, KafkaTools, ModelTopicClient {
         createPartitioner: Partitioners.DefaultPartitioner, // murmur2, as the Java client: same key, same partition
       }),
       transactionalId,
+      COMPRESSION_TYPES[this.#options.compression ?? 'none'],
     );
   }
 
@@ -328,11 +378,11 @@ class KafkajsClient implements KafkaClient, KafkaTools, ModelTopicClient {
     });
   }
 
-  async produce(topic: string, messages: readonly Omit<OutputMessage, 'topic'>[]): Promise<void> {
+  async produce(topic: string, messages: readonly Omit<OutputMessage, 'topic'>[], options: ProduceOptions = {}): Promise<void> {
     const producer = this.#kafka.producer({ allowAutoTopicCreation: false, createPartitioner: Partitioners.DefaultPartitioner, idempotent: true });
     try {
       await producer.connect();
-      await producer.send({ topic, acks: -1, messages: messages.map(toKafkaMessage) });
+      await producer.send({ topic, acks: -1, compression: COMPRESSION_TYPES[options.compression ?? 'none'], messages: messages.map(toKafkaMessage) });
     } catch (e) {
       throw classify(e, `producing to ${topic}`);
     } finally {
@@ -463,19 +513,51 @@ function toInputMessage(batch: Pick<Batch, 'topic' | 'partition'>, m: KafkaMessa
   };
 }
 
+/**
+ * Every value of every header, nulls included: kafkajs gives a repeated header
+ * as an array and a null value as null (legal in Kafka; Java producers send
+ * them). Strings cannot occur on the read path, but the type allows them.
+ */
 function fromKafkaHeaders(headers: IHeaders | undefined): Headers {
-  const out: Record<string, Buffer> = {};
+  const out: Record<string, HeaderValue | HeaderValue[]> = {};
   for (const [k, v] of Object.entries(headers ?? {})) {
-    const last = Array.isArray(v) ? v[v.length - 1] : v;
-    if (last !== undefined) out[k] = Buffer.isBuffer(last) ? last : Buffer.from(last);
+    if (v === undefined) continue;
+    out[k] = Array.isArray(v) ? v.map(toHeaderValue) : toHeaderValue(v);
   }
+  return out;
+}
+
+const toHeaderValue = (v: Buffer | string | null): HeaderValue => (v === null ? null : Buffer.isBuffer(v) ? v : Buffer.from(v));
+
+/**
+ * The header that lists the headers written with an empty value in place of
+ * null: kafkajs 2.2.4 cannot encode a null header value (it measures the value
+ * with Buffer.byteLength before checking for null: kafkajs issue 1789), so a
+ * dead letter that carries a null header says which values were null. Its
+ * value is JSON, `[[name, index], ...]`, index among that header's values.
+ */
+export const NULL_HEADERS = 'cner_null-header-values';
+
+function toKafkaHeaders(headers: Headers): IHeaders {
+  const out: IHeaders = {};
+  const nulls: [string, number][] = [];
+  for (const [k, v] of Object.entries(headers)) {
+    const values = Array.isArray(v) ? (v as readonly HeaderValue[]) : [v as HeaderValue];
+    const bytes = values.map((value, i) => {
+      if (value !== null) return value;
+      nulls.push([k, i]);
+      return Buffer.alloc(0);
+    });
+    out[k] = Array.isArray(v) ? bytes : bytes[0];
+  }
+  if (nulls.length > 0) out[NULL_HEADERS] = Buffer.from(JSON.stringify(nulls));
   return out;
 }
 
 const toKafkaMessage = (m: Omit<OutputMessage, 'topic'>): { key: Buffer | null; value: Buffer | null; headers: IHeaders } => ({
   key: m.key,
   value: m.value,
-  headers: { ...m.headers },
+  headers: toKafkaHeaders(m.headers),
 });
 
 // ---------------------------------------------------------------- producer
@@ -483,10 +565,12 @@ const toKafkaMessage = (m: Omit<OutputMessage, 'topic'>): { key: Buffer | null; 
 class KafkajsTransactionalProducer implements TransactionalProducer {
   readonly #producer: Producer;
   readonly #transactionalId: string;
+  readonly #compression: kafkajs.CompressionTypes;
 
-  constructor(producer: Producer, transactionalId: string) {
+  constructor(producer: Producer, transactionalId: string, compression: kafkajs.CompressionTypes) {
     this.#producer = producer;
     this.#transactionalId = transactionalId;
+    this.#compression = compression;
   }
 
   async connect(): Promise<void> {
@@ -515,7 +599,7 @@ class KafkajsTransactionalProducer implements TransactionalProducer {
           list.push(toKafkaMessage(m));
           byTopic.set(m.topic, list);
         }
-        await tx.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, msgs]) => ({ topic, messages: msgs })) });
+        await tx.sendBatch({ acks: -1, compression: this.#compression, topicMessages: [...byTopic].map(([topic, msgs]) => ({ topic, messages: msgs })) });
       }
       await tx.sendOffsets({
         consumerGroupId: groupId,
@@ -560,10 +644,15 @@ export interface CollectOptions {
   readonly groupId?: string;
 }
 
+export interface ProduceOptions {
+  /** Default none. */
+  readonly compression?: Compression;
+}
+
 /** Operations the demo and the integration tests need besides the processor's port. */
 export interface KafkaTools {
-  /** Plain (non-transactional) produce, acks=all. */
-  produce(topic: string, messages: readonly Omit<OutputMessage, 'topic'>[]): Promise<void>;
+  /** Plain (non-transactional) produce, acks=all, in one request. */
+  produce(topic: string, messages: readonly Omit<OutputMessage, 'topic'>[], options?: ProduceOptions): Promise<void>;
   /** Reads a topic from the beginning with a fresh group until `until` or the timeout. */
   collect(topic: string, options: CollectOptions): Promise<InputMessage[]>;
   deleteTopics(topics: readonly string[]): Promise<void>;

@@ -3,8 +3,25 @@
 // (@confluentinc/kafka-javascript) would implement the same interfaces and
 // nothing else would change. No Kafka client type appears outside kafka.ts.
 
-/** Header values are raw bytes; only the last value of a repeated header is kept. */
-export type Headers = Readonly<Record<string, Buffer>>;
+/** A header value: raw bytes, or null (legal in Kafka; Java producers send them). */
+export type HeaderValue = Buffer | null;
+
+/**
+ * Headers by name. A header that occurs more than once keeps every value, in
+ * order, as an array (dead letters must carry the original headers whole).
+ */
+export type Headers = Readonly<Record<string, HeaderValue | readonly HeaderValue[]>>;
+
+/** The last non-null value of header `name` (as Java's `Headers.lastHeader`, skipping nulls), if any. */
+export function lastHeader(headers: Headers, name: string): Buffer | undefined {
+  const v = Object.hasOwn(headers, name) ? headers[name] : undefined;
+  const values = v === undefined ? [] : Array.isArray(v) ? (v as readonly HeaderValue[]) : [v as HeaderValue];
+  for (let i = values.length - 1; i >= 0; i--) {
+    const value = values[i];
+    if (value !== null && value !== undefined) return value;
+  }
+  return undefined;
+}
 
 export interface InputMessage {
   readonly topic: string;

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { DLT_HEADERS, deadLetterMessage, readDeadLetterHeaders, traceHeaders } from '../../src/consumers/dead-letter.js';
+import { lastHeader } from '../../src/consumers/types.js';
 import { message } from './helpers.js';
 
 describe('deadLetterMessage', () => {
@@ -14,8 +15,8 @@ describe('deadLetterMessage', () => {
     assert.equal(m.headers['a']?.toString(), 'b');
     assert.equal(m.headers[DLT_HEADERS.originalTopic]?.toString(), 'emr.records.raw');
     assert.deepEqual([...m.headers[DLT_HEADERS.originalPartition]!], [0, 0, 0, 7]);
-    assert.equal(m.headers[DLT_HEADERS.originalOffset]!.readBigInt64BE(0), 1234567890123n);
-    assert.equal(m.headers[DLT_HEADERS.originalTimestamp]!.readBigInt64BE(0), 1700000000000n);
+    assert.equal(lastHeader(m.headers, DLT_HEADERS.originalOffset)!.readBigInt64BE(0), 1234567890123n);
+    assert.equal(lastHeader(m.headers, DLT_HEADERS.originalTimestamp)!.readBigInt64BE(0), 1700000000000n);
     assert.equal(m.headers[DLT_HEADERS.originalConsumerGroup]?.toString(), 'cner');
     assert.equal(m.headers[DLT_HEADERS.exceptionFqcn]?.toString(), 'health.cner.DeadLetter');
     assert.equal(m.headers[DLT_HEADERS.exceptionMessage]?.toString(), 'TEXT_TOO_LONG: invalid record: text has 9 code points');
@@ -27,6 +28,15 @@ describe('deadLetterMessage', () => {
       errorCode: 'TEXT_TOO_LONG',
       message: 'TEXT_TOO_LONG: invalid record: text has 9 code points',
     });
+  });
+
+  it('keeps every value of a repeated header and null values, in order', () => {
+    const headers = { seen: [Buffer.from('a'), null, Buffer.from('c')], empty: null };
+    const m = deadLetterMessage(message(0, 1, Buffer.from('x'), { headers }), { code: 'UNDECODABLE_VALUE', message: 'value is empty' }, 'in.DLT', 'g');
+    assert.deepEqual(m.headers['seen'], headers.seen);
+    assert.equal(m.headers['empty'], null);
+    assert.equal(lastHeader(m.headers, 'seen')?.toString(), 'c', 'lastHeader: the last non-null value');
+    assert.equal(lastHeader(m.headers, 'empty'), undefined);
   });
 
   it('reads nothing from a message without the headers', () => {
@@ -45,5 +55,6 @@ describe('traceHeaders', () => {
   it('drops a malformed traceparent (and then its tracestate)', () => {
     assert.deepEqual(traceHeaders({ traceparent: Buffer.from('garbage'), tracestate: Buffer.from('k=v') }), {});
     assert.deepEqual(traceHeaders({}), {});
+    assert.deepEqual(traceHeaders({ traceparent: null }), {}, 'a null traceparent is no trace context');
   });
 });
