@@ -234,3 +234,15 @@ export async function until(what: string, condition: () => boolean, timeoutMs = 
     await new Promise((r) => setTimeout(r, 2));
   }
 }
+
+/** An Avro zig-zag varint of an integer below 2^53 in magnitude (for hand-made payloads). */
+export function avroVarint(n: number): Buffer {
+  let z = n >= 0 ? n * 2 : -n * 2 - 1;
+  const out: number[] = [];
+  while (z >= 128) {
+    out.push((z % 128) | 0x80);
+    z = Math.floor(z / 128);
+  }
+  out.push(z);
+  return Buffer.from(out);
+}
