@@ -104,7 +104,8 @@ async function plan(messages: readonly InputMessage[], attempt: number, options:
     const d = decoded[i]!;
     if (isLeft(d)) return { kind: 'dead', reason: d.left };
     const t = tagged[i]!;
-    const ctx = { topic: message.topic, partition: message.partition, offset: message.offset, recordId: d.right.record.recordId };
+    // Never the record id (key or recordId: often a medical record number, patient data).
+    const ctx = { topic: message.topic, partition: message.partition, offset: message.offset };
     if (t.status === 'rejected') {
       const info = describeError(t.reason);
       options.log.error({ ...ctx, code: info.code, attempt, err: t.reason }, 'tagging failed for good: dead-lettering the record');

@@ -104,8 +104,9 @@ describe('planTransaction', () => {
     await assert.rejects(planTransaction([message(0, 0, value)], 1, o), (e: unknown) => e instanceof CnerError && e.code === 'REGISTRY_UNAVAILABLE');
   });
 
-  it('a canary in the record never reaches the logs or the dead-letter headers, on any error path', async () => {
+  it('a canary in the record, and its record id (patient data), never reach the logs or the dead-letter headers, on any error path', async () => {
     const lines: string[] = [];
+    const ID = 'MRN-20931-7'; // a record id: logs name topic, partition and offset instead
     // A model that fails with messages of its own for some records.
     const model = await fakeModel({
       fail: (seqs) => {
@@ -119,11 +120,11 @@ describe('planTransaction', () => {
       message(0, 0, `{"recordId":"x","text":"${CANARY}`),
       message(0, 1, Buffer.concat([Buffer.from([0xc3, 0x28]), Buffer.from(CANARY)])),
       message(0, 2, Buffer.concat([Buffer.from([0, 0, 0, 0, 1]), Buffer.from(CANARY)])),
-      message(0, 3, json({ text: `${CANARY}${'长'.repeat(60)}` })),
-      message(0, 4, json({ text: `${CANARY}\ud800` })),
-      message(0, 5, json({ text: CANARY, timestamp: CANARY, metadata: { x: CANARY } })),
-      message(0, 6, json({ text: `${CANARY}12` })), // 16 code points: RangeError
-      message(0, 7, json({ text: `${CANARY}123` })), // 17: WORKER_CRASHED on the last attempt
+      message(0, 3, json({ recordId: ID, text: `${CANARY}${'长'.repeat(60)}` })),
+      message(0, 4, json({ recordId: ID, text: `${CANARY}\ud800` })),
+      message(0, 5, json({ recordId: ID, text: CANARY, timestamp: CANARY, metadata: { x: CANARY } })),
+      message(0, 6, json({ recordId: ID, text: `${CANARY}12` })), // 16 code points: RangeError
+      message(0, 7, json({ recordId: ID, text: `${CANARY}123` })), // 17: WORKER_CRASHED on the last attempt
       message(0, 8, json({ recordId: 'enc-fail', text: CANARY, metadata: { note: CANARY } })), // tagged: its event must not be logged either
     ];
     const o = options(model, lines, {
@@ -135,9 +136,10 @@ describe('planTransaction', () => {
     const plan = await planTransaction(messages, 3, o);
     assert.equal(plan.deadLetters.length, messages.length);
     for (const m of plan.messages) {
-      for (const [name, value] of Object.entries(m.headers)) assert.doesNotMatch(value.toString(), /CANARY|张三/, `header ${name}`);
+      for (const [name, value] of Object.entries(m.headers)) assert.doesNotMatch(String(value), /CANARY|张三/, `header ${name}`);
     }
     assert.ok(lines.length > 0);
-    for (const line of lines) assert.doesNotMatch(line, /CANARY|张三/, line);
+    for (const line of lines) assert.doesNotMatch(line, /CANARY|张三|MRN-20931-7|enc-fail/, line);
+    assert.ok(lines.some((l) => l.includes('"offset":"6"')), 'the failing record is named by its offset');
   });
 });
