@@ -11,3 +11,8 @@ declare module 'lz4js' {
   export function compress(src: Uint8Array, maxSize?: number): Uint8Array;
   export function decompress(src: Uint8Array, maxSize?: number): Uint8Array;
 }
+
+declare module 'lz4js/xxh32.js' {
+  /** xxHash32 of `src[index, index + length)`. */
+  export function hash(seed: number, src: Uint8Array, index: number, length: number): number;
+}

@@ -20,6 +20,7 @@ import { decompress as zstdDecompress } from 'fzstd';
 import kafkajs from 'kafkajs';
 import snappyCodec from 'kafkajs-snappy';
 import * as lz4 from 'lz4js';
+import * as xxh32 from 'lz4js/xxh32.js';
 import type { Batch, Consumer, EachBatchPayload, IHeaders, KafkaConfig, KafkaMessage, LogEntry, Producer, SASLOptions } from 'kafkajs';
 import type { Logger } from 'pino';
 import type { Compression, SaslConfig, TlsConfig } from '../config.js';
@@ -56,9 +57,31 @@ let zstdModule: Promise<Zstd> | null = null;
 
 /** LZ4 frames (lz4js: reads content sizes and checksums, writes none). */
 const lz4Codec = (): Codec => ({
-  compress: async (encoder) => Buffer.from(lz4.compress(encoder.buffer)),
+  compress: async (encoder) => lz4IndependentFrame(encoder.buffer),
   decompress: async (buffer) => Buffer.from(lz4.decompress(buffer)),
 });
+
+const LZ4_BLOCK_BYTES = 4 * 1024 * 1024; // lz4js's block size (descriptor BD 7)
+const LZ4_HEADER_BYTES = 7; // magic, FLG, BD, header checksum
+const LZ4_FLG_INDEPENDENT_BLOCKS = 0x60; // version 01, block independence
+
+/**
+ * lz4js writes its blocks as one dependent stream (without the block
+ * independence flag), which Kafka's Java broker refuses ("Dependent block
+ * stream is unsupported"). So each 4 MiB block is compressed as a frame of its
+ * own, which makes the blocks independent, and they are put in one frame that
+ * says so.
+ */
+function lz4IndependentFrame(src: Buffer): Buffer {
+  const header = Buffer.from([0x04, 0x22, 0x4d, 0x18, LZ4_FLG_INDEPENDENT_BLOCKS, 0x70, 0]);
+  header[6] = (xxh32.hash(0, header, 4, 2) >> 8) & 0xff;
+  const blocks: Buffer[] = [];
+  for (let at = 0; at < src.length; at += LZ4_BLOCK_BYTES) {
+    const frame = lz4.compress(src.subarray(at, at + LZ4_BLOCK_BYTES));
+    blocks.push(Buffer.from(frame.buffer, frame.byteOffset + LZ4_HEADER_BYTES, frame.length - LZ4_HEADER_BYTES - 4));
+  }
+  return Buffer.concat([header, ...blocks, Buffer.alloc(4)]);
+}
 
 /**
  * zstd: fzstd reads every frame (also those without a content size, as

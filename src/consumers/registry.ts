@@ -93,26 +93,33 @@ export class SchemaRegistry {
   async register(subject: string, schema: string): Promise<number> {
     const where = `POST /subjects/${subject}/versions`;
     const confluent = { type: SchemaType.AVRO, schema } as const;
-    try {
-      return idOf(await this.#call(where, () => this.#library.register(confluent, { subject, compatibility: COMPATIBILITY.BACKWARD })), subject);
-    } catch (e) {
-      if (!(e instanceof CnerError)) throw e;
-      if (e.context['error'] === 'ConfluentSchemaRegistryCompatibilityError') {
-        // The subject exists at another level (NONE included) and the library
-        // registers only when the level it is given matches: give it the
-        // subject's own. (registerSchemas then turns NONE into BACKWARD.)
-        const level = (await this.#subjectLevel(subject)) ?? COMPATIBILITY.BACKWARD;
+    let level: string = COMPATIBILITY.BACKWARD;
+    for (let attempt = 1; ; attempt++) {
+      try {
         return idOf(await this.#call(where, () => this.#library.register(confluent, { subject, compatibility: level as COMPATIBILITY })), subject);
+      } catch (e) {
+        if (!(e instanceof CnerError)) throw e;
+        if (e.context['error'] === 'ConfluentSchemaRegistryCompatibilityError' && attempt < 4) {
+          // The subject exists at another level (NONE included) and the
+          // library registers only when the level it is given matches: give
+          // it the subject's own. (registerSchemas then turns NONE into
+          // BACKWARD.) Processors starting together change the level between
+          // our read and the library's (one of them sets it on the new
+          // subject): then it is read again.
+          level = (await this.#subjectLevel(subject)) ?? COMPATIBILITY.BACKWARD;
+          continue;
+        }
+        if (e.context['method'] === 'PUT' && (e.context['status'] === 401 || e.context['status'] === 403 || e.context['status'] === 409)) {
+          // Registered, but setting the new subject's level failed: refused
+          // (registerSchemas tries again and only warns), or 409 because
+          // another processor starting at the same time set it first
+          // (Apicurio: "A rule named 'COMPATIBILITY' already exists"), which
+          // is what we wanted.
+          const id = await this.lookup(subject, schema);
+          if (id !== null) return id;
+        }
+        throw e;
       }
-      if (e.context['method'] === 'PUT' && (e.context['status'] === 401 || e.context['status'] === 403 || e.context['status'] === 409)) {
-        // Registered, but setting the new subject's level failed: refused
-        // (registerSchemas tries again and only warns), or 409 because another
-        // processor starting at the same time set it first (Apicurio: "A rule
-        // named 'COMPATIBILITY' already exists"), which is what we wanted.
-        const id = await this.lookup(subject, schema);
-        if (id !== null) return id;
-      }
-      throw e;
     }
   }
 
