@@ -42,9 +42,11 @@ import type {
   TopicSpec,
   TopicTail,
   TransactionalProducer,
+  ProducerOptions,
 } from './types.js';
+import { BATCH_OVERHEAD_BYTES, recordBytes } from './types.js';
 
-const { Kafka, Partitioners, logLevel, CompressionTypes, CompressionCodecs } = kafkajs;
+const { Kafka, Partitioners, logLevel, CompressionTypes, CompressionCodecs, ConfigResourceTypes } = kafkajs;
 
 // ---------------------------------------------------------------- codecs
 
@@ -298,7 +300,7 @@ class KafkajsClient implements KafkaClient, KafkaTools, ModelTopicClient {
     );
   }
 
-  transactionalProducer(transactionalId: string): TransactionalProducer {
+  transactionalProducer(transactionalId: string, options: ProducerOptions = {}): TransactionalProducer {
     return new KafkajsTransactionalProducer(
       this.#kafka.producer({
         transactionalId,
@@ -310,7 +312,24 @@ class KafkajsClient implements KafkaClient, KafkaTools, ModelTopicClient {
       }),
       transactionalId,
       COMPRESSION_TYPES[this.#options.compression ?? 'none'],
+      options.maxBatchBytes ?? Number.POSITIVE_INFINITY,
     );
+  }
+
+  async maxMessageBytes(topics: readonly string[]): Promise<Record<string, number>> {
+    return this.#withAdmin('reading topic configs', async (admin) => {
+      const { resources } = await admin.describeConfigs({
+        includeSynonyms: false,
+        resources: topics.map((name) => ({ type: ConfigResourceTypes.TOPIC, name, configNames: ['max.message.bytes'] })),
+      });
+      const out: Record<string, number> = {};
+      for (const r of resources) {
+        const value = Number(r.configEntries.find((e) => e.configName === 'max.message.bytes')?.configValue);
+        // (The topic's value, or the broker's message.max.bytes it inherits; Kafka's default when unreadable.)
+        out[r.resourceName] = Number.isSafeInteger(value) && value > 0 ? value : 1_048_588;
+      }
+      return out;
+    });
   }
 
   async missingTopics(topics: readonly string[]): Promise<string[]> {
@@ -589,11 +608,13 @@ class KafkajsTransactionalProducer implements TransactionalProducer {
   readonly #producer: Producer;
   readonly #transactionalId: string;
   readonly #compression: kafkajs.CompressionTypes;
+  readonly #maxBatchBytes: number;
 
-  constructor(producer: Producer, transactionalId: string, compression: kafkajs.CompressionTypes) {
+  constructor(producer: Producer, transactionalId: string, compression: kafkajs.CompressionTypes, maxBatchBytes: number) {
     this.#producer = producer;
     this.#transactionalId = transactionalId;
     this.#compression = compression;
+    this.#maxBatchBytes = maxBatchBytes;
   }
 
   async connect(): Promise<void> {
@@ -615,9 +636,11 @@ class KafkajsTransactionalProducer implements TransactionalProducer {
       throw classify(e, 'beginning a transaction');
     }
     try {
-      if (messages.length > 0) {
+      // In as many requests as keep each record batch under the topics' limit
+      // (one request makes one batch per partition), in order.
+      for (const chunk of chunks(messages, this.#maxBatchBytes)) {
         const byTopic = new Map<string, ReturnType<typeof toKafkaMessage>[]>();
-        for (const m of messages) {
+        for (const m of chunk) {
           const list = byTopic.get(m.topic) ?? [];
           list.push(toKafkaMessage(m));
           byTopic.set(m.topic, list);
@@ -643,6 +666,25 @@ class KafkajsTransactionalProducer implements TransactionalProducer {
   async disconnect(): Promise<void> {
     await this.#producer.disconnect().catch(() => {});
   }
+}
+
+/** Consecutive runs of messages whose records add up to at most `maxBytes` (a larger message alone). */
+function chunks(messages: readonly OutputMessage[], maxBytes: number): OutputMessage[][] {
+  const out: OutputMessage[][] = [];
+  let current: OutputMessage[] = [];
+  let bytes = BATCH_OVERHEAD_BYTES;
+  for (const m of messages) {
+    const size = recordBytes(m);
+    if (current.length > 0 && bytes + size > maxBytes) {
+      out.push(current);
+      current = [];
+      bytes = BATCH_OVERHEAD_BYTES;
+    }
+    current.push(m);
+    bytes += size;
+  }
+  if (current.length > 0) out.push(current);
+  return out;
 }
 
 function groupOffsets(offsets: readonly TopicPartitionOffset[]): { topic: string; partitions: { partition: number; offset: string }[] }[] {

@@ -126,6 +126,11 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     const kafka: KafkaClient = options.kafka ?? kafkajs!;
     await untilAvailable('kafka', health, log, backoff, abort.signal, () => ensureTopics(kafka, config, log));
     if (abort.signal.aborted) throw new StartAborted();
+    // Read once: a change of max.message.bytes takes effect at the next start.
+    const limits = await untilAvailable('kafka', health, log, backoff, abort.signal, () => kafka.maxMessageBytes([config.kafka.outputTopic, config.kafka.dltTopic]));
+    if (abort.signal.aborted) throw new StartAborted();
+    const maxMessageBytes = { output: limits[config.kafka.outputTopic] ?? 1_048_588, dlt: limits[config.kafka.dltTopic] ?? 1_048_588 };
+    log.info({ maxMessageBytes }, 'largest record batches the output and dead-letter topics accept (max.message.bytes)');
     await model.follow();
     if (abort.signal.aborted) throw new StartAborted();
 
@@ -137,6 +142,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       inputTopic: config.kafka.inputTopic,
       transactionalId: config.kafka.transactionalId,
       maxRecordsPerTransaction: Math.max(16, 4 * config.model.maxBatchSize),
+      maxBatchBytes: Math.min(maxMessageBytes.output, maxMessageBytes.dlt),
       sessionBackoff: backoff,
       retryBackoff: backoff,
       health,
@@ -151,6 +157,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
           decode: (m) => decodeMessage(m.key, m.value, { maxTextLength: config.maxTextLength, avro: reader }),
           encodeEvent: (event) => encoder.encode(event),
           maxAttempts: options.maxAttempts ?? 5,
+          maxMessageBytes,
           metrics,
           log,
         }),

@@ -34,6 +34,8 @@ export interface StreamOptions {
   readonly inputTopic: string;
   readonly transactionalId: string;
   readonly plan: (messages: readonly InputMessage[], attempt: number) => Promise<TransactionPlan>;
+  /** Largest record batch one send may make (the topics' max.message.bytes); default: one send per transaction. */
+  readonly maxBatchBytes?: number;
   /** Records per transaction (a fetched batch is cut into slices of this size). */
   readonly maxRecordsPerTransaction: number;
   /** Between session restarts. */
@@ -145,7 +147,7 @@ class Session {
 
   async #start(): Promise<void> {
     const { kafka, health, log } = this.#o;
-    this.#producer = kafka.transactionalProducer(this.#o.transactionalId);
+    this.#producer = kafka.transactionalProducer(this.#o.transactionalId, this.#o.maxBatchBytes === undefined ? {} : { maxBatchBytes: this.#o.maxBatchBytes });
     await this.#producer.connect();
     if (this.#closing !== null || this.#failed) return;
     log.info({ transactionalId: this.#o.transactionalId }, 'transactional producer ready (any earlier producer with this id is fenced)');

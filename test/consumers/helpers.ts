@@ -168,6 +168,13 @@ export class FakeKafka implements KafkaClient {
     return topics.filter((t) => this.missing.includes(t));
   }
 
+  /** Kafka's default for every topic unless set here. */
+  readonly limits: Record<string, number> = {};
+
+  async maxMessageBytes(topics: readonly string[]): Promise<Record<string, number>> {
+    return Object.fromEntries(topics.map((t) => [t, this.limits[t] ?? 1_048_588]));
+  }
+
   async createTopics(topics: readonly TopicSpec[]): Promise<void> {
     this.created.push(...topics);
     this.missing = this.missing.filter((m) => !topics.some((t) => t.topic === m));

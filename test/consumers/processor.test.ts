@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { AvroReader, EventEncoder, loadSchema, unframe } from '../../src/consumers/avro.js';
-import { readDeadLetterHeaders } from '../../src/consumers/dead-letter.js';
+import { DLT_HEADERS, readDeadLetterHeaders } from '../../src/consumers/dead-letter.js';
+import { BATCH_OVERHEAD_BYTES, lastHeader, recordBytes } from '../../src/consumers/types.js';
 import { decodeMessage } from '../../src/consumers/decode.js';
 import { type ProcessorOptions, planTransaction } from '../../src/consumers/processor.js';
 import { CnerError } from '../../src/errors.js';
@@ -49,6 +50,24 @@ describe('planTransaction', () => {
     const dead = plan.messages[1]!;
     assert.deepEqual(dead.value, messages[1]!.value, 'original bytes');
     assert.equal(readDeadLetterHeaders(dead.headers)?.errorCode, 'MISSING_TEXT');
+  });
+
+  it('dead-letters an event larger than the output topic accepts (EVENT_TOO_LARGE), and truncates a dead letter larger than the dead-letter topic accepts', async () => {
+    const model = await fakeModel();
+    const messages = [
+      message(0, 0, json({ recordId: `big-${'x'.repeat(250)}`, text: '咳嗽。'.repeat(16) })), // a long id: in the key and the event
+      message(0, 1, json({ recordId: 'small', text: '头痛' })),
+    ];
+    const plan = await planTransaction(messages, 1, options(model, [], { maxMessageBytes: { output: 400, dlt: 900 } }));
+    assert.deepEqual(plan.messages.map((m) => m.topic), ['in.DLT', 'out']);
+    const dead = plan.messages[0]!;
+    const info = readDeadLetterHeaders(dead.headers);
+    assert.equal(info?.errorCode, 'EVENT_TOO_LARGE');
+    assert.match(info?.message ?? '', /the event has 1 entities and takes \d+ bytes, more than the output topic accepts \(max.message.bytes 400\)/);
+    assert.equal(lastHeader(dead.headers, DLT_HEADERS.valueTruncated)?.toString(), String(messages[0]!.value!.length), 'original size in a header');
+    assert.ok(recordBytes(dead) <= 900 - BATCH_OVERHEAD_BYTES, 'fits the dead-letter topic');
+    assert.deepEqual(dead.value, messages[0]!.value!.subarray(0, dead.value!.length), 'a prefix of the original value');
+    assert.match(plan.deadLetters[0]!.reason, /truncated/);
   });
 
   it('tags the records of a slice concurrently (one inference call per record, all in flight together)', async () => {

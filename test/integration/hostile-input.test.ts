@@ -204,3 +204,48 @@ describe('a transient 404 for a schema id', { skip, timeout: 120_000 }, () => {
     assert.equal(deadAfter.length, 1, 'only the record that hit the 404 is dead-lettered');
   });
 });
+
+describe('outputs larger than the topics accept (max.message.bytes)', { skip, timeout: 180_000 }, () => {
+  const s = services as Services;
+  const names = testRun('it.oversize');
+  const kafka = typeof services === 'string' ? null : tools(s.brokers);
+  let service: RunningService | null = null;
+  const LIMIT = 4_096;
+
+  after(async () => {
+    await service?.stop();
+    await kafka?.deleteTopics([names.input, names.output, names.dlt]).catch(() => {});
+  });
+
+  it('an event too large is dead-lettered (EVENT_TOO_LARGE), a dead letter too large is truncated, a slice too large is sent in parts; the records after them get their events', async () => {
+    const limited = { 'max.message.bytes': String(LIMIT) };
+    await kafka!.createTopics([
+      { topic: names.input, partitions: 1, replicationFactor: 1 },
+      { topic: names.output, partitions: 1, replicationFactor: 1, config: limited },
+      { topic: names.dlt, partitions: 1, replicationFactor: 1, config: limited },
+    ]);
+    const { config } = loadConfig(runEnv(s, names, { KAFKA_TOPIC_PARTITIONS: '1', CNER_HTTP_PORT: '0' }));
+    service = await startService({ config, log: capturingLogger([]), httpHost: '127.0.0.1', backoff: BACKOFF });
+    const id = await new SchemaRegistry({ url: s.registryUrl, auth: null }).register(`${names.input}-value`, emr.text);
+    const sentences = '患者3月前因直肠癌行直肠癌根治术。胸部CT示右肺结节。患者有高血压病史，口服氨氯地平。';
+    const small = Array.from({ length: 30 }, (_, i) => `small-${i}`);
+    await kafka!.produce(names.input, [
+      { key: Buffer.from('big-event'), value: frame(id, record('big-event', { text: sentences.repeat(40) })), headers: {} },
+      { key: Buffer.from('big-junk'), value: Buffer.alloc(20_000, 0xff), headers: { 'x-origin': Buffer.from('it') } },
+      ...small.map((k) => ({ key: Buffer.from(k), value: frame(id, record(k, { text: sentences })), headers: {} })),
+    ]);
+    const [events, dead] = await Promise.all([
+      kafka!.collect(names.output, { timeoutMs: 90_000, until: (m) => m.length >= small.length }),
+      kafka!.collect(names.dlt, { timeoutMs: 90_000, until: (m) => m.length >= 2 }),
+    ]);
+    assert.deepEqual(keysOf(events), small, 'every small record has its event, though together they exceed the limit');
+    const bigEvent = dead.find((m) => m.key?.toString() === 'big-event');
+    assert.equal(readDeadLetterHeaders(bigEvent!.headers)?.errorCode, 'EVENT_TOO_LARGE');
+    assert.ok(Number(String(bigEvent!.headers['cner_dlt-value-truncated'])) > LIMIT, 'its value was cut, and the header gives the original size');
+    const junk = dead.find((m) => m.key?.toString() === 'big-junk');
+    assert.equal(readDeadLetterHeaders(junk!.headers)?.errorCode, 'UNDECODABLE_VALUE');
+    assert.equal(String(junk!.headers['cner_dlt-value-truncated']), '20000');
+    assert.equal(String(junk!.headers['x-origin']), 'it', 'original headers kept');
+    assert.ok(junk!.value!.length < LIMIT && junk!.value!.every((b) => b === 0xff), 'a prefix of the value');
+  });
+});
