@@ -231,7 +231,7 @@ class FakeConsumer implements StreamConsumer {
   }
 }
 
-export const retriable = (code: 'TRANSACTION_FAILED' | 'REGISTRY_UNAVAILABLE' | 'BROKER_UNAVAILABLE' | 'PRODUCER_FENCED', message = 'test failure'): CnerError =>
+export const retriable = (code: 'TRANSACTION_FAILED' | 'REGISTRY_UNAVAILABLE' | 'BROKER_UNAVAILABLE' | 'PRODUCER_FENCED' | 'INFERENCE_FAILED', message = 'test failure'): CnerError =>
   new CnerError(code, message);
 
 export async function until(what: string, condition: () => boolean, timeoutMs = 5_000): Promise<void> {
