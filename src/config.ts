@@ -31,6 +31,7 @@ export const VARIABLES: readonly VariableSpec[] = Object.freeze([
   { name: 'KAFKA_DLT_TOPIC', default: '`<input topic>.DLT`', doc: 'Dead-letter topic: records that can never be tagged, with the original key, value and headers plus `kafka_dlt-*` headers.' },
   { name: 'KAFKA_MODEL_TOPIC', default: 'ner.models.versions', doc: 'Compacted model-version topic: model bundles, their announcements and the live selection (docs/model-versions.md); every instance reads all of it.' },
   { name: 'KAFKA_TRANSACTIONAL_ID_PREFIX', default: 'cner', doc: 'Prefix of the transactional id; the processor uses `<prefix>-<instance id>`, stable across restarts of one instance, so a restarted instance fences its predecessor.' },
+  { name: 'KAFKA_COMPRESSION', default: 'none', doc: 'Compression of the events and dead letters the processor writes: `none`, `gzip`, `snappy`, `lz4` or `zstd` (the Java producer\'s default is none). Input in any of them is always read.' },
   { name: 'KAFKA_SSL', default: 'false', doc: 'Connect to the brokers over TLS (`true`/`false`).' },
   { name: 'KAFKA_SSL_CA_FILE', doc: 'PEM file of the CA that signed the brokers\' certificates (default: the system CAs). Needs `KAFKA_SSL=true`.' },
   { name: 'KAFKA_SSL_CERT_FILE', doc: 'PEM client certificate for mutual TLS; needs `KAFKA_SSL_KEY_FILE` and `KAFKA_SSL=true`.' },
@@ -58,6 +59,10 @@ export const VARIABLES: readonly VariableSpec[] = Object.freeze([
   { name: 'CNER_HTTP_PORT', default: '9464', doc: 'Port of the side HTTP server: `/livez`, `/readyz`, `/metrics` (0 = any free port).' },
   { name: 'CNER_LOG_LEVEL', default: 'info', doc: 'Log level: `fatal`, `error`, `warn`, `info`, `debug`, `trace` or `silent`. Logs are JSON lines on stdout and never contain record text.' },
 ] satisfies VariableSpec[]);
+
+/** Kafka's compression codecs, by their names in the Java client's `compression.type`. */
+export const COMPRESSIONS = ['none', 'gzip', 'snappy', 'lz4', 'zstd'] as const;
+export type Compression = (typeof COMPRESSIONS)[number];
 
 export type SaslMechanism = 'plain' | 'scram-sha-256' | 'scram-sha-512';
 export const SASL_MECHANISMS: readonly SaslMechanism[] = ['plain', 'scram-sha-256', 'scram-sha-512'];
@@ -89,6 +94,8 @@ export interface KafkaConfig {
   readonly instanceId: string;
   /** `<prefix>-<instance id>`. */
   readonly transactionalId: string;
+  /** Of the events and dead letters written. */
+  readonly compression: Compression;
   readonly tls: TlsConfig | null;
   readonly sasl: SaslConfig | null;
   readonly sessionTimeoutMs: number;
@@ -189,6 +196,7 @@ function kafkaConfig(get: Getter, mode: ConfigMode): Validated<KafkaConfig> {
     modelTopic: topic(get, 'KAFKA_MODEL_TOPIC', 'ner.models.versions'),
     transactionalIdPrefix: prefix,
     instanceId: instance,
+    compression: oneOf(get, 'KAFKA_COMPRESSION', COMPRESSIONS, 'none'),
     tls: tls(get),
     sasl: sasl(get),
     sessionTimeoutMs: integer(get, 'KAFKA_SESSION_TIMEOUT_MS', 30_000, 1_000, 3_600_000),

@@ -24,6 +24,8 @@ export const ERROR_CODES = {
   INVALID_UTF16: { retriable: false, deadLetter: true },
   /** Another field (recordId, sourceSystem, timestamp, metadata) is invalid, or an input failed validation. */
   INVALID_RECORD: { retriable: false, deadLetter: true },
+  /** The record's event is larger than the output topic accepts (max.message.bytes): too many entities. */
+  EVENT_TOO_LARGE: { retriable: false, deadLetter: true },
   /** Tagging or encoding this one record failed for good (a bug); dead-lettered so the stream goes on. */
   PROCESSING_FAILED: { retriable: false, deadLetter: true },
 

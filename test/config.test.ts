@@ -28,6 +28,7 @@ describe('config', () => {
     assert.equal(config.kafka.tls, null);
     assert.equal(config.kafka.sasl, null);
     assert.equal(config.kafka.sessionTimeoutMs, 30_000);
+    assert.equal(config.kafka.compression, 'none', 'as the Java producer\'s compression.type');
     assert.equal(config.kafka.createTopics, true);
     assert.equal(config.registry.url, 'http://registry:8081');
     assert.equal(config.registry.auth, null);
@@ -68,6 +69,7 @@ describe('config', () => {
       KAFKA_SASL_USERNAME: 'u',
       KAFKA_SASL_PASSWORD: 'p',
       KAFKA_SESSION_TIMEOUT_MS: '6000',
+      KAFKA_COMPRESSION: 'ZSTD',
       KAFKA_CREATE_TOPICS: 'false',
       KAFKA_TOPIC_PARTITIONS: '12',
       KAFKA_TOPIC_REPLICATION_FACTOR: '3',
@@ -89,6 +91,7 @@ describe('config', () => {
     assert.deepEqual(config.kafka.brokers, ['a:1', 'b:2']);
     assert.equal(config.kafka.dltTopic, 'in.x.DLT');
     assert.equal(config.kafka.transactionalId, 'tx-pod-0');
+    assert.equal(config.kafka.compression, 'zstd');
     assert.deepEqual(config.kafka.sasl, { mechanism: 'scram-sha-512', username: 'u', password: 'p' });
     assert.equal(config.kafka.createTopics, false);
     assert.equal(config.registry.url, 'https://registry/apis/ccompat/v7');
@@ -112,8 +115,10 @@ describe('config', () => {
       CNER_LOG_LEVEL: 'loud',
       KAFKA_SSL: 'maybe',
       CNER_EXECUTION_PROVIDERS: 'cuda,tpu',
+      KAFKA_COMPRESSION: 'brotli',
     });
-    assert.equal(p.length, 10, p.join('\n'));
+    assert.equal(p.length, 11, p.join('\n'));
+    assert.ok(p.some((m) => m === 'KAFKA_COMPRESSION must be one of none, gzip, snappy, lz4, zstd; got "brotli"'));
     assert.ok(p.some((m) => /^KAFKA_BROKERS must be a comma-separated list of host:port/.test(m)));
     assert.ok(p.some((m) => /^CNER_MAX_BATCH_SIZE must be a whole number from 1 to 4096; got "0"/.test(m)));
     assert.ok(p.some((m) => /^CNER_SHADOW_FRACTION must be a number from 0 to 1/.test(m)));

@@ -9,6 +9,7 @@ import avro from 'avsc';
 import { PACKAGE_ROOT } from '../config.js';
 import { CnerError } from '../errors.js';
 import type { ClinicalEntitiesEvent } from '../pipeline/event.js';
+import { avroBoundsProblem } from './avro-bounds.js';
 
 export const SCHEMA_DIR = path.join(PACKAGE_ROOT, 'schemas');
 export const MAGIC_BYTE = 0;
@@ -53,15 +54,23 @@ export interface WriterSchemas {
   writerType(id: number): Promise<avro.Type>;
 }
 
+interface Resolution {
+  readonly writer: avro.Type;
+  readonly resolver: avro.Resolver;
+}
+
 /**
  * Reads values written with any writer schema the reader schema can resolve
  * (Avro schema resolution: the writer's fields by name, defaults for fields it
- * lacks). One resolver per schema id, built once.
+ * lacks). One resolver per schema id, built once. Each value is first checked
+ * against its writer schema for declarations its bytes cannot back
+ * (avro-bounds.ts), so no value can make decoding loop or allocate beyond
+ * its size.
  */
 export class AvroReader {
   readonly #reader: avro.Type;
   readonly #schemas: WriterSchemas;
-  readonly #resolvers = new Map<number, Promise<avro.Resolver>>();
+  readonly #resolvers = new Map<number, Promise<Resolution>>();
 
   constructor(reader: avro.Type, schemas: WriterSchemas) {
     this.#reader = reader;
@@ -76,7 +85,13 @@ export class AvroReader {
   async decode(value: Buffer): Promise<unknown> {
     const framed = unframe(value);
     if (framed === null) throw new CnerError('UNDECODABLE_VALUE', 'value starts with the Avro magic byte 0 but is shorter than the 5-byte header');
-    const resolver = await this.#resolver(framed.schemaId);
+    const { writer, resolver } = await this.#resolver(framed.schemaId);
+    const problem = avroBoundsProblem(writer, framed.payload);
+    if (problem !== null) {
+      throw new CnerError('UNDECODABLE_VALUE', `Avro payload is malformed for its writer schema (id ${framed.schemaId}): ${problem}`, {
+        context: { schemaId: framed.schemaId, bytes: framed.payload.length },
+      });
+    }
     try {
       return this.#reader.fromBuffer(framed.payload, resolver);
     } catch {
@@ -87,12 +102,12 @@ export class AvroReader {
     }
   }
 
-  #resolver(id: number): Promise<avro.Resolver> {
+  #resolver(id: number): Promise<Resolution> {
     let pending = this.#resolvers.get(id);
     if (pending === undefined) {
       pending = this.#schemas.writerType(id).then((writer) => {
         try {
-          return this.#reader.createResolver(writer);
+          return { writer, resolver: this.#reader.createResolver(writer) };
         } catch (e) {
           throw new CnerError('INCOMPATIBLE_SCHEMA', `schema id ${id} cannot be read as ${String(this.#reader.name)}: ${e instanceof Error ? e.message : 'resolution failed'}`, {
             context: { schemaId: id },
@@ -100,9 +115,12 @@ export class AvroReader {
         }
       });
       this.#resolvers.set(id, pending);
-      // Keep only settled successes and permanent failures.
+      // Keep successes and the failures that depend on the schema alone (an
+      // id's schema never changes): INCOMPATIBLE_SCHEMA. An unknown id may be
+      // registered a moment later (or the registry answered 404 by mistake),
+      // so it is asked again next time (WriterSchemas decides how often).
       pending.catch((e: unknown) => {
-        if (!(e instanceof CnerError) || e.retriable) this.#resolvers.delete(id);
+        if (!(e instanceof CnerError) || e.code !== 'INCOMPATIBLE_SCHEMA') this.#resolvers.delete(id);
       });
     }
     return pending;

@@ -4,7 +4,7 @@
 // 4-byte and offset/timestamp 8-byte big-endian integers, the rest UTF-8)
 // and our error code. The message never quotes the record.
 
-import type { Headers, InputMessage, OutputMessage } from './types.js';
+import { BATCH_OVERHEAD_BYTES, type Headers, type InputMessage, type OutputMessage, lastHeader, recordBytes } from './types.js';
 
 export const DLT_HEADERS = Object.freeze({
   originalTopic: 'kafka_dlt-original-topic',
@@ -15,6 +15,10 @@ export const DLT_HEADERS = Object.freeze({
   exceptionFqcn: 'kafka_dlt-exception-fqcn',
   exceptionMessage: 'kafka_dlt-exception-message',
   errorCode: 'cner_error-code',
+  /** The value was cut to fit the dead-letter topic's max.message.bytes; the header is its original size in bytes (decimal). */
+  valueTruncated: 'cner_dlt-value-truncated',
+  /** Even without its value the dead letter did not fit: the original headers were left out ("true"). */
+  headersDropped: 'cner_dlt-original-headers-dropped',
 });
 
 /** Stands in for a Java exception class name in `kafka_dlt-exception-fqcn`. */
@@ -50,6 +54,23 @@ export function deadLetterMessage(message: InputMessage, reason: DeadLetterReaso
   };
 }
 
+/**
+ * A dead letter that the dead-letter topic accepts (`maxMessageBytes`, its
+ * max.message.bytes): one that does not fit would fail its transaction on
+ * every try and block the partition for good. The value is cut to what fits,
+ * with a header giving its original size; if the key and headers alone do not
+ * fit, the original headers are left out too (and a header says so).
+ */
+export function fitDeadLetter(m: OutputMessage, maxMessageBytes: number): OutputMessage {
+  const limit = maxMessageBytes - BATCH_OVERHEAD_BYTES;
+  if (recordBytes(m) <= limit) return m;
+  const marked: OutputMessage = { ...m, headers: { ...m.headers, [DLT_HEADERS.valueTruncated]: Buffer.from(String(m.value?.length ?? 0)) } };
+  const room = limit - recordBytes({ ...marked, value: null });
+  if (room >= 0) return { ...marked, value: m.value === null ? null : m.value.subarray(0, room) };
+  const ours = Object.fromEntries(Object.entries(marked.headers).filter(([name]) => (Object.values(DLT_HEADERS) as string[]).includes(name)));
+  return { ...marked, value: Buffer.alloc(0), headers: { ...ours, [DLT_HEADERS.headersDropped]: Buffer.from('true') } };
+}
+
 /** The dead-letter headers, read back (for tools and tests). */
 export interface DeadLetterInfo {
   readonly originalTopic: string;
@@ -60,7 +81,7 @@ export interface DeadLetterInfo {
 }
 
 export function readDeadLetterHeaders(headers: Headers): DeadLetterInfo | null {
-  const h = (name: string): Buffer | undefined => headers[name];
+  const h = (name: string): Buffer | undefined => lastHeader(headers, name);
   const topic = h(DLT_HEADERS.originalTopic);
   const partition = h(DLT_HEADERS.originalPartition);
   const offset = h(DLT_HEADERS.originalOffset);
@@ -82,10 +103,10 @@ const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
 
 export function traceHeaders(headers: Headers): Headers {
   const out: Record<string, Buffer> = {};
-  const parent = headers['traceparent'];
+  const parent = lastHeader(headers, 'traceparent');
   if (parent !== undefined && TRACEPARENT.test(parent.toString().trim())) {
     out['traceparent'] = parent;
-    const state = headers['tracestate'];
+    const state = lastHeader(headers, 'tracestate');
     if (state !== undefined) out['tracestate'] = state;
   }
   return out;

@@ -7,18 +7,29 @@
 //
 // kafkajs errors become CnerErrors here (see `classify`), and kafkajs log
 // lines are forwarded to pino with an allowlist of fields.
+//
+// kafkajs reads only uncompressed and gzip batches by itself; snappy, lz4 and
+// zstd are plugged in here (its CompressionCodecs table) from npm packages
+// that are plain JavaScript or WebAssembly, so they install anywhere without
+// a compiler or a download at install time.
 
 import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
+import { Zstd } from '@hpcc-js/wasm-zstd';
+import { decompress as zstdDecompress } from 'fzstd';
 import kafkajs from 'kafkajs';
+import snappyCodec from 'kafkajs-snappy';
+import * as lz4 from 'lz4js';
+import * as xxh32 from 'lz4js/xxh32.js';
 import type { Batch, Consumer, EachBatchPayload, IHeaders, KafkaConfig, KafkaMessage, LogEntry, Producer, SASLOptions } from 'kafkajs';
 import type { Logger } from 'pino';
-import type { SaslConfig, TlsConfig } from '../config.js';
+import type { Compression, SaslConfig, TlsConfig } from '../config.js';
 import { CnerError, isCnerError } from '../errors.js';
 import type {
   BatchControl,
   BatchHandler,
   ConsumerEvents,
+  HeaderValue,
   Headers,
   InputBatch,
   InputMessage,
@@ -31,9 +42,70 @@ import type {
   TopicSpec,
   TopicTail,
   TransactionalProducer,
+  ProducerOptions,
 } from './types.js';
+import { BATCH_OVERHEAD_BYTES, recordBytes } from './types.js';
 
-const { Kafka, Partitioners, logLevel } = kafkajs;
+const { Kafka, Partitioners, logLevel, CompressionTypes, CompressionCodecs, ConfigResourceTypes } = kafkajs;
+
+// ---------------------------------------------------------------- codecs
+
+interface Codec {
+  compress(encoder: { buffer: Buffer }): Promise<Buffer>;
+  decompress(buffer: Buffer): Promise<Buffer>;
+}
+
+let zstdModule: Promise<Zstd> | null = null;
+
+/** LZ4 frames (lz4js: reads content sizes and checksums, writes none). */
+const lz4Codec = (): Codec => ({
+  compress: async (encoder) => lz4IndependentFrame(encoder.buffer),
+  decompress: async (buffer) => Buffer.from(lz4.decompress(buffer)),
+});
+
+const LZ4_BLOCK_BYTES = 4 * 1024 * 1024; // lz4js's block size (descriptor BD 7)
+const LZ4_HEADER_BYTES = 7; // magic, FLG, BD, header checksum
+const LZ4_FLG_INDEPENDENT_BLOCKS = 0x60; // version 01, block independence
+
+/**
+ * lz4js writes its blocks as one dependent stream (without the block
+ * independence flag), which Kafka's Java broker refuses ("Dependent block
+ * stream is unsupported"). So each 4 MiB block is compressed as a frame of its
+ * own, which makes the blocks independent, and they are put in one frame that
+ * says so.
+ */
+function lz4IndependentFrame(src: Buffer): Buffer {
+  const header = Buffer.from([0x04, 0x22, 0x4d, 0x18, LZ4_FLG_INDEPENDENT_BLOCKS, 0x70, 0]);
+  header[6] = (xxh32.hash(0, header, 4, 2) >> 8) & 0xff;
+  const blocks: Buffer[] = [];
+  for (let at = 0; at < src.length; at += LZ4_BLOCK_BYTES) {
+    const frame = lz4.compress(src.subarray(at, at + LZ4_BLOCK_BYTES));
+    blocks.push(Buffer.from(frame.buffer, frame.byteOffset + LZ4_HEADER_BYTES, frame.length - LZ4_HEADER_BYTES - 4));
+  }
+  return Buffer.concat([header, ...blocks, Buffer.alloc(4)]);
+}
+
+/**
+ * zstd: fzstd reads every frame (also those without a content size, as
+ * streaming producers write them); the WebAssembly zstd library, loaded on
+ * first use, writes (level 3, Kafka's default).
+ */
+const zstdCodec = (): Codec => ({
+  compress: async (encoder) => Buffer.from((await (zstdModule ??= Zstd.load())).compress(encoder.buffer, 3)),
+  decompress: async (buffer) => Buffer.from(zstdDecompress(buffer)),
+});
+
+CompressionCodecs[CompressionTypes.Snappy] = snappyCodec;
+CompressionCodecs[CompressionTypes.LZ4] = lz4Codec;
+CompressionCodecs[CompressionTypes.ZSTD] = zstdCodec;
+
+const COMPRESSION_TYPES: Readonly<Record<Compression, kafkajs.CompressionTypes>> = Object.freeze({
+  none: CompressionTypes.None,
+  gzip: CompressionTypes.GZIP,
+  snappy: CompressionTypes.Snappy,
+  lz4: CompressionTypes.LZ4,
+  zstd: CompressionTypes.ZSTD,
+});
 
 export interface KafkaAdapterOptions {
   readonly brokers: readonly string[];
@@ -47,6 +119,8 @@ export interface KafkaAdapterOptions {
   readonly transactionTimeoutMs?: number;
   /** Connection attempts before a call fails (default 5; tests use fewer). */
   readonly retries?: number;
+  /** Compression of what the processor writes (events, dead letters); default none. */
+  readonly compression?: Compression;
 }
 
 export function createKafkaClient(options: KafkaAdapterOptions): KafkaClient & KafkaTools & ModelTopicClient {
@@ -226,7 +300,7 @@ class KafkajsClient implements KafkaClient, KafkaTools, ModelTopicClient {
     );
   }
 
-  transactionalProducer(transactionalId: string): TransactionalProducer {
+  transactionalProducer(transactionalId: string, options: ProducerOptions = {}): TransactionalProducer {
     return new KafkajsTransactionalProducer(
       this.#kafka.producer({
         transactionalId,
@@ -237,7 +311,25 @@ class KafkajsClient implements KafkaClient, KafkaTools, ModelTopicClient {
         createPartitioner: Partitioners.DefaultPartitioner, // murmur2, as the Java client: same key, same partition
       }),
       transactionalId,
+      COMPRESSION_TYPES[this.#options.compression ?? 'none'],
+      options.maxBatchBytes ?? Number.POSITIVE_INFINITY,
     );
+  }
+
+  async maxMessageBytes(topics: readonly string[]): Promise<Record<string, number>> {
+    return this.#withAdmin('reading topic configs', async (admin) => {
+      const { resources } = await admin.describeConfigs({
+        includeSynonyms: false,
+        resources: topics.map((name) => ({ type: ConfigResourceTypes.TOPIC, name, configNames: ['max.message.bytes'] })),
+      });
+      const out: Record<string, number> = {};
+      for (const r of resources) {
+        const value = Number(r.configEntries.find((e) => e.configName === 'max.message.bytes')?.configValue);
+        // (The topic's value, or the broker's message.max.bytes it inherits; Kafka's default when unreadable.)
+        out[r.resourceName] = Number.isSafeInteger(value) && value > 0 ? value : 1_048_588;
+      }
+      return out;
+    });
   }
 
   async missingTopics(topics: readonly string[]): Promise<string[]> {
@@ -328,11 +420,11 @@ class KafkajsClient implements KafkaClient, KafkaTools, ModelTopicClient {
     });
   }
 
-  async produce(topic: string, messages: readonly Omit<OutputMessage, 'topic'>[]): Promise<void> {
+  async produce(topic: string, messages: readonly Omit<OutputMessage, 'topic'>[], options: ProduceOptions = {}): Promise<void> {
     const producer = this.#kafka.producer({ allowAutoTopicCreation: false, createPartitioner: Partitioners.DefaultPartitioner, idempotent: true });
     try {
       await producer.connect();
-      await producer.send({ topic, acks: -1, messages: messages.map(toKafkaMessage) });
+      await producer.send({ topic, acks: -1, compression: COMPRESSION_TYPES[options.compression ?? 'none'], messages: messages.map(toKafkaMessage) });
     } catch (e) {
       throw classify(e, `producing to ${topic}`);
     } finally {
@@ -463,19 +555,51 @@ function toInputMessage(batch: Pick<Batch, 'topic' | 'partition'>, m: KafkaMessa
   };
 }
 
+/**
+ * Every value of every header, nulls included: kafkajs gives a repeated header
+ * as an array and a null value as null (legal in Kafka; Java producers send
+ * them). Strings cannot occur on the read path, but the type allows them.
+ */
 function fromKafkaHeaders(headers: IHeaders | undefined): Headers {
-  const out: Record<string, Buffer> = {};
+  const out: Record<string, HeaderValue | HeaderValue[]> = {};
   for (const [k, v] of Object.entries(headers ?? {})) {
-    const last = Array.isArray(v) ? v[v.length - 1] : v;
-    if (last !== undefined) out[k] = Buffer.isBuffer(last) ? last : Buffer.from(last);
+    if (v === undefined) continue;
+    out[k] = Array.isArray(v) ? v.map(toHeaderValue) : toHeaderValue(v);
   }
+  return out;
+}
+
+const toHeaderValue = (v: Buffer | string | null): HeaderValue => (v === null ? null : Buffer.isBuffer(v) ? v : Buffer.from(v));
+
+/**
+ * The header that lists the headers written with an empty value in place of
+ * null: kafkajs 2.2.4 cannot encode a null header value (it measures the value
+ * with Buffer.byteLength before checking for null: kafkajs issue 1789), so a
+ * dead letter that carries a null header says which values were null. Its
+ * value is JSON, `[[name, index], ...]`, index among that header's values.
+ */
+export const NULL_HEADERS = 'cner_null-header-values';
+
+function toKafkaHeaders(headers: Headers): IHeaders {
+  const out: IHeaders = {};
+  const nulls: [string, number][] = [];
+  for (const [k, v] of Object.entries(headers)) {
+    const values = Array.isArray(v) ? (v as readonly HeaderValue[]) : [v as HeaderValue];
+    const bytes = values.map((value, i) => {
+      if (value !== null) return value;
+      nulls.push([k, i]);
+      return Buffer.alloc(0);
+    });
+    out[k] = Array.isArray(v) ? bytes : bytes[0];
+  }
+  if (nulls.length > 0) out[NULL_HEADERS] = Buffer.from(JSON.stringify(nulls));
   return out;
 }
 
 const toKafkaMessage = (m: Omit<OutputMessage, 'topic'>): { key: Buffer | null; value: Buffer | null; headers: IHeaders } => ({
   key: m.key,
   value: m.value,
-  headers: { ...m.headers },
+  headers: toKafkaHeaders(m.headers),
 });
 
 // ---------------------------------------------------------------- producer
@@ -483,10 +607,14 @@ const toKafkaMessage = (m: Omit<OutputMessage, 'topic'>): { key: Buffer | null; 
 class KafkajsTransactionalProducer implements TransactionalProducer {
   readonly #producer: Producer;
   readonly #transactionalId: string;
+  readonly #compression: kafkajs.CompressionTypes;
+  readonly #maxBatchBytes: number;
 
-  constructor(producer: Producer, transactionalId: string) {
+  constructor(producer: Producer, transactionalId: string, compression: kafkajs.CompressionTypes, maxBatchBytes: number) {
     this.#producer = producer;
     this.#transactionalId = transactionalId;
+    this.#compression = compression;
+    this.#maxBatchBytes = maxBatchBytes;
   }
 
   async connect(): Promise<void> {
@@ -508,14 +636,16 @@ class KafkajsTransactionalProducer implements TransactionalProducer {
       throw classify(e, 'beginning a transaction');
     }
     try {
-      if (messages.length > 0) {
+      // In as many requests as keep each record batch under the topics' limit
+      // (one request makes one batch per partition), in order.
+      for (const chunk of chunks(messages, this.#maxBatchBytes)) {
         const byTopic = new Map<string, ReturnType<typeof toKafkaMessage>[]>();
-        for (const m of messages) {
+        for (const m of chunk) {
           const list = byTopic.get(m.topic) ?? [];
           list.push(toKafkaMessage(m));
           byTopic.set(m.topic, list);
         }
-        await tx.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, msgs]) => ({ topic, messages: msgs })) });
+        await tx.sendBatch({ acks: -1, compression: this.#compression, topicMessages: [...byTopic].map(([topic, msgs]) => ({ topic, messages: msgs })) });
       }
       await tx.sendOffsets({
         consumerGroupId: groupId,
@@ -536,6 +666,25 @@ class KafkajsTransactionalProducer implements TransactionalProducer {
   async disconnect(): Promise<void> {
     await this.#producer.disconnect().catch(() => {});
   }
+}
+
+/** Consecutive runs of messages whose records add up to at most `maxBytes` (a larger message alone). */
+function chunks(messages: readonly OutputMessage[], maxBytes: number): OutputMessage[][] {
+  const out: OutputMessage[][] = [];
+  let current: OutputMessage[] = [];
+  let bytes = BATCH_OVERHEAD_BYTES;
+  for (const m of messages) {
+    const size = recordBytes(m);
+    if (current.length > 0 && bytes + size > maxBytes) {
+      out.push(current);
+      current = [];
+      bytes = BATCH_OVERHEAD_BYTES;
+    }
+    current.push(m);
+    bytes += size;
+  }
+  if (current.length > 0) out.push(current);
+  return out;
 }
 
 function groupOffsets(offsets: readonly TopicPartitionOffset[]): { topic: string; partitions: { partition: number; offset: string }[] }[] {
@@ -560,10 +709,15 @@ export interface CollectOptions {
   readonly groupId?: string;
 }
 
+export interface ProduceOptions {
+  /** Default none. */
+  readonly compression?: Compression;
+}
+
 /** Operations the demo and the integration tests need besides the processor's port. */
 export interface KafkaTools {
-  /** Plain (non-transactional) produce, acks=all. */
-  produce(topic: string, messages: readonly Omit<OutputMessage, 'topic'>[]): Promise<void>;
+  /** Plain (non-transactional) produce, acks=all, in one request. */
+  produce(topic: string, messages: readonly Omit<OutputMessage, 'topic'>[], options?: ProduceOptions): Promise<void>;
   /** Reads a topic from the beginning with a fresh group until `until` or the timeout. */
   collect(topic: string, options: CollectOptions): Promise<InputMessage[]>;
   deleteTopics(topics: readonly string[]): Promise<void>;

@@ -13,6 +13,7 @@ import { ModelCatalog, type ModelTopicRecord, type ModelVersionInfo, SAFE_VERSIO
 import { TAGS } from '../pipeline/labels.js';
 import { CnerError } from '../errors.js';
 import { frame, unframe } from './avro.js';
+import { avroBoundsProblem } from './avro-bounds.js';
 import type { KafkaTools } from './kafka.js';
 import type { SchemaRegistry } from './registry.js';
 import type { ModelTopicClient } from './types.js';
@@ -136,17 +137,21 @@ function liveRecord(version: string, options: Pick<PublishOptions, 'reason' | 'b
 /** Decodes model-topic values written with any registered version of the schema. */
 export function modelTopicDecoder(registry: SchemaRegistry): (value: Buffer) => Promise<ModelTopicRecord> {
   const reader = modelSchema().type;
-  const resolvers = new Map<number, Promise<avro.Type['createResolver'] extends (t: avro.Type) => infer R ? R : never>>();
+  const resolvers = new Map<number, Promise<{ readonly writer: avro.Type; readonly resolver: avro.Resolver }>>();
   return async (value) => {
     const framed = unframe(value);
     if (framed === null) throw new CnerError('UNDECODABLE_VALUE', 'model topic value is not Confluent-framed Avro');
-    let resolver = resolvers.get(framed.schemaId);
-    if (resolver === undefined) {
-      resolver = registry.writerType(framed.schemaId).then((writer) => reader.createResolver(writer));
-      resolvers.set(framed.schemaId, resolver);
-      resolver.catch(() => resolvers.delete(framed.schemaId));
+    let pending = resolvers.get(framed.schemaId);
+    if (pending === undefined) {
+      pending = registry.writerType(framed.schemaId).then((writer) => ({ writer, resolver: reader.createResolver(writer) }));
+      resolvers.set(framed.schemaId, pending);
+      pending.catch(() => resolvers.delete(framed.schemaId));
     }
-    return fromAvro(reader.fromBuffer(framed.payload, await resolver));
+    const { writer, resolver } = await pending;
+    // Bounded like the input (avro-bounds.ts): a malformed value must not block the event loop.
+    const problem = avroBoundsProblem(writer, framed.payload);
+    if (problem !== null) throw new CnerError('UNDECODABLE_VALUE', `model topic value is malformed for its writer schema (id ${framed.schemaId}): ${problem}`);
+    return fromAvro(reader.fromBuffer(framed.payload, resolver));
   };
 }
 

@@ -12,9 +12,9 @@ import type { Entity } from '../pipeline/spans.js';
 import { type TaggingModel, tagRecord } from '../pipeline/tag.js';
 import type { Metrics } from '../observability/metrics.js';
 import { type ModelLease, type ModelProvider, isModelProvider } from '../model/manager.js';
-import { type DeadLetterReason, deadLetterMessage, traceHeaders } from './dead-letter.js';
+import { type DeadLetterReason, deadLetterMessage, fitDeadLetter, traceHeaders } from './dead-letter.js';
 import type { DecodeFailure, Decoded } from './decode.js';
-import type { InputMessage, OutputMessage } from './types.js';
+import { BATCH_OVERHEAD_BYTES, type InputMessage, type OutputMessage, recordBytes } from './types.js';
 
 export interface ProcessorOptions {
   readonly outputTopic: string;
@@ -33,6 +33,13 @@ export interface ProcessorOptions {
    * partition forever).
    */
   readonly maxAttempts: number;
+  /**
+   * The largest record batch the output and dead-letter topics accept (their
+   * max.message.bytes). An event over it is dead-lettered (EVENT_TOO_LARGE), a
+   * dead letter over it is truncated: either would fail the transaction on
+   * every try. Default: Kafka's default, 1048588.
+   */
+  readonly maxMessageBytes?: { readonly output: number; readonly dlt: number };
   readonly metrics: Metrics;
   readonly log: Logger;
   readonly now?: () => number;
@@ -55,6 +62,9 @@ export interface DeadLetterNote {
   readonly code: string;
   readonly reason: string;
 }
+
+/** Kafka's default max.message.bytes (topics and brokers). */
+const KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588;
 
 type Outcome = { readonly kind: 'event'; readonly message: OutputMessage; readonly entities: readonly Entity[] } | { readonly kind: 'dead'; readonly reason: DeadLetterReason };
 
@@ -104,7 +114,8 @@ async function plan(messages: readonly InputMessage[], attempt: number, options:
     const d = decoded[i]!;
     if (isLeft(d)) return { kind: 'dead', reason: d.left };
     const t = tagged[i]!;
-    const ctx = { topic: message.topic, partition: message.partition, offset: message.offset, recordId: d.right.record.recordId };
+    // Never the record id (key or recordId: often a medical record number, patient data).
+    const ctx = { topic: message.topic, partition: message.partition, offset: message.offset };
     if (t.status === 'rejected') {
       const info = describeError(t.reason);
       options.log.error({ ...ctx, code: info.code, attempt, err: t.reason }, 'tagging failed for good: dead-lettering the record');
@@ -112,16 +123,19 @@ async function plan(messages: readonly InputMessage[], attempt: number, options:
     }
     try {
       const event = buildEvent(d.right.record.recordId, model.version, t.value ?? [], now());
-      return {
-        kind: 'event',
-        entities: t.value ?? [],
-        message: {
-          topic: options.outputTopic,
-          key: message.key ?? Buffer.from(d.right.record.recordId),
-          value: options.encodeEvent(event),
-          headers: traceHeaders(message.headers),
-        },
+      const out: OutputMessage = {
+        topic: options.outputTopic,
+        key: message.key ?? Buffer.from(d.right.record.recordId),
+        value: options.encodeEvent(event),
+        headers: traceHeaders(message.headers),
       };
+      const limit = (options.maxMessageBytes?.output ?? KAFKA_DEFAULT_MAX_MESSAGE_BYTES) - BATCH_OVERHEAD_BYTES;
+      const bytes = recordBytes(out);
+      if (bytes > limit) {
+        const reason = `the event has ${event.entities.length} entities and takes ${bytes} bytes, more than the output topic accepts (max.message.bytes ${limit + BATCH_OVERHEAD_BYTES})`;
+        return { kind: 'dead', reason: { code: 'EVENT_TOO_LARGE', message: reason } };
+      }
+      return { kind: 'event', entities: t.value ?? [], message: out };
     } catch (e) {
       const info = describeError(e);
       options.log.error({ ...ctx, code: info.code, err: e }, 'encoding the event failed: dead-lettering the record');
@@ -140,8 +154,11 @@ async function plan(messages: readonly InputMessage[], attempt: number, options:
       eventTimestamps.push(message.timestamp);
       for (const e of o.entities) entityCounts[e.code] = (entityCounts[e.code] ?? 0) + 1;
     } else {
-      out.push(deadLetterMessage(message, o.reason, options.dltTopic, options.groupId));
-      deadLetters.push({ partition: message.partition, offset: message.offset, code: o.reason.code, reason: o.reason.message });
+      const letter = deadLetterMessage(message, o.reason, options.dltTopic, options.groupId);
+      const fitted = fitDeadLetter(letter, options.maxMessageBytes?.dlt ?? KAFKA_DEFAULT_MAX_MESSAGE_BYTES);
+      out.push(fitted);
+      const note = fitted === letter ? '' : ' (dead letter truncated to fit the dead-letter topic\'s max.message.bytes)';
+      deadLetters.push({ partition: message.partition, offset: message.offset, code: o.reason.code, reason: `${o.reason.message}${note}` });
     }
   });
   return {

@@ -32,7 +32,8 @@
 // fetch calls (`#direct`), classified the same way.
 //
 // Writer types by id are memoised as promises, so concurrent cache misses make
-// one request; failures that may succeed later are not cached.
+// one request; failures that may succeed later (an unknown id included) are
+// not cached.
 
 import { AsyncLocalStorage } from 'node:async_hooks';
 import http from 'node:http';
@@ -92,24 +93,33 @@ export class SchemaRegistry {
   async register(subject: string, schema: string): Promise<number> {
     const where = `POST /subjects/${subject}/versions`;
     const confluent = { type: SchemaType.AVRO, schema } as const;
-    try {
-      return idOf(await this.#call(where, () => this.#library.register(confluent, { subject, compatibility: COMPATIBILITY.BACKWARD })), subject);
-    } catch (e) {
-      if (!(e instanceof CnerError)) throw e;
-      if (e.context['error'] === 'ConfluentSchemaRegistryCompatibilityError') {
-        // The subject exists at another level (NONE included) and the library
-        // registers only when the level it is given matches: give it the
-        // subject's own. (registerSchemas then turns NONE into BACKWARD.)
-        const level = (await this.#subjectLevel(subject)) ?? COMPATIBILITY.BACKWARD;
+    let level: string = COMPATIBILITY.BACKWARD;
+    for (let attempt = 1; ; attempt++) {
+      try {
         return idOf(await this.#call(where, () => this.#library.register(confluent, { subject, compatibility: level as COMPATIBILITY })), subject);
+      } catch (e) {
+        if (!(e instanceof CnerError)) throw e;
+        if (e.context['error'] === 'ConfluentSchemaRegistryCompatibilityError' && attempt < 4) {
+          // The subject exists at another level (NONE included) and the
+          // library registers only when the level it is given matches: give
+          // it the subject's own. (registerSchemas then turns NONE into
+          // BACKWARD.) Processors starting together change the level between
+          // our read and the library's (one of them sets it on the new
+          // subject): then it is read again.
+          level = (await this.#subjectLevel(subject)) ?? COMPATIBILITY.BACKWARD;
+          continue;
+        }
+        if (e.context['method'] === 'PUT' && (e.context['status'] === 401 || e.context['status'] === 403 || e.context['status'] === 409)) {
+          // Registered, but setting the new subject's level failed: refused
+          // (registerSchemas tries again and only warns), or 409 because
+          // another processor starting at the same time set it first
+          // (Apicurio: "A rule named 'COMPATIBILITY' already exists"), which
+          // is what we wanted.
+          const id = await this.lookup(subject, schema);
+          if (id !== null) return id;
+        }
+        throw e;
       }
-      if (e.context['method'] === 'PUT' && (e.context['status'] === 401 || e.context['status'] === 403)) {
-        // Registered, but setting the new subject's level was refused:
-        // registerSchemas tries again and only warns.
-        const id = await this.lookup(subject, schema);
-        if (id !== null) return id;
-      }
-      throw e;
     }
   }
 
@@ -138,9 +148,22 @@ export class SchemaRegistry {
     return levelOf(await this.#direct('GET', `/config/${encodeURIComponent(subject)}?defaultToGlobal=true`, undefined, 'null-if-missing'));
   }
 
-  /** Sets the subject's own compatibility level. Direct: the library sets it only on a subject's first registration. */
+  /**
+   * Sets the subject's own compatibility level. Direct: the library sets it
+   * only on a subject's first registration. A 409 means another processor
+   * created the subject's rule between our read and our write (Apicurio):
+   * then the level it set stands if it is the one asked for, else ours is
+   * written over it.
+   */
   async setCompatibility(subject: string, level: string): Promise<void> {
-    await this.#direct('PUT', `/config/${encodeURIComponent(subject)}`, { compatibility: level });
+    const path = `/config/${encodeURIComponent(subject)}`;
+    try {
+      await this.#direct('PUT', path, { compatibility: level });
+    } catch (e) {
+      if (!(e instanceof CnerError) || e.context['status'] !== 409) throw e;
+      if ((await this.#subjectLevel(subject)) === level.toUpperCase()) return;
+      await this.#direct('PUT', path, { compatibility: level });
+    }
   }
 
   /** Deletes a subject and its versions (soft, then permanent); a missing subject is fine. Direct: not in the library. */
@@ -152,6 +175,12 @@ export class SchemaRegistry {
    * The writer type of a schema id, as the library parsed it. Rejects with
    * UNKNOWN_SCHEMA for an id the registry does not know or a schema that is
    * not Avro, INCOMPATIBLE_SCHEMA for one that does not parse.
+   *
+   * Only what an id's (immutable) schema decides is remembered: the type, and
+   * INCOMPATIBLE_SCHEMA. A 404 is not: the id may be registered a moment
+   * later, or the registry may have answered 404 by mistake (restarting,
+   * behind a proxy), and remembering it would dead-letter every later record
+   * with that id. Concurrent lookups of one id still share one request.
    */
   writerType(id: number): Promise<avro.Type> {
     let pending = this.#byId.get(id);
@@ -159,7 +188,7 @@ export class SchemaRegistry {
       pending = this.#fetchType(id);
       this.#byId.set(id, pending);
       pending.catch((e: unknown) => {
-        const permanent = e instanceof CnerError && !e.retriable && this.#rememberedFailures++ < MAX_REMEMBERED_FAILURES;
+        const permanent = e instanceof CnerError && e.code === 'INCOMPATIBLE_SCHEMA' && this.#rememberedFailures++ < MAX_REMEMBERED_FAILURES;
         if (!permanent) this.#byId.delete(id);
       });
     }

@@ -126,6 +126,11 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     const kafka: KafkaClient = options.kafka ?? kafkajs!;
     await untilAvailable('kafka', health, log, backoff, abort.signal, () => ensureTopics(kafka, config, log));
     if (abort.signal.aborted) throw new StartAborted();
+    // Read once: a change of max.message.bytes takes effect at the next start.
+    const limits = await untilAvailable('kafka', health, log, backoff, abort.signal, () => topicLimits(kafka, config, log));
+    if (abort.signal.aborted) throw new StartAborted();
+    const maxMessageBytes = { output: limits[config.kafka.outputTopic] ?? 1_048_588, dlt: limits[config.kafka.dltTopic] ?? 1_048_588 };
+    log.info({ maxMessageBytes }, 'largest record batches the output and dead-letter topics accept (max.message.bytes)');
     await model.follow();
     if (abort.signal.aborted) throw new StartAborted();
 
@@ -137,6 +142,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       inputTopic: config.kafka.inputTopic,
       transactionalId: config.kafka.transactionalId,
       maxRecordsPerTransaction: Math.max(16, 4 * config.model.maxBatchSize),
+      maxBatchBytes: Math.min(maxMessageBytes.output, maxMessageBytes.dlt),
       sessionBackoff: backoff,
       retryBackoff: backoff,
       health,
@@ -151,6 +157,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
           decode: (m) => decodeMessage(m.key, m.value, { maxTextLength: config.maxTextLength, avro: reader }),
           encodeEvent: (event) => encoder.encode(event),
           maxAttempts: options.maxAttempts ?? 5,
+          maxMessageBytes,
           metrics,
           log,
         }),
@@ -231,6 +238,22 @@ export async function ensureTopics(kafka: KafkaClient, config: Config, log: Logg
   }
   await kafka.createTopics(missing.map((topic) => ({ topic, partitions: topicPartitions, replicationFactor: topicReplicationFactor })));
   log.info({ topics: missing, partitions: topicPartitions, replicationFactor: topicReplicationFactor }, 'created missing topics');
+}
+
+/**
+ * max.message.bytes of the output and dead-letter topics. Reading topic
+ * configs needs the DescribeConfigs ACL, which a processor did not need
+ * before: without it Kafka's default is assumed (and said), rather than
+ * refusing to start.
+ */
+export async function topicLimits(kafka: KafkaClient, config: Config, log: Logger): Promise<Record<string, number>> {
+  try {
+    return await kafka.maxMessageBytes([config.kafka.outputTopic, config.kafka.dltTopic]);
+  } catch (e) {
+    if (!(e instanceof CnerError) || e.code !== 'KAFKA_NOT_AUTHORIZED') throw e;
+    log.warn({ err: e }, 'may not read the topics\' max.message.bytes (grant DescribeConfigs on the output and dead-letter topics): assuming Kafka\'s default, 1048588');
+    return {};
+  }
 }
 
 /** Retries `fn` with backoff while it fails retriably, keeping the dependency marked unavailable. */

@@ -34,6 +34,8 @@ export interface StreamOptions {
   readonly inputTopic: string;
   readonly transactionalId: string;
   readonly plan: (messages: readonly InputMessage[], attempt: number) => Promise<TransactionPlan>;
+  /** Largest record batch one send may make (the topics' max.message.bytes); default: one send per transaction. */
+  readonly maxBatchBytes?: number;
   /** Records per transaction (a fetched batch is cut into slices of this size). */
   readonly maxRecordsPerTransaction: number;
   /** Between session restarts. */
@@ -128,7 +130,13 @@ class Session {
   #failed = false;
   #closing: Promise<void> | null = null;
   #startup: Promise<void> = Promise.resolve();
-  #lastFailure: { partition: number; offset: string; attempt: number } | null = null;
+  /**
+   * Per partition: the first offset of its slice that last failed, and how
+   * many times. Per partition, so that other partitions' commits do not reset
+   * the count (a record failing retriably is dead-lettered after its attempts
+   * even while the rest of the stream flows).
+   */
+  readonly #failures = new Map<number, { offset: string; attempt: number }>();
   joined = false;
 
   constructor(options: StreamOptions, owner: StreamProcessor) {
@@ -145,7 +153,7 @@ class Session {
 
   async #start(): Promise<void> {
     const { kafka, health, log } = this.#o;
-    this.#producer = kafka.transactionalProducer(this.#o.transactionalId);
+    this.#producer = kafka.transactionalProducer(this.#o.transactionalId, this.#o.maxBatchBytes === undefined ? {} : { maxBatchBytes: this.#o.maxBatchBytes });
     await this.#producer.connect();
     if (this.#closing !== null || this.#failed) return;
     log.info({ transactionalId: this.#o.transactionalId }, 'transactional producer ready (any earlier producer with this id is fenced)');
@@ -205,7 +213,7 @@ class Session {
       }
 
       control.resolveOffset(last.offset);
-      this.#lastFailure = null;
+      this.#failures.delete(partition);
       this.#record(batch, slice, plan, next);
       i += slice.length;
       try {
@@ -252,13 +260,13 @@ class Session {
     if (info.code === 'REGISTRY_UNAVAILABLE') health.setAvailable('registry', false, { err: error, retryInMs: delay });
     else log.warn({ ...where, err: error }, 'batch failed and was aborted: reading it again from the last committed offset after backoff');
     control.seek(offset);
-    this.#lastFailure = { partition: batch.partition, offset, attempt };
+    this.#failures.set(batch.partition, { offset, attempt });
     await this.#sleepWithHeartbeats(delay, control);
   }
 
   #attemptFor(partition: number, offset: string): number {
-    const f = this.#lastFailure;
-    return f !== null && f.partition === partition && f.offset === offset ? f.attempt + 1 : 1;
+    const f = this.#failures.get(partition);
+    return f !== undefined && f.offset === offset ? f.attempt + 1 : 1;
   }
 
   async #withHeartbeats<T>(control: BatchControl, fn: () => Promise<T>): Promise<T> {

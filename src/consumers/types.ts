@@ -3,8 +3,25 @@
 // (@confluentinc/kafka-javascript) would implement the same interfaces and
 // nothing else would change. No Kafka client type appears outside kafka.ts.
 
-/** Header values are raw bytes; only the last value of a repeated header is kept. */
-export type Headers = Readonly<Record<string, Buffer>>;
+/** A header value: raw bytes, or null (legal in Kafka; Java producers send them). */
+export type HeaderValue = Buffer | null;
+
+/**
+ * Headers by name. A header that occurs more than once keeps every value, in
+ * order, as an array (dead letters must carry the original headers whole).
+ */
+export type Headers = Readonly<Record<string, HeaderValue | readonly HeaderValue[]>>;
+
+/** The last non-null value of header `name` (as Java's `Headers.lastHeader`, skipping nulls), if any. */
+export function lastHeader(headers: Headers, name: string): Buffer | undefined {
+  const v = Object.hasOwn(headers, name) ? headers[name] : undefined;
+  const values = v === undefined ? [] : Array.isArray(v) ? (v as readonly HeaderValue[]) : [v as HeaderValue];
+  for (let i = values.length - 1; i >= 0; i--) {
+    const value = values[i];
+    if (value !== null && value !== undefined) return value;
+  }
+  return undefined;
+}
 
 export interface InputMessage {
   readonly topic: string;
@@ -31,6 +48,24 @@ export interface OutputMessage {
   readonly key: Buffer | null;
   readonly value: Buffer | null;
   readonly headers: Headers;
+}
+
+/** Bytes of a record batch besides its records (Kafka's v2 batch header). */
+export const BATCH_OVERHEAD_BYTES = 61;
+
+/**
+ * An upper bound of the bytes `m` takes in an uncompressed record batch: key,
+ * value, header names and values, and at most 5 bytes for each varint (record
+ * length, attributes, deltas, sizes). The broker compares the batch with
+ * max.message.bytes (after compression, so compressed batches fit too).
+ */
+export function recordBytes(m: Pick<OutputMessage, 'key' | 'value' | 'headers'>): number {
+  let n = 5 * 6 + (m.key?.length ?? 0) + (m.value?.length ?? 0);
+  for (const [name, v] of Object.entries(m.headers)) {
+    const values = Array.isArray(v) ? (v as readonly HeaderValue[]) : [v as HeaderValue];
+    for (const value of values) n += 10 + Buffer.byteLength(name) + (value?.length ?? 0);
+  }
+  return n;
 }
 
 /** What the batch handler may do with the consumer while it holds a batch. */
@@ -117,10 +152,21 @@ export interface ModelTopicClient {
   produceEach(topic: string, messages: readonly Omit<OutputMessage, 'topic'>[]): Promise<void>;
 }
 
+export interface ProducerOptions {
+  /**
+   * Largest record batch one send may make (the smallest max.message.bytes of
+   * the topics written): a transaction's messages are sent in as many
+   * requests as that takes. Default: all in one request.
+   */
+  readonly maxBatchBytes?: number;
+}
+
 export interface KafkaClient {
   readonly groupId: string;
   consumer(): StreamConsumer;
-  transactionalProducer(transactionalId: string): TransactionalProducer;
+  transactionalProducer(transactionalId: string, options?: ProducerOptions): TransactionalProducer;
+  /** The largest record batch each topic accepts (its max.message.bytes, or the broker's default), by topic. */
+  maxMessageBytes(topics: readonly string[]): Promise<Record<string, number>>;
   /** Names of `topics` that do not exist. */
   missingTopics(topics: readonly string[]): Promise<string[]>;
   createTopics(topics: readonly TopicSpec[]): Promise<void>;

@@ -168,6 +168,13 @@ export class FakeKafka implements KafkaClient {
     return topics.filter((t) => this.missing.includes(t));
   }
 
+  /** Kafka's default for every topic unless set here. */
+  readonly limits: Record<string, number> = {};
+
+  async maxMessageBytes(topics: readonly string[]): Promise<Record<string, number>> {
+    return Object.fromEntries(topics.map((t) => [t, this.limits[t] ?? 1_048_588]));
+  }
+
   async createTopics(topics: readonly TopicSpec[]): Promise<void> {
     this.created.push(...topics);
     this.missing = this.missing.filter((m) => !topics.some((t) => t.topic === m));
@@ -224,7 +231,7 @@ class FakeConsumer implements StreamConsumer {
   }
 }
 
-export const retriable = (code: 'TRANSACTION_FAILED' | 'REGISTRY_UNAVAILABLE' | 'BROKER_UNAVAILABLE' | 'PRODUCER_FENCED', message = 'test failure'): CnerError =>
+export const retriable = (code: 'TRANSACTION_FAILED' | 'REGISTRY_UNAVAILABLE' | 'BROKER_UNAVAILABLE' | 'PRODUCER_FENCED' | 'INFERENCE_FAILED', message = 'test failure'): CnerError =>
   new CnerError(code, message);
 
 export async function until(what: string, condition: () => boolean, timeoutMs = 5_000): Promise<void> {
@@ -233,4 +240,16 @@ export async function until(what: string, condition: () => boolean, timeoutMs = 
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 2));
   }
+}
+
+/** An Avro zig-zag varint of an integer below 2^53 in magnitude (for hand-made payloads). */
+export function avroVarint(n: number): Buffer {
+  let z = n >= 0 ? n * 2 : -n * 2 - 1;
+  const out: number[] = [];
+  while (z >= 128) {
+    out.push((z % 128) | 0x80);
+    z = Math.floor(z / 128);
+  }
+  out.push(z);
+  return Buffer.from(out);
 }

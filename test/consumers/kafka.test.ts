@@ -50,3 +50,42 @@ describe('kafkaConfig', () => {
     assert.equal(none.sasl, undefined);
   });
 });
+
+describe('compression codecs (registered in kafkajs by the adapter)', () => {
+  const { CompressionCodecs, CompressionTypes } = kafkajs;
+  // Text-like and random bytes: over lz4js's 4 MiB block, so frames have several blocks.
+  const big = Buffer.concat([Buffer.from('患者有高血压病史，口服氨氯地平。'.repeat(200_000)), Buffer.from(Array.from({ length: 300_000 }, (_, i) => (i * 7919) % 251))]);
+  for (const [name, type] of [['snappy', CompressionTypes.Snappy], ['lz4', CompressionTypes.LZ4], ['zstd', CompressionTypes.ZSTD], ['gzip', CompressionTypes.GZIP]] as const) {
+    it(`${name}: what it writes, it reads (empty, small, ${(big.length / 2 ** 20).toFixed(1)} MiB)`, async () => {
+      const codec = CompressionCodecs[type]() as { compress(e: { buffer: Buffer }): Promise<Buffer>; decompress(b: Buffer): Promise<Buffer> };
+      for (const data of [Buffer.alloc(0), Buffer.from('胸部CT示右肺结节。'), big]) {
+        const packed = await codec.compress({ buffer: data });
+        assert.deepEqual(await codec.decompress(packed), data);
+      }
+    });
+  }
+
+  it('lz4 frames say their blocks are independent (Kafka\'s Java reader refuses dependent blocks), with a valid header checksum', async () => {
+    const codec = CompressionCodecs[CompressionTypes.LZ4]() as { compress(e: { buffer: Buffer }): Promise<Buffer> };
+    const frame = await codec.compress({ buffer: big });
+    assert.deepEqual([...frame.subarray(0, 6)], [0x04, 0x22, 0x4d, 0x18, 0x60, 0x70], 'magic, version 01 + block independence, 4 MiB blocks');
+    // The header checksum is the second byte of xxHash32 (seed 0) of the descriptor; xxHash32 of [0x60, 0x70] is fixed.
+    assert.equal(frame[6], (xxh32(Buffer.from([0x60, 0x70])) >>> 8) & 0xff);
+  });
+});
+
+/** xxHash32, seed 0, for inputs under 16 bytes (the LZ4 frame descriptor), from its specification. */
+function xxh32(input: Buffer): number {
+  const P1 = 2654435761, P2 = 2246822519, P3 = 3266489917, P4 = 668265263, P5 = 374761393;
+  const rotl = (x: number, r: number): number => ((x << r) | (x >>> (32 - r))) >>> 0;
+  let h = (P5 + input.length) >>> 0;
+  let i = 0;
+  for (; i + 4 <= input.length; i += 4) h = Math.imul(rotl((h + Math.imul(input.readUInt32LE(i), P3)) >>> 0, 17), P4) >>> 0;
+  for (; i < input.length; i++) h = Math.imul(rotl((h + Math.imul(input[i]!, P5)) >>> 0, 11), P1) >>> 0;
+  h ^= h >>> 15;
+  h = Math.imul(h, P2) >>> 0;
+  h ^= h >>> 13;
+  h = Math.imul(h, P3) >>> 0;
+  h ^= h >>> 16;
+  return h >>> 0;
+}

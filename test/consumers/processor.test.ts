@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { AvroReader, EventEncoder, loadSchema, unframe } from '../../src/consumers/avro.js';
-import { readDeadLetterHeaders } from '../../src/consumers/dead-letter.js';
+import { DLT_HEADERS, readDeadLetterHeaders } from '../../src/consumers/dead-letter.js';
+import { BATCH_OVERHEAD_BYTES, lastHeader, recordBytes } from '../../src/consumers/types.js';
 import { decodeMessage } from '../../src/consumers/decode.js';
 import { type ProcessorOptions, planTransaction } from '../../src/consumers/processor.js';
 import { CnerError } from '../../src/errors.js';
@@ -49,6 +50,24 @@ describe('planTransaction', () => {
     const dead = plan.messages[1]!;
     assert.deepEqual(dead.value, messages[1]!.value, 'original bytes');
     assert.equal(readDeadLetterHeaders(dead.headers)?.errorCode, 'MISSING_TEXT');
+  });
+
+  it('dead-letters an event larger than the output topic accepts (EVENT_TOO_LARGE), and truncates a dead letter larger than the dead-letter topic accepts', async () => {
+    const model = await fakeModel();
+    const messages = [
+      message(0, 0, json({ recordId: `big-${'x'.repeat(250)}`, text: '咳嗽。'.repeat(16) })), // a long id: in the key and the event
+      message(0, 1, json({ recordId: 'small', text: '头痛' })),
+    ];
+    const plan = await planTransaction(messages, 1, options(model, [], { maxMessageBytes: { output: 400, dlt: 900 } }));
+    assert.deepEqual(plan.messages.map((m) => m.topic), ['in.DLT', 'out']);
+    const dead = plan.messages[0]!;
+    const info = readDeadLetterHeaders(dead.headers);
+    assert.equal(info?.errorCode, 'EVENT_TOO_LARGE');
+    assert.match(info?.message ?? '', /the event has 1 entities and takes \d+ bytes, more than the output topic accepts \(max.message.bytes 400\)/);
+    assert.equal(lastHeader(dead.headers, DLT_HEADERS.valueTruncated)?.toString(), String(messages[0]!.value!.length), 'original size in a header');
+    assert.ok(recordBytes(dead) <= 900 - BATCH_OVERHEAD_BYTES, 'fits the dead-letter topic');
+    assert.deepEqual(dead.value, messages[0]!.value!.subarray(0, dead.value!.length), 'a prefix of the original value');
+    assert.match(plan.deadLetters[0]!.reason, /truncated/);
   });
 
   it('tags the records of a slice concurrently (one inference call per record, all in flight together)', async () => {
@@ -104,8 +123,9 @@ describe('planTransaction', () => {
     await assert.rejects(planTransaction([message(0, 0, value)], 1, o), (e: unknown) => e instanceof CnerError && e.code === 'REGISTRY_UNAVAILABLE');
   });
 
-  it('a canary in the record never reaches the logs or the dead-letter headers, on any error path', async () => {
+  it('a canary in the record, and its record id (patient data), never reach the logs or the dead-letter headers, on any error path', async () => {
     const lines: string[] = [];
+    const ID = 'MRN-20931-7'; // a record id: logs name topic, partition and offset instead
     // A model that fails with messages of its own for some records.
     const model = await fakeModel({
       fail: (seqs) => {
@@ -119,11 +139,11 @@ describe('planTransaction', () => {
       message(0, 0, `{"recordId":"x","text":"${CANARY}`),
       message(0, 1, Buffer.concat([Buffer.from([0xc3, 0x28]), Buffer.from(CANARY)])),
       message(0, 2, Buffer.concat([Buffer.from([0, 0, 0, 0, 1]), Buffer.from(CANARY)])),
-      message(0, 3, json({ text: `${CANARY}${'长'.repeat(60)}` })),
-      message(0, 4, json({ text: `${CANARY}\ud800` })),
-      message(0, 5, json({ text: CANARY, timestamp: CANARY, metadata: { x: CANARY } })),
-      message(0, 6, json({ text: `${CANARY}12` })), // 16 code points: RangeError
-      message(0, 7, json({ text: `${CANARY}123` })), // 17: WORKER_CRASHED on the last attempt
+      message(0, 3, json({ recordId: ID, text: `${CANARY}${'长'.repeat(60)}` })),
+      message(0, 4, json({ recordId: ID, text: `${CANARY}\ud800` })),
+      message(0, 5, json({ recordId: ID, text: CANARY, timestamp: CANARY, metadata: { x: CANARY } })),
+      message(0, 6, json({ recordId: ID, text: `${CANARY}12` })), // 16 code points: RangeError
+      message(0, 7, json({ recordId: ID, text: `${CANARY}123` })), // 17: WORKER_CRASHED on the last attempt
       message(0, 8, json({ recordId: 'enc-fail', text: CANARY, metadata: { note: CANARY } })), // tagged: its event must not be logged either
     ];
     const o = options(model, lines, {
@@ -135,9 +155,10 @@ describe('planTransaction', () => {
     const plan = await planTransaction(messages, 3, o);
     assert.equal(plan.deadLetters.length, messages.length);
     for (const m of plan.messages) {
-      for (const [name, value] of Object.entries(m.headers)) assert.doesNotMatch(value.toString(), /CANARY|张三/, `header ${name}`);
+      for (const [name, value] of Object.entries(m.headers)) assert.doesNotMatch(String(value), /CANARY|张三/, `header ${name}`);
     }
     assert.ok(lines.length > 0);
-    for (const line of lines) assert.doesNotMatch(line, /CANARY|张三/, line);
+    for (const line of lines) assert.doesNotMatch(line, /CANARY|张三|MRN-20931-7|enc-fail/, line);
+    assert.ok(lines.some((l) => l.includes('"offset":"6"')), 'the failing record is named by its offset');
   });
 });

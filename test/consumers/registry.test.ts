@@ -124,17 +124,37 @@ describe('SchemaRegistry (on @kafkajs/confluent-schema-registry)', () => {
     assert.deepEqual(fake.routes(), ['GET /schemas/ids/5']);
   });
 
-  it('UNKNOWN_SCHEMA for an unknown id (remembered) or a schema that is not Avro; INCOMPATIBLE_SCHEMA for one that does not parse', async () => {
+  it('UNKNOWN_SCHEMA for an unknown id (asked again next time: a 404 may pass) or a schema that is not Avro; INCOMPATIBLE_SCHEMA for one that does not parse (remembered)', async () => {
     const registry = new SchemaRegistry({ url: fake.url(), auth: null });
     fake.answer(() => ({ status: 404, body: { error_code: 40403, message: 'No content with ID 9' } }));
     await assert.rejects(registry.writerType(9), code('UNKNOWN_SCHEMA'));
-    const n = fake.seen.length;
-    await assert.rejects(registry.writerType(9), code('UNKNOWN_SCHEMA'));
-    assert.equal(fake.seen.length, n, 'not asked again');
+    fake.answer(() => ({ status: 200, body: { schema: RECORD } }));
+    const type = await registry.writerType(9);
+    assert.equal(type.name, 't.R', 'the id registered after the first 404 is found');
     fake.answer(() => ({ status: 200, body: { schema: '{"type":"object"}', schemaType: 'JSON' } }));
     await assert.rejects(registry.writerType(10), code('UNKNOWN_SCHEMA'));
     fake.answer(() => ({ status: 200, body: { schema: '{"type":"recxord"}' } }));
     await assert.rejects(registry.writerType(11), code('INCOMPATIBLE_SCHEMA'));
+    const n = fake.seen.length;
+    await assert.rejects(registry.writerType(11), code('INCOMPATIBLE_SCHEMA'));
+    assert.equal(fake.seen.length, n, 'an unparsable schema is not asked for again (ids are immutable)');
+  });
+
+  it('a 409 on setting a new subject\'s level (another processor set it first) is success', async () => {
+    fake.answer((route) =>
+      route === 'POST /subjects/s/versions'
+        ? { status: 200, body: { id: 6 } }
+        : route === 'POST /subjects/s'
+          ? { status: 200, body: { id: 6, version: 1, subject: 's' } }
+          : route === 'PUT /config/s'
+            ? { status: 409, body: { error_code: 409, message: "A rule named 'COMPATIBILITY' already exists." } }
+            : route === 'GET /config/s'
+              ? { status: 200, body: { compatibilityLevel: 'BACKWARD' } }
+              : NOT_FOUND,
+    );
+    const registry = new SchemaRegistry({ url: fake.url(), auth: null });
+    await registry.setCompatibility('s', 'BACKWARD');
+    assert.deepEqual(fake.routes(), ['PUT /config/s', 'GET /config/s']);
   });
 
   it('REGISTRY_UNAVAILABLE for 5xx, 429 and timeouts, not cached; REGISTRY_REJECTED for 400/401/409/422', async () => {

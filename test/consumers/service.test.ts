@@ -3,9 +3,9 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { loadConfig } from '../../src/config.js';
 import type { SchemaRegistry } from '../../src/consumers/registry.js';
-import { ensureTopics, registerSchemas, startService } from '../../src/consumers/service.js';
+import { ensureTopics, registerSchemas, startService, topicLimits } from '../../src/consumers/service.js';
 import { CnerError } from '../../src/errors.js';
-import { FakeKafka, silent } from './helpers.js';
+import { FakeKafka, memoryLogger, silent } from './helpers.js';
 
 const { config } = loadConfig({ KAFKA_BROKERS: 'a:1', SCHEMA_REGISTRY_URL: 'http://r', KAFKA_TOPIC_PARTITIONS: '6' });
 
@@ -73,6 +73,22 @@ describe('ensureTopics', () => {
     kafka.missing = ['emr.records.raw'];
     const { config: noCreate } = loadConfig({ KAFKA_BROKERS: 'a:1', SCHEMA_REGISTRY_URL: 'http://r', KAFKA_CREATE_TOPICS: 'false' });
     await assert.rejects(ensureTopics(kafka, noCreate, silent()), (e: unknown) => e instanceof CnerError && e.code === 'TOPIC_MISSING' && e.retriable && /KAFKA_CREATE_TOPICS=true/.test(e.message));
+  });
+});
+
+describe('topicLimits', () => {
+  it('reads max.message.bytes of the output and dead-letter topics', async () => {
+    const kafka = new FakeKafka();
+    kafka.limits['emr.records.raw.DLT'] = 4_096;
+    assert.deepEqual(await topicLimits(kafka, config, silent()), { 'emr.records.entities': 1_048_588, 'emr.records.raw.DLT': 4_096 });
+  });
+  it('assumes Kafka\'s default, with a warning, without the DescribeConfigs ACL; other failures go to the caller', async () => {
+    const lines: string[] = [];
+    const denied = Object.assign(new FakeKafka(), { maxMessageBytes: async () => Promise.reject(new CnerError('KAFKA_NOT_AUTHORIZED', 'denied')) });
+    assert.deepEqual(await topicLimits(denied, config, memoryLogger(lines)), {});
+    assert.ok(lines.some((l) => l.includes('grant DescribeConfigs')));
+    const down = Object.assign(new FakeKafka(), { maxMessageBytes: async () => Promise.reject(new CnerError('BROKER_UNAVAILABLE', 'down')) });
+    await assert.rejects(topicLimits(down, config, silent()), (e: unknown) => e instanceof CnerError && e.code === 'BROKER_UNAVAILABLE');
   });
 });
 

@@ -101,6 +101,34 @@ describe('StreamProcessor', () => {
     assert.equal(kafka.producersCreated, 1, 'a cleanly aborted transaction keeps the producer');
   });
 
+  it('counts failures per partition: a slice failing retriably reaches its last attempt while other partitions commit', async () => {
+    const kafka = new FakeKafka();
+    kafka.add(0, ['poison']);
+    kafka.add(1, ['b0']);
+    const attempts: number[] = [];
+    const plan = (messages: readonly InputMessage[], attempt: number): Promise<TransactionPlan> => {
+      if (messages[0]!.partition === 0) {
+        attempts.push(attempt);
+        // (As planTransaction does: the retriable failure is thrown until the last attempt, then dead-lettered.)
+        if (attempt < 4) return Promise.reject(retriable('INFERENCE_FAILED'));
+      }
+      return echoPlan(messages);
+    };
+    // Partition 1 keeps getting records, so it commits between partition 0's tries.
+    const feed = setInterval(() => kafka.add(1, ['b']), 1);
+    const { stream } = setup(kafka, { plan });
+    stream.start();
+    try {
+      await until('partition 0 committed', () => kafka.committedOffsets.get(0) === 1n);
+    } finally {
+      clearInterval(feed);
+      await stream.stop();
+    }
+    assert.deepEqual(attempts, [1, 2, 3, 4]);
+    const order = kafka.transactions.map((t) => t.offsets[0]!.partition);
+    assert.ok(order.indexOf(0) > 1 && order.slice(0, order.indexOf(0)).every((p) => p === 1), `partition 1 committed meanwhile: ${order.join(',')}`);
+  });
+
   it('marks the registry unavailable while a slice cannot be decoded, and recovers', async () => {
     const kafka = new FakeKafka();
     kafka.add(0, ['a', 'b']);

@@ -44,6 +44,31 @@ describe('schema registry', { skip, timeout: 60_000 }, () => {
     await assert.rejects(registry.register(`${run}.entities-value`, JSON.stringify(incompatible)), (e: unknown) => e instanceof CnerError && e.code === 'REGISTRY_REJECTED');
   });
 
+  it('processors starting together on a fresh topic all register, with one id (a 409 on the compatibility rule is success)', async () => {
+    // The race (Apicurio: two PUTs creating the subject's COMPATIBILITY rule at once, one gets 409) is
+    // not hit on every try: several fresh topics, several processors each.
+    const input = loadSchema('EmrRecord');
+    const output = loadSchema('ClinicalEntities');
+    for (let round = 0; round < 5; round++) {
+      const run = uniqueName('it.race');
+      const { config } = loadConfig({ KAFKA_BROKERS: 'x:1', SCHEMA_REGISTRY_URL: s.registryUrl, KAFKA_INPUT_TOPIC: `${run}.raw`, KAFKA_OUTPUT_TOPIC: `${run}.entities` });
+      // One registry client per processor, as separate processes would have.
+      const ids = await Promise.all(Array.from({ length: 6 }, () => registerSchemas(new SchemaRegistry({ url: s.registryUrl, auth: null }), config, input.text, output.text, silentLogger())));
+      assert.equal(new Set(ids).size, 1, `one id for all: ${ids.join(', ')}`);
+      assert.deepEqual(await versions(s.registryUrl, `${run}.entities-value`), [1]);
+      const registry = new SchemaRegistry({ url: s.registryUrl, auth: null });
+      assert.equal(await registry.compatibility(`${run}.entities-value`), 'BACKWARD');
+      assert.equal(await registry.compatibility(`${run}.raw-value`), 'BACKWARD');
+      // Setting a level concurrently, directly, hits the same rule creation.
+      const subject = `${run}.direct-value`;
+      await registry.register(subject, output.text);
+      await registry.deleteSubject(subject).catch(() => {});
+      await registry.register(subject, output.text);
+      await Promise.all(Array.from({ length: 6 }, () => new SchemaRegistry({ url: s.registryUrl, auth: null }).setCompatibility(subject, 'FULL')));
+      assert.equal(await registry.compatibility(subject), 'FULL');
+    }
+  });
+
   it('UNKNOWN_SCHEMA for an id the registry never issued', async () => {
     const registry = new SchemaRegistry({ url: s.registryUrl, auth: null });
     await assert.rejects(registry.writerType(2_000_000_001), (e: unknown) => e instanceof CnerError && e.code === 'UNKNOWN_SCHEMA');

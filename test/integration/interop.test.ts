@@ -1,0 +1,77 @@
+// Interop with a client from another ecosystem, on the real broker and
+// registry: Confluent's librdkafka-based Python client with its Avro
+// serializer (test/integration/interop/confluent_roundtrip.py, in its own
+// small environment: scripts/interop-venv.sh) produces EmrRecords with each
+// codec, gzip, snappy, lz4 and zstd; the processor writes its events and dead
+// letters with the same codec (KAFKA_COMPRESSION); the Python client reads the
+// events back with isolation.level=read_committed and Confluent's Avro
+// deserializer. Also: a null-valued and a repeated header from librdkafka.
+
+import assert from 'node:assert/strict';
+import { execFile, execFileSync } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { after, describe, it } from 'node:test';
+import { COMPRESSIONS, loadConfig } from '../../src/config.js';
+import { SCHEMA_DIR } from '../../src/consumers/avro.js';
+import { NULL_HEADERS } from '../../src/consumers/kafka.js';
+import { type RunningService, startService } from '../../src/consumers/service.js';
+import { ROOT, type Services, getServices, runEnv, silentLogger, testRun, tools } from './helpers.js';
+
+const services = await getServices();
+const skip = typeof services === 'string' ? services : false;
+const run = promisify(execFile);
+const RECORDS = 6;
+
+interface Read {
+  readonly key: string | null;
+  readonly value: { recordId: string; modelVersion: string; entities: { type: string; start: number; end: number; text: string }[] } | null;
+  readonly headers: [string, string | null][];
+}
+
+describe('interop with Confluent\'s Python client (librdkafka, Avro serializer)', { skip, timeout: 600_000 }, () => {
+  const s = services as Services;
+  const kafka = typeof services === 'string' ? null : tools(s.brokers);
+  const topics: string[] = [];
+  let service: RunningService | null = null;
+
+  after(async () => {
+    await service?.stop();
+    await kafka?.deleteTopics(topics).catch(() => {});
+  });
+
+  // Created on first use (pip, from PyPI), then cached under ~/.cache/cner.
+  const python = typeof services === 'string' ? '' : execFileSync('bash', [path.join(ROOT, 'scripts', 'interop-venv.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+
+  for (const codec of COMPRESSIONS.filter((c) => c !== 'none')) {
+    it(`${codec}: records in, one event each for a read_committed reader, dead letters with every header`, async () => {
+      const names = testRun(`it.interop.${codec}`);
+      topics.push(names.input, names.output, names.dlt);
+      const { config } = loadConfig(runEnv(s, names, { KAFKA_TOPIC_PARTITIONS: '1', CNER_HTTP_PORT: '0', KAFKA_COMPRESSION: codec }));
+      service = await startService({ config, log: silentLogger(), httpHost: '127.0.0.1', backoff: { initialMs: 50, maxMs: 1_000, multiplier: 2, jitter: 0.2 } });
+      const script = path.join(ROOT, 'test', 'integration', 'interop', 'confluent_roundtrip.py');
+      const { stdout } = await run(python, [script, s.brokers, s.registryUrl, names.input, names.output, names.dlt, codec, String(RECORDS), path.join(SCHEMA_DIR, 'EmrRecord.avsc')], {
+        timeout: 240_000,
+        maxBuffer: 16 * 1024 * 1024,
+      });
+      await service.stop();
+      service = null;
+      const result = JSON.parse(stdout) as { sent: string[]; events: Read[]; dead: Read[] };
+
+      assert.deepEqual(result.events.map((e) => e.key), result.sent, 'one event per record, in order');
+      for (const e of result.events) {
+        assert.equal(e.value?.recordId, e.key, 'decoded by Confluent\'s Avro deserializer');
+        assert.equal(typeof e.value?.modelVersion, 'string');
+        assert.ok(e.value!.entities.some((x) => x.type === 'DIS'), `entities found in ${e.key}`);
+      }
+      assert.equal(result.dead.length, 1);
+      const d = result.dead[0]!;
+      assert.equal(d.key, `${codec}-poison`);
+      const header = (name: string): (string | null)[] => d.headers.filter(([k]) => k === name).map(([, v]) => v);
+      assert.deepEqual(header('x-rep'), ['a', 'b'], 'a repeated header keeps every value, in order');
+      assert.deepEqual(header('x-null'), [''], 'the null-valued header is kept (written empty: kafkajs cannot write null)');
+      assert.deepEqual(JSON.parse(header(NULL_HEADERS)[0] ?? 'null'), [['x-null', 0]], 'and listed as null');
+      assert.deepEqual(header('cner_error-code'), ['UNDECODABLE_VALUE']);
+    });
+  }
+});
