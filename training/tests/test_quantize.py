@@ -76,3 +76,18 @@ def test_static_int8_copy_is_calibrated_and_batch_invariant(fixtures_dir, mini_c
 def test_quantize_refuses_an_unknown_method(fixtures_dir, mini_ccks, tmp_path):
     with pytest.raises(SystemExit, match="dynamic or static"):
         QuantizeConfig(bundle="b", out="o", data=str(mini_ccks), method="float8")
+
+
+def test_excluded_nodes_stay_float32(fixtures_dir, mini_ccks, tmp_path):
+    import onnx
+
+    src = fixtures_dir / "tiny-lexicon-bundle"
+    names = [n.name for n in onnx.load(str(src / "model.onnx")).graph.node if n.op_type == "MatMul"]
+    keep = next(n for n in names if "classifier" in n)
+    out = quantize(QuantizeConfig(bundle=str(src), out=str(tmp_path / "p"), data=str(mini_ccks), dev_size=2,
+                                  max_drop=100.0, exclude="classifier"))
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["quantization"]["float32_nodes"] == [keep]
+    graph = onnx.load(str(out / "model.onnx")).graph
+    assert keep in [n.name for n in graph.node if n.op_type == "MatMul"]  # still a float MatMul
+    assert any(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in graph.node)  # the others are not

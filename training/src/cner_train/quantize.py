@@ -49,6 +49,9 @@ class QuantizeConfig:
     max_drop: float = field(default=0.3, metadata={"help": "largest dev micro-F1 loss accepted, in points"})
     method: str = field(default="dynamic", metadata={
         "help": "dynamic (activations scaled per batch) | static (calibrated QDQ, batch-invariant)"})
+    exclude: str = field(default="", metadata={
+        "help": "regular expression: MatMul/Gemm nodes whose name matches stay float32 (e.g. 'layer\\.\\d+/output/dense' "
+                "keeps BERT's feed-forward output projections, whose post-GELU inputs quantize worst)"})
     calibration_records: int = field(default=60, metadata={
         "help": "static: training-side records (never dev) whose chunks calibrate the activation scales"})
     version_suffix: str = "-int8"
@@ -58,7 +61,19 @@ class QuantizeConfig:
             raise SystemExit(f"--method must be dynamic or static, not {self.method!r}")
 
 
-def quantize_static_qdq(src: Path, dst: Path, cfg: QuantizeConfig) -> str:
+def excluded_nodes(model_path: Path, pattern: str) -> list[str]:
+    """The quantizable nodes whose names match ``pattern`` (none for an empty pattern)."""
+    if not pattern:
+        return []
+    import re
+
+    import onnx
+
+    rx = re.compile(pattern)
+    return [n.name for n in onnx.load(str(model_path)).graph.node if n.op_type in QUANTIZED_OPS and rx.search(n.name)]
+
+
+def quantize_static_qdq(src: Path, dst: Path, cfg: QuantizeConfig, exclude: list[str]) -> str:
     """Calibrated int8 (QDQ): MinMax ranges of every MatMul input over the chunks of
     ``calibration_records`` records from the training side of the dev split."""
     import tempfile
@@ -95,7 +110,7 @@ def quantize_static_qdq(src: Path, dst: Path, cfg: QuantizeConfig) -> str:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src / "model.onnx"), str(pre), skip_symbolic_shape=True)
         quantize_static(str(pre), str(dst), Chunks(), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
+                        op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=exclude, per_channel=True,
                         weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
                         calibrate_method=CalibrationMethod.MinMax)
     return (f"onnxruntime.quantization.quantize_static, QDQ, weights QInt8 per channel, activations QUInt8 with "
@@ -113,12 +128,15 @@ def quantize(cfg: QuantizeConfig) -> Path:
         shutil.rmtree(out)
     shutil.copytree(src, out)
     (out / "model.onnx").unlink()
+    exclude = excluded_nodes(src / "model.onnx", cfg.exclude)
     if cfg.method == "static":
-        method = quantize_static_qdq(src, out / "model.onnx", cfg)
+        method = quantize_static_qdq(src, out / "model.onnx", cfg, exclude)
     else:
         quantize_dynamic(str(src / "model.onnx"), str(out / "model.onnx"), weight_type=QuantType.QInt8,
-                         op_types_to_quantize=list(QUANTIZED_OPS))
+                         op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=exclude)
         method = "onnxruntime.quantization.quantize_dynamic, weights QInt8, activations per batch"
+    if exclude:
+        method += f"; {len(exclude)} nodes matching {cfg.exclude!r} kept float32"
 
     dev = dev_records(Path(cfg.data), cfg.dev_size, cfg.split_seed)
     f32 = score_bundle(src, dev)
@@ -146,6 +164,7 @@ def quantize(cfg: QuantizeConfig) -> Path:
     manifest["quantization"] = {
         "method": method,
         "quantized_ops": list(QUANTIZED_OPS),
+        "float32_nodes": exclude,
         "float32_version": float32_version,
         "dev_split": f"{cfg.dev_size} records of {cfg.data}, split seed {cfg.split_seed}",
         "dev_records_seen_in_training": seen,
