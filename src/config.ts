@@ -6,7 +6,6 @@
 
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { hostname } from 'node:os';
-import path from 'node:path';
 import { sequenceS } from 'fp-ts/lib/Apply.js';
 import { type Either, getApplicativeValidation, isLeft, left, right } from 'fp-ts/lib/Either.js';
 import { type NonEmptyArray, getSemigroup } from 'fp-ts/lib/NonEmptyArray.js';
