@@ -73,6 +73,21 @@ def test_static_int8_copy_is_calibrated_and_batch_invariant(fixtures_dir, mini_c
     np.testing.assert_allclose(both[0, :12], alone[0], atol=1e-5)
 
 
+def test_static_int8_with_float16_weights_keeps_its_scales(fixtures_dir, mini_ccks, tmp_path):
+    import onnx
+    from onnx import TensorProto
+
+    out = quantize(QuantizeConfig(bundle=str(fixtures_dir / "tiny-lexicon-bundle"), out=str(tmp_path / "h"), data=str(mini_ccks),
+                                  dev_size=2, max_drop=100.0, method="static", calibration_records=4, weights="float16"))
+    graph = onnx.load(str(out / "model.onnx")).graph
+    inits = {i.name: i for i in graph.initializer}
+    assert any(i.data_type == TensorProto.FLOAT16 for i in inits.values())
+    qdq = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq and all(inits[x].data_type != TensorProto.FLOAT16 for n in qdq for x in n.input[1:] if x in inits)
+    assert "float16" in json.loads((out / "manifest.json").read_text(encoding="utf-8"))["quantization"]["method"]
+    ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+
+
 def test_quantize_refuses_an_unknown_method(fixtures_dir, mini_ccks, tmp_path):
     with pytest.raises(SystemExit, match="dynamic or static"):
         QuantizeConfig(bundle="b", out="o", data=str(mini_ccks), method="float8")

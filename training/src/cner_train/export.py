@@ -192,15 +192,18 @@ def store_float16(path: Path, min_elements: int = 1024) -> int:
     """Rewrites ``path`` so that float32 initializers of ``min_elements`` or more are
     stored as float16, each followed by a Cast back to float32 under its old name.
     ONNX Runtime folds those Casts when it loads the model, so inference runs in
-    float32 on weights rounded once to float16. Returns the bytes saved."""
+    float32 on weights rounded once to float16. Scales and zero points of an int8
+    (QDQ) model stay as they are: ONNX Runtime fuses QuantizeLinear/DequantizeLinear
+    pairs only around constant initializers. Returns the bytes saved."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     model = onnx.load(str(path))
     graph = model.graph
+    quantization = {i for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") for i in n.input[1:]}
     casts, saved = [], 0
     for init in graph.initializer:
-        if init.data_type != TensorProto.FLOAT:
+        if init.data_type != TensorProto.FLOAT or init.name in quantization:
             continue
         weights = numpy_helper.to_array(init)
         if weights.size < min_elements:

@@ -52,6 +52,9 @@ class QuantizeConfig:
     exclude: str = field(default="", metadata={
         "help": "regular expression: MatMul/Gemm nodes whose name matches stay float32 (e.g. 'layer\\.\\d+/output/dense' "
                 "keeps BERT's feed-forward output projections, whose post-GELU inputs quantize worst)"})
+    weights: str = field(default="float32", metadata={
+        "help": "float32 | float16: the large weights left in float (embeddings, excluded MatMuls) stored as float16, "
+                "cast once at load (scored as stored)"})
     calibration_records: int = field(default=60, metadata={
         "help": "static: training-side records (never dev) whose chunks calibrate the activation scales"})
     version_suffix: str = "-int8"
@@ -59,6 +62,8 @@ class QuantizeConfig:
     def __post_init__(self) -> None:
         if self.method not in ("dynamic", "static"):
             raise SystemExit(f"--method must be dynamic or static, not {self.method!r}")
+        if self.weights not in ("float32", "float16"):
+            raise SystemExit(f"--weights must be float32 or float16, not {self.weights!r}")
 
 
 def excluded_nodes(model_path: Path, pattern: str) -> list[str]:
@@ -137,6 +142,11 @@ def quantize(cfg: QuantizeConfig) -> Path:
         method = "onnxruntime.quantization.quantize_dynamic, weights QInt8, activations per batch"
     if exclude:
         method += f"; {len(exclude)} nodes matching {cfg.exclude!r} kept float32"
+    if cfg.weights == "float16":
+        from .export import store_float16
+
+        saved = store_float16(out / "model.onnx")
+        method += f"; the other large float weights stored as float16 ({saved / 1e6:.1f} MB saved)"
 
     dev = dev_records(Path(cfg.data), cfg.dev_size, cfg.split_seed)
     f32 = score_bundle(src, dev)
