@@ -68,7 +68,10 @@ async function main(o: BenchOptions): Promise<number> {
     progress('starting the Python peers and opening the model');
     const script = (name: string): string => path.join(o.root, 'bench', name);
     peers.push({ key: 'python', peer: await Peer.start('python', o.python, script('python_peer.py'), ['--bundle', o.bundle, '--threads', String(peerThreads)], o.root) });
-    if (o.torch) {
+    // The PyTorch peer rebuilds the float model from the bundle's initializers: an int8 bundle has none to rebuild.
+    const quantized = (await quantizationOf(o.bundle)) !== null;
+    if (quantized && o.torch) progress('the PyTorch peer is left out: it cannot represent an int8 bundle (--bundle a float32 one to include it)');
+    if (o.torch && !quantized) {
       peers.push({
         key: 'torch',
         peer: await Peer.start('torch', o.python, script('torch_peer.py'), ['--bundle', o.bundle, '--threads', String(peerThreads), '--parity-texts', textsFile], o.root),
