@@ -46,7 +46,7 @@ export const VARIABLES: readonly VariableSpec[] = Object.freeze([
   { name: 'SCHEMA_REGISTRY_USERNAME', doc: 'Registry basic-auth user; set together with `SCHEMA_REGISTRY_PASSWORD`.' },
   { name: 'SCHEMA_REGISTRY_PASSWORD', doc: 'Registry basic-auth password. Never logged.' },
   { name: 'CNER_INSTANCE_ID', default: 'the host name', doc: 'Identity of this instance in the transactional id; in Kubernetes the pod name (the host name) is used.' },
-  { name: 'CNER_MODEL_DIR', default: 'default', doc: 'Model bundle: the name of a bundle shipped in the package (`default`: the most accurate; `fast`: the character model, several times cheaper) or a bundle directory; a relative directory is relative to the package root.' },
+  { name: 'CNER_MODEL_DIR', default: 'default', doc: 'Model bundle: the name of a bundle shipped in the package (a folder of `models/` with a manifest, e.g. `default`) or a bundle directory; a relative directory is relative to the package root.' },
   { name: 'CNER_MODEL_CACHE_DIR', doc: 'Writable directory where verified model versions from the model topic are kept (default: a directory under the system temp dir; mount a volume to keep them across restarts).' },
   { name: 'CNER_EXECUTION_PROVIDERS', default: 'cpu', doc: 'onnxruntime execution providers to try in order, comma-separated (e.g. `cuda,cpu`); CPU is always the fallback.' },
   { name: 'CNER_INFERENCE_WORKERS', default: '1', doc: 'Inference worker threads (≥ 1: the Kafka loop never runs the model on its own thread).' },

@@ -2,7 +2,7 @@
 // module (Node built-ins only), so configuration, the CLI and the benchmarks
 // resolve a bundle the same way.
 
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -18,9 +18,9 @@ const BUNDLE_NAME = /^[a-z0-9][a-z0-9._-]*$/;
 
 /**
  * A model bundle given as a name or a directory: a bare name (no path
- * separator) of a bundle shipped in the package (`default`, `fast`) is
+ * separator) of a bundle shipped in the package (`default`) is
  * `models/<name>` in the package; anything else is a directory, resolved
- * against `base` when relative (write `./fast` for a folder named fast there).
+ * against `base` when relative (write `./default` for a folder named default there).
  */
 export function resolveModelDir(value: string, base: string): string {
   if (BUNDLE_NAME.test(value)) {
@@ -30,7 +30,8 @@ export function resolveModelDir(value: string, base: string): string {
   return path.resolve(base, value);
 }
 
-/** The names of the bundles shipped in the package (for messages). */
+/** The names of the bundles shipped in the package (for messages): the folders of `models/` with a manifest. */
 export function bundledModelNames(): string[] {
-  return ['default', 'fast'].filter((n) => existsSync(path.join(BUNDLED_MODELS_DIR, n, 'manifest.json')));
+  const names = existsSync(BUNDLED_MODELS_DIR) ? readdirSync(BUNDLED_MODELS_DIR) : [];
+  return names.filter((n) => BUNDLE_NAME.test(n) && existsSync(path.join(BUNDLED_MODELS_DIR, n, 'manifest.json'))).sort();
 }
