@@ -211,7 +211,7 @@ class EventWatcher {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       if (keys.every((k) => this.#visibleAt.has(k))) return keys.map((k) => this.#visibleAt.get(k)!);
-      if (this.#crash !== null) throw new Error(`the output reader crashed: ${String(this.#crash)}`);
+      if (this.#crash !== null) throw new Error('the output reader crashed', { cause: this.#crash });
       if (serve.exited) throw new Error(`cner serve exited early:\n${serve.output().slice(-3_000)}`);
       if (Date.now() > deadline) {
         const seen = keys.filter((k) => this.#visibleAt.has(k)).length;

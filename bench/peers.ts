@@ -49,8 +49,8 @@ export class Peer {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     const stderr: string[] = [];
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => stderr.push(d));
-    const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
+    child.stderr.setEncoding('utf8').on('data', (d: string) => stderr.push(d));
+    const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
     const first = await lines.next();
     if (first.done === true) {
       throw new Error(`${name} peer exited before it was ready:\n${stderr.join('').slice(-3_000)}`);

@@ -216,9 +216,12 @@ function settingsLine(r: BenchResult): string {
   );
 }
 
+/** A value a peer reported (a version string, normally) as text. */
+const text = (v: unknown, fallback: string): string => (v === undefined || v === null ? fallback : typeof v === 'string' ? v : JSON.stringify(v));
+
 const machineLine = (m: Machine): string =>
   `${m.cpuModel}, ${m.logicalCores} logical cores, ${m.memoryGb} GB; ${m.os}; node ${m.node}, onnxruntime-node ${m.onnxruntimeNode}; ` +
-  `python ${String(m.python?.['python'] ?? '?')}, onnxruntime ${String(m.python?.['onnxruntime'] ?? '?')}, numpy ${String(m.python?.['numpy'] ?? '?')}, torch ${String(m.python?.['torch'] ?? 'not used')}; ` +
+  `python ${text(m.python?.['python'], '?')}, onnxruntime ${text(m.python?.['onnxruntime'], '?')}, numpy ${text(m.python?.['numpy'], '?')}, torch ${text(m.python?.['torch'], 'not used')}; ` +
   `load average ${m.loadAverageStart.join(' ')} at start, ${m.loadAverageEnd?.join(' ') ?? '?'} at the end; commit ${m.gitCommit.slice(0, 12)}${m.gitDirty ? ' (with uncommitted changes)' : ''}`;
 
 export function renderText(r: BenchResult): string {

@@ -115,7 +115,7 @@ async function main(o: BenchOptions): Promise<number> {
       const runs = peerRuns.get(key)!;
       const speedups = pairRatios(cnerRates, runs.map((r) => r.recordsPerSecond));
       peerResults[key] = {
-        name: String(peer.info['name'] ?? key),
+        name: typeof peer.info['name'] === 'string' ? peer.info['name'] : key,
         info: peer.info,
         runs,
         medianRecordsPerSecond: median(runs.map((r) => r.recordsPerSecond)),
@@ -194,7 +194,7 @@ async function quantizationOf(bundle: string): Promise<Settings['quantization']>
     const v = (q[k] as { f1?: unknown } | undefined)?.f1;
     return typeof v === 'number' ? v : null;
   };
-  return { method: String(q['method'] ?? ''), float32DevF1: f1('float32_dev_micro'), int8DevF1: f1('int8_dev_micro'), devSeenInTraining: q['dev_records_seen_in_training'] === true };
+  return { method: typeof q['method'] === 'string' ? q['method'] : '', float32DevF1: f1('float32_dev_micro'), int8DevF1: f1('int8_dev_micro'), devSeenInTraining: q['dev_records_seen_in_training'] === true };
 }
 
 async function runKafka(o: BenchOptions, texts: readonly string[], problems: string[]): Promise<KafkaOutcome> {

@@ -29,7 +29,7 @@ run_suite() { # NAME COMMAND...
   names+=("$name"); codes+=("$rc")
 }
 
-run_suite "lint (tsc, ruff)" bash -c 'npm run --silent lint && .venv/bin/ruff check training && .venv/bin/ruff check --config training/pyproject.toml bench'
+run_suite "lint (tsc, eslint, ruff)" bash -c 'npm run --silent lint && .venv/bin/ruff check training && .venv/bin/ruff check --config training/pyproject.toml bench'
 run_suite "typescript unit" npm run --silent test:unit
 
 if [ -x .venv/bin/python ]; then

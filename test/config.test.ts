@@ -207,7 +207,8 @@ describe('config', () => {
 
   it('reads only listed variables, and every listed variable is read', () => {
     const read = new Set<string>();
-    const env = new Proxy({ ...REQUIRED } as Record<string, string | undefined>, {
+    const vars: Record<string, string | undefined> = { ...REQUIRED };
+    const env = new Proxy(vars, {
       get(target, key) {
         if (typeof key === 'string') read.add(key);
         return target[key as string];

@@ -109,7 +109,7 @@ export const command: Command = {
       say(`created topics ${k.inputTopic}, ${k.outputTopic}, ${k.dltTopic}`);
 
       // 3. The records: Avro (registered EmrRecord), the second one as JSON.
-      const registry = new SchemaRegistry({ url: registryUrl!, auth: config.registry.auth });
+      const registry = new SchemaRegistry({ url: registryUrl, auth: config.registry.auth });
       const emr = loadSchema('EmrRecord');
       cleanup.push(async () => {
         for (const topic of [k.inputTopic, k.outputTopic]) await registry.deleteSubject(`${topic}-value`).catch(() => {});

@@ -247,7 +247,7 @@ interface KafkajsErrorShape {
 export function classify(error: unknown, what: string): CnerError {
   if (isCnerError(error)) return error;
   const chain: KafkajsErrorShape[] = [];
-  for (let e: unknown = error; e instanceof Error && chain.length < 8; e = (e as KafkajsErrorShape).cause) chain.push(e as KafkajsErrorShape);
+  for (let e: unknown = error; e instanceof Error && chain.length < 8; e = (e as KafkajsErrorShape).cause) chain.push(e);
   const top = chain[0];
   const root = chain[chain.length - 1];
   if (top === undefined || root === undefined || !(top.name ?? '').startsWith('KafkaJS')) {

@@ -80,7 +80,7 @@ function typeMetrics(perType: unknown): ModelVersionInfo['metrics'] {
   const out: Record<string, { precision: number; recall: number; f1: number; support: number }> = {};
   if (typeof perType !== 'object' || perType === null) return out;
   for (const [code, m] of Object.entries(perType as Record<string, Record<string, unknown>>)) {
-    const n = (k: string): number | null => (typeof m?.[k] === 'number' ? (m[k] as number) : null);
+    const n = (k: string): number | null => (typeof m?.[k] === 'number' ? m[k] : null);
     const [p, r, f] = [n('precision'), n('recall'), n('f1')];
     if (p !== null && r !== null && f !== null) out[code] = { precision: p, recall: r, f1: f, support: Math.trunc(n('support') ?? n('number') ?? 0) };
   }

@@ -286,7 +286,7 @@ export class SchemaRegistry {
  */
 function observedAgent(base: string, timeoutMs: number): http.Agent {
   const agent = new URL(base).protocol === 'https:' ? new https.Agent({ keepAlive: false }) : new http.Agent({ keepAlive: false });
-  const connect = agent.createConnection.bind(agent) as typeof agent.createConnection;
+  const connect: typeof agent.createConnection = agent.createConnection.bind(agent);
   agent.createConnection = (options, callback) => {
     const socket = connect(options, callback);
     const attempt = attempts.getStore();

@@ -46,7 +46,7 @@ export async function openModel(dir: string, overrides: Partial<ModelOptions> = 
   const log = options.logger ?? silentLogger;
   const bundle = await loadBundle(dir);
   const runner = options.workers === 0 ? await inProcessRunner(bundle, options) : await poolRunner(bundle, options);
-  const batcher = new DynamicBatcher({ maxBatchSize: options.maxBatchSize, maxWaitMs: options.maxWaitMs, run: runner.run });
+  const batcher = new DynamicBatcher({ maxBatchSize: options.maxBatchSize, maxWaitMs: options.maxWaitMs, run: (batch) => runner.run(batch) });
   log.info(
     { model: bundle.manifest.name, version: bundle.version, provider: runner.provider, workers: options.workers },
     'model loaded',

@@ -34,7 +34,7 @@ let bundle: Promise<ModelBundle> | null = null;
  * A TaggingModel over the tiny bundle's vocabulary and CRF whose emissions
  * come from `emit` (default: all zeros) and which can be made to fail.
  */
-export async function fakeModel(options: { fail?: (sequences: readonly Int32Array[]) => unknown } = {}): Promise<TaggingModel & { calls: number }> {
+export async function fakeModel(options: { fail?: (sequences: readonly Int32Array[]) => Error | undefined } = {}): Promise<TaggingModel & { calls: number }> {
   bundle ??= loadBundle(TINY_BUNDLE);
   const b = await bundle;
   const model = {
@@ -123,7 +123,7 @@ export class FakeKafka implements KafkaClient {
   /** Called before each commit; may throw to make it fail. */
   beforeCommit: (messages: readonly OutputMessage[]) => void = () => {};
   /** Thrown by the next transactionalProducer().connect() calls while > 0. */
-  connectFailures: unknown[] = [];
+  connectFailures: Error[] = [];
   missing: string[] = [];
   readonly created: TopicSpec[] = [];
 
@@ -144,6 +144,7 @@ export class FakeKafka implements KafkaClient {
 
   transactionalProducer(): TransactionalProducer {
     this.producersCreated++;
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- the returned object's methods have their own `this`
     const kafka = this;
     return {
       async connect() {

@@ -162,7 +162,7 @@ export async function waitFor<T>(what: string, timeoutMs: number, probe: () => P
     } catch (e) {
       last = e;
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`);
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last instanceof Error ? ` (last error: ${last.message})` : ''}`);
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }
@@ -186,8 +186,8 @@ export function spawnServe(env: Record<string, string>): ServeProcess {
     env: { PATH: process.env['PATH'] ?? '', HOME: process.env['HOME'] ?? '/tmp', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => chunks.push(d));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => chunks.push(d));
+  child.stdout.setEncoding('utf8').on('data', (d: string) => chunks.push(d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => chunks.push(d));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
   return { child, output: () => chunks.join(''), exited };
 }

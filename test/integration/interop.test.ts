@@ -62,7 +62,7 @@ describe('interop with Confluent\'s Python client (librdkafka, Avro serializer)'
       for (const e of result.events) {
         assert.equal(e.value?.recordId, e.key, 'decoded by Confluent\'s Avro deserializer');
         assert.equal(typeof e.value?.modelVersion, 'string');
-        assert.ok(e.value!.entities.some((x) => x.type === 'DIS'), `entities found in ${e.key}`);
+        assert.ok(e.value.entities.some((x) => x.type === 'DIS'), `entities found in ${e.key}`);
       }
       assert.equal(result.dead.length, 1);
       const d = result.dead[0]!;

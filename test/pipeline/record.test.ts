@@ -66,7 +66,7 @@ describe('parseRecord', () => {
     assert.ok(isLeft(parseRecord('{"id":"a","text":"\\ud800"}')));
     const bad = parseRecord('{"id":');
     assert.ok(isLeft(bad));
-    assert.equal(bad.left[0]!.problem, 'is not valid JSON');
+    assert.equal(bad.left[0].problem, 'is not valid JSON');
   });
 });
 
