@@ -53,7 +53,8 @@ def load_tagger(bundle: Path, vocab_size: int) -> torch.nn.Module:
         # a member with its own vocabulary reads the bundle's ids through its lookup table ("remap<k>").
         members = manifest["ensemble"]["members"]
         model = Ensemble([TorchTagger(ModelConfig(**m["model"]), m.get("vocab_size", vocab_size)) for m in members],
-                         [torch.from_numpy(values[f"remap{k}"]) if f"remap{k}" in values else None for k in range(len(members))])
+                         [torch.from_numpy(values[f"remap{k}"]) if f"remap{k}" in values else None for k in range(len(members))],
+                         manifest["ensemble"].get("weights"))
     else:
         model = TorchTagger(ModelConfig(**manifest["model"]), vocab_size)
     # Linear weights became transposed MatMul operands without a parameter name; the MatMul

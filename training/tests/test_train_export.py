@@ -160,6 +160,26 @@ def test_ensemble_maps_the_bundle_vocabulary_to_a_member_with_its_own(run, char_
     np.testing.assert_allclose(got, ref, atol=1e-4)
 
 
+def test_weighted_ensemble_with_all_weight_on_one_member_is_that_member(run, run_seed2, tmp_path):
+    bundle = export(ExportConfig(run=str(run), members=[str(run_seed2)], member_weights=[0.0, 1.0], out=str(tmp_path / "w"),
+                                 version="w-1"))
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["ensemble"]["combination"].startswith("weighted mean (weights 0, 1)")
+    assert manifest["ensemble"]["weights"] == [0.0, 1.0]
+    second = load_run(run_seed2)[0]
+    crf = json.loads((bundle / "crf.json").read_text(encoding="utf-8"))
+    np.testing.assert_allclose(np.array(crf["transitions"]), second.crf.transitions.detach().double().numpy(), atol=1e-6)
+    ids = np.array([[3, 5, 7, 9, 11]], dtype=np.int64)
+    mask = np.ones_like(ids)
+    got = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"]).run(
+        ["emissions"], {"input_ids": ids, "attention_mask": mask})[0]
+    with torch.no_grad():
+        ref = second(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+    with pytest.raises(ValueError, match="summing to 1"):
+        export(ExportConfig(run=str(run), members=[str(run_seed2)], member_weights=[0.5, 0.6], out=str(tmp_path / "x")))
+
+
 def test_ensemble_refuses_dev_metrics_without_protocol(run, run_seed2, tmp_path):
     metrics = tmp_path / "dev.json"
     metrics.write_text(json.dumps({"micro": {"f1": 1.0}, "per_type": {}}), encoding="utf-8")

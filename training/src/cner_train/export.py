@@ -35,6 +35,8 @@ class ExportConfig:
     name: str = "cner-albert-idcnn-mha-crf"
     members: list[str] = field(default_factory=list, metadata={
         "help": "more runs (comma-separated) averaged with --run into one exported model: mean emissions, mean CRF scores"})
+    member_weights: list[float] = field(default_factory=list, metadata={
+        "help": "one weight per run (--run first, comma-separated, summing to 1) for a weighted mean instead of the plain one"})
     dev_metrics: str | None = field(default=None, metadata={
         "help": "metrics JSON (cner-train evaluate --out) to put in the manifest instead of the run's own dev metrics, "
                 "e.g. the dev-protocol score of the recipe when the runs were trained on all records"})
@@ -56,7 +58,8 @@ class Ensemble(nn.Module):
     linear-chain CRF score (a product of experts), so the processor decodes it
     exactly like a single model: nothing changes on the TypeScript side."""
 
-    def __init__(self, members: list[Tagger], remaps: list[torch.Tensor | None] | None = None):
+    def __init__(self, members: list[Tagger], remaps: list[torch.Tensor | None] | None = None,
+                 weights: list[float] | None = None):
         super().__init__()
         if not members:
             raise ValueError("an ensemble needs at least one member")
@@ -71,11 +74,17 @@ class Ensemble(nn.Module):
         for k, r in enumerate(remaps):
             if r is not None:  # a named initializer "remap<k>" in the graph [bundle vocab] → member id
                 self.register_buffer(f"remap{k}", r)
+        # A weighted mean of the members' scores is still one linear-chain CRF score; weights
+        # matter when members are not calibrated alike (a peaky member otherwise dominates).
+        weights = weights or [1.0 / len(members)] * len(members)
+        if len(weights) != len(members) or any(w < 0 for w in weights) or abs(sum(weights) - 1) > 1e-6:
+            raise ValueError(f"member weights must be {len(members)} non-negative numbers summing to 1, got {weights}")
+        self.weights = list(weights)
         num_tags = members[0].cfg.num_tags
         self.crf = CRF(num_tags)
         with torch.no_grad():
             for name in ("start_transitions", "end_transitions", "transitions"):
-                getattr(self.crf, name).copy_(torch.stack([getattr(m.crf, name) for m in members]).mean(0))
+                getattr(self.crf, name).copy_(sum(w * getattr(m.crf, name) for w, m in zip(self.weights, members, strict=True)))
 
         self.lexicon_features = members[0].cfg.lexicon_features
         if any(m.cfg.lexicon_features != self.lexicon_features for m in members):
@@ -87,8 +96,8 @@ class Ensemble(nn.Module):
         out = []
         for k, m in enumerate(self.members):
             ids = getattr(self, f"remap{k}")[input_ids] if self.remapped[k] else input_ids  # [batch, seq]
-            out.append(m(ids, attention_mask, lexicon_features))
-        return torch.stack(out).mean(0)
+            out.append(self.weights[k] * m(ids, attention_mask, lexicon_features))
+        return torch.stack(out).sum(0)
 
 
 def union_vocab(vocabs: list[Vocab]) -> Vocab:
@@ -301,9 +310,11 @@ def export(cfg: ExportConfig) -> Path:
         "training": metrics.get("config", {}),
     }
     if len(loaded) > 1:
-        model = Ensemble([m for m, _, _ in loaded], remaps)
+        model = Ensemble([m for m, _, _ in loaded], remaps, cfg.member_weights or None)
         extra["ensemble"] = {
-            "combination": "mean of member emissions and of member CRF scores",
+            "combination": ("weighted mean (weights " + ", ".join(f"{w:g}" for w in model.weights) + ")"
+                            if cfg.member_weights else "mean") + " of member emissions and of member CRF scores",
+            "weights": model.weights,
             "members": [{"run": str(r), "seed": m.get("config", {}).get("seed"), "model": m["model"], "vocab_size": len(v),
                          "dev_micro": (m.get("dev") or {}).get("micro")} for r, (_, v, m) in zip(runs, loaded, strict=True)],
         }
