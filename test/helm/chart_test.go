@@ -311,6 +311,16 @@ func TestReplicasOwnership(t *testing.T) {
 	}
 }
 
+func TestFixedInstanceIDNeedsOneReplica(t *testing.T) {
+	for _, sets := range [][]string{{"replicaCount=2"}, {"hpa.enabled=true"}, {"keda.enabled=true"}} {
+		msg := renderFails(t, "default", append([]string{"kafka.instanceId=cner-a"}, sets...)...)
+		if !strings.Contains(msg, "kafka.instanceId (\"cner-a\") is fixed, but more than one replica can run") {
+			t.Errorf("%v with a fixed instance id: want a clear failure, got %q", sets, msg)
+		}
+	}
+	render(t, "default", "kafka.instanceId=cner-a", "replicaCount=1")
+}
+
 func TestAutoscalersAreExclusive(t *testing.T) {
 	for _, name := range []string{"default", "keda", "hpa"} {
 		msg := renderFails(t, name, "hpa.enabled=true", "keda.enabled=true")
