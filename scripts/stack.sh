@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Local service stack for cner: a single-node Apache Kafka broker (KRaft,
 # combined broker + controller) and an Apicurio Registry (Confluent-compatible
-# API), both on loopback, both resolved from Maven Central with Maven.
+# API), both on loopback, both resolved from Maven Central with Maven. The
+# registry keeps its schemas in the broker (Apicurio's kafkasql storage), so the
+# two keep or lose their data together: `down` + `up` keeps both, `reset` both.
 #
 #   scripts/stack.sh up       resolve (first run), start, wait until healthy,
 #                             print KAFKA_BROKERS=... / SCHEMA_REGISTRY_URL=...
@@ -464,7 +466,10 @@ start_registry() {
   # - canonical hash on: re-registering a schema that differs only in
   #   formatting finds the existing one instead of adding a version.
   # - deletion on: tests may DELETE subjects/versions to clean up.
-  # Storage: the default SQL storage on an in-memory H2 (gone on restart).
+  # Storage: kafkasql, the registry's data kept in a topic of the broker
+  # (kafkasql-journal), as Confluent's registry keeps _schemas: schemas and
+  # their ids survive `down` and `up` exactly as long as the broker's data does,
+  # so records framed with an old id still decode after a restart.
   # shellcheck disable=SC2046 # marker is two words on purpose
   (cd "$REGISTRY_APP" && spawn registry "$REGISTRY_LOG" "$JAVA" $(marker registry) \
     -Xms64m -Xmx"$REGISTRY_HEAP" -XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError \
@@ -476,6 +481,8 @@ start_registry() {
     -Dapicurio.rest.deletion.group.enabled=true \
     -Dapicurio.rest.deletion.artifact.enabled=true \
     -Dapicurio.rest.deletion.artifact-version.enabled=true \
+    -Dapicurio.storage.kind=kafkasql \
+    -Dapicurio.kafkasql.bootstrap.servers="$KAFKA_BROKERS" \
     -jar "$jar")
 }
 
@@ -514,26 +521,23 @@ cmd_up() {
   if [[ -z $kpid ]]; then resolve_kafka; fi
   if [[ -z $rpid ]]; then resolve_registry; fi
   if [[ -z $kpid ]]; then start_kafka; else log "kafka: already running (pid $kpid)"; fi
-  if [[ -z $rpid ]]; then start_registry; else log "registry: already running (pid $rpid)"; fi
 
-  local deadline=$((SECONDS + TIMEOUT)) k_ok='' r_ok=''
-  log "waiting up to ${TIMEOUT}s for kafka on $KAFKA_BROKERS and the registry on $SCHEMA_REGISTRY_URL ..."
-  while [[ -z $k_ok || -z $r_ok ]]; do
-    if [[ -z $r_ok ]]; then
-      [[ -n $(service_pid registry) ]] || fail_with_log registry "$REGISTRY_LOG" "the registry exited during start-up"
-      if registry_answers; then r_ok=1; log "registry: healthy ($((SECONDS - t0))s)"; fi
-    fi
-    if [[ -z $k_ok ]]; then
-      [[ -n $(service_pid kafka) ]] || fail_with_log kafka "$KAFKA_LOG" "kafka exited during start-up"
-      if kafka_answers; then k_ok=1; log "kafka: healthy ($((SECONDS - t0))s)"; fi
-    fi
-    [[ -n $k_ok && -n $r_ok ]] && break
-    if ((SECONDS >= deadline)); then
-      [[ -n $k_ok ]] || fail_with_log kafka "$KAFKA_LOG" "kafka did not answer on $KAFKA_BROKERS within ${TIMEOUT}s"
-      fail_with_log registry "$REGISTRY_LOG" "the registry did not answer on $SCHEMA_REGISTRY_URL/subjects within ${TIMEOUT}s"
-    fi
+  # The registry stores its data in the broker (kafkasql): it starts once kafka answers.
+  local deadline=$((SECONDS + TIMEOUT))
+  log "waiting up to ${TIMEOUT}s for kafka on $KAFKA_BROKERS, then for the registry on $SCHEMA_REGISTRY_URL ..."
+  until kafka_answers; do
+    [[ -n $(service_pid kafka) ]] || fail_with_log kafka "$KAFKA_LOG" "kafka exited during start-up"
+    ((SECONDS < deadline)) || fail_with_log kafka "$KAFKA_LOG" "kafka did not answer on $KAFKA_BROKERS within ${TIMEOUT}s"
     sleep 1
   done
+  log "kafka: healthy ($((SECONDS - t0))s)"
+  if [[ -z $rpid ]]; then start_registry; else log "registry: already running (pid $rpid)"; fi
+  until registry_answers; do
+    [[ -n $(service_pid registry) ]] || fail_with_log registry "$REGISTRY_LOG" "the registry exited during start-up"
+    ((SECONDS < deadline)) || fail_with_log registry "$REGISTRY_LOG" "the registry did not answer on $SCHEMA_REGISTRY_URL/subjects within ${TIMEOUT}s"
+    sleep 1
+  done
+  log "registry: healthy ($((SECONDS - t0))s)"
   if [[ -f $SECURE_ENV ]]; then ensure_scram_users; else warn_if_not_secured; fi
   log "up in $((SECONDS - t0))s"
   print_env
