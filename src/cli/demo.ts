@@ -19,7 +19,7 @@ import { createLogger } from '../observability/logger.js';
 import { CnerError } from '../errors.js';
 import type { ClinicalEntitiesEvent } from '../pipeline/event.js';
 import { ENTITY_TYPES, type EntityCode } from '../pipeline/labels.js';
-import { type Command, type CommandIo, EXIT } from './main.js';
+import { type Command, type CommandIo, EXIT } from './command.js';
 
 const USAGE = `Usage: cner demo [--records FILE] [--timeout SECONDS]
 

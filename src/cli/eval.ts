@@ -9,7 +9,7 @@ import { ENTITY_TYPES } from '../pipeline/labels.js';
 import { tagRecord } from '../pipeline/tag.js';
 import { openModel } from '../model/model.js';
 import { mapOrdered, readLines, write } from './io.js';
-import { type Command, type CommandIo, EXIT } from './main.js';
+import { type Command, type CommandIo, EXIT } from './command.js';
 import { EntityScorer, type LabeledSpan, type Report } from './metrics.js';
 import { MODEL_FLAGS, MODEL_FLAGS_USAGE, modelDirFrom, modelOptionsFrom, stderrLogger } from './options.js';
 

@@ -2,19 +2,7 @@
 // in this folder exporting `command: Command`; add it to COMMANDS. Modules
 // load lazily, so `cner tag` never loads Kafka clients and help stays fast.
 
-import type { Readable, Writable } from 'node:stream';
-
-export interface CommandIo {
-  readonly stdin: Readable;
-  readonly stdout: Writable;
-  readonly stderr: Writable;
-}
-
-export interface Command {
-  readonly usage: string;
-  /** Resolves to the process exit code. */
-  run(argv: readonly string[], io: CommandIo): Promise<number>;
-}
+import { type Command, type CommandIo, EXIT } from './command.js';
 
 interface CommandEntry {
   readonly summary: string;
@@ -29,7 +17,6 @@ export const COMMANDS: Readonly<Record<string, CommandEntry>> = Object.freeze({
   demo: { summary: 'run the processor end to end on synthetic records and print the entities', load: () => import('./demo.js') },
 });
 
-export const EXIT = Object.freeze({ ok: 0, failures: 1, usage: 2 });
 
 export async function main(argv: readonly string[], io: CommandIo): Promise<number> {
   const [name, ...rest] = argv;

@@ -9,7 +9,7 @@ import { ModelTopicWriter, listVersions } from '../consumers/model-topic.js';
 import { SchemaRegistry } from '../consumers/registry.js';
 import { DEFAULT_PART_BYTES } from '../model/archive.js';
 import { createLogger } from '../observability/logger.js';
-import { type Command, type CommandIo, EXIT } from './main.js';
+import { type Command, type CommandIo, EXIT } from './command.js';
 
 const USAGE = `Usage: cner model <subcommand>
 

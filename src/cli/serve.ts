@@ -6,7 +6,7 @@ import { loadConfig } from '../config.js';
 import { type RunningService, StartAborted, startService } from '../consumers/service.js';
 import { describeError } from '../errors.js';
 import { createLogger, flushLogger } from '../observability/logger.js';
-import { type Command, type CommandIo, EXIT } from './main.js';
+import { type Command, type CommandIo, EXIT } from './command.js';
 
 const USAGE = `Usage: cner serve
 

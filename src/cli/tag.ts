@@ -10,7 +10,7 @@ import type { Entity } from '../pipeline/spans.js';
 import { tagRecord } from '../pipeline/tag.js';
 import { type LoadedModel, openModel } from '../model/model.js';
 import { mapOrdered, readLines, write } from './io.js';
-import { type Command, type CommandIo, EXIT } from './main.js';
+import { type Command, type CommandIo, EXIT } from './command.js';
 import { MODEL_FLAGS, MODEL_FLAGS_USAGE, modelDirFrom, modelOptionsFrom, stderrLogger } from './options.js';
 
 const USAGE = `Usage: cner tag [--model DIR] < in.jsonl > out.jsonl

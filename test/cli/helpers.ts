@@ -1,5 +1,5 @@
 import { Readable, Writable } from 'node:stream';
-import type { CommandIo } from '../../src/cli/main.js';
+import type { CommandIo } from '../../src/cli/command.js';
 
 /** In-memory stdio for running a command in-process. */
 export function memoryIo(input = ''): CommandIo & { out: () => string; err: () => string } {
