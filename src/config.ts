@@ -11,7 +11,7 @@ import { type Either, getApplicativeValidation, isLeft, left, right } from 'fp-t
 import { type NonEmptyArray, getSemigroup } from 'fp-ts/lib/NonEmptyArray.js';
 import { CnerError } from './errors.js';
 import { DEFAULT_MODEL, PACKAGE_ROOT, resolveModelDir } from './paths.js';
-import { type ExecutionProvider, isExecutionProvider } from './model/onnx-session.js';
+import { type ExecutionProvider, isExecutionProvider } from './model/session-options.js';
 
 export interface VariableSpec {
   readonly name: string;

@@ -5,7 +5,7 @@ import pino from 'pino';
 import { CnerError } from '../errors.js';
 import type { Logger } from '../model/log.js';
 import { DEFAULT_MODEL_OPTIONS, type ModelOptions } from '../model/model.js';
-import { type ExecutionProvider, type GraphOptimizationLevel, isExecutionProvider } from '../model/onnx-session.js';
+import { type ExecutionProvider, type GraphOptimizationLevel, isExecutionProvider } from '../model/session-options.js';
 import { DEFAULT_MODEL, PACKAGE_ROOT, bundledModelNames, resolveModelDir } from '../paths.js';
 
 

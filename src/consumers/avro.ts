@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import avro from 'avsc';
-import { PACKAGE_ROOT } from '../config.js';
+import { PACKAGE_ROOT } from '../paths.js';
 import { CnerError } from '../errors.js';
 import type { ClinicalEntitiesEvent } from '../pipeline/event.js';
 import { avroBoundsProblem } from './avro-bounds.js';

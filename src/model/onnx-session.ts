@@ -4,22 +4,7 @@
 
 import ort from 'onnxruntime-node';
 import { CnerError } from '../errors.js';
-
-/** Our provider names → ORT's; one frozen table, as config accepts them. */
-export const EXECUTION_PROVIDERS = Object.freeze({
-  cpu: 'cpu',
-  cuda: 'cuda',
-  tensorrt: 'tensorrt',
-  coreml: 'coreml',
-  dml: 'dml',
-  webgpu: 'webgpu',
-} as const);
-
-export type ExecutionProvider = keyof typeof EXECUTION_PROVIDERS;
-
-export const isExecutionProvider = (name: string): name is ExecutionProvider => Object.hasOwn(EXECUTION_PROVIDERS, name);
-
-export type GraphOptimizationLevel = 'disabled' | 'basic' | 'extended' | 'all';
+import { EXECUTION_PROVIDERS, type ExecutionProvider, type GraphOptimizationLevel } from './session-options.js';
 
 export interface SessionConfig {
   /** Tried in order; CPU is always tried last. */

@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import avro from 'avsc';
-import { PACKAGE_ROOT } from '../config.js';
+import { PACKAGE_ROOT } from '../paths.js';
 
 export const MODEL_SCHEMA_FILE = path.join(PACKAGE_ROOT, 'schemas', 'ModelVersionEvent.avsc');
 const NS = 'health.cner.';
