@@ -2,6 +2,7 @@
 
 import type { ParseArgsConfig } from 'node:util';
 import pino from 'pino';
+import { LOG_LEVELS } from '../config.js';
 import { CnerError } from '../errors.js';
 import type { Logger } from '../model/log.js';
 import { DEFAULT_MODEL_OPTIONS, type ModelOptions } from '../model/model.js';
@@ -62,7 +63,11 @@ export function int(value: string | undefined, name: string, fallback: number, m
   return n;
 }
 
-/** Logs go to stderr (stdout carries results). */
-export function stderrLogger(level: string | undefined): Logger {
-  return pino({ level: level ?? process.env['CNER_LOG_LEVEL'] ?? 'warn' }, pino.destination(2));
+/** Logs go to stderr (stdout carries results); --log-level, else CNER_LOG_LEVEL, else warn. */
+export function stderrLogger(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): pino.Logger {
+  const [name, level] = flag !== undefined ? ['--log-level', flag] : ['CNER_LOG_LEVEL', env['CNER_LOG_LEVEL'] || 'warn'];
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) {
+    throw new CnerError('INVALID_CONFIG', `${name} must be one of ${LOG_LEVELS.join(', ')}; got ${JSON.stringify(level)}`);
+  }
+  return pino({ level }, pino.destination(2));
 }

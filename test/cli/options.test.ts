@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { modelDirFrom } from '../../src/cli/options.js';
+import { modelDirFrom, stderrLogger } from '../../src/cli/options.js';
+import { CnerError } from '../../src/errors.js';
 import { PACKAGE_ROOT } from '../../src/paths.js';
 
 describe('modelDirFrom', () => {
@@ -20,5 +21,20 @@ describe('modelDirFrom', () => {
   it('reads CNER_MODEL_DIR as cner serve does: relative to the package root', () => {
     assert.equal(modelDirFrom({}, { CNER_MODEL_DIR: 'fixtures/tiny-bundle' }), path.join(PACKAGE_ROOT, 'fixtures', 'tiny-bundle'));
     assert.equal(modelDirFrom({}, { CNER_MODEL_DIR: 'default' }), bundled('default'));
+  });
+});
+
+describe('stderrLogger', () => {
+  it('takes --log-level over CNER_LOG_LEVEL, warn by default', () => {
+    assert.equal(stderrLogger(undefined, {}).level, 'warn');
+    assert.equal(stderrLogger(undefined, { CNER_LOG_LEVEL: 'debug' }).level, 'debug');
+    assert.equal(stderrLogger('error', { CNER_LOG_LEVEL: 'debug' }).level, 'error');
+  });
+
+  it('refuses an unknown level with the fix, naming where it came from', () => {
+    const invalid = (e: unknown, name: string): boolean =>
+      e instanceof CnerError && e.code === 'INVALID_CONFIG' && e.message.startsWith(`${name} must be one of fatal, error, warn`);
+    assert.throws(() => stderrLogger('loud', {}), (e) => invalid(e, '--log-level'));
+    assert.throws(() => stderrLogger(undefined, { CNER_LOG_LEVEL: 'loud' }), (e) => invalid(e, 'CNER_LOG_LEVEL'));
   });
 });
