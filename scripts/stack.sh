@@ -497,6 +497,17 @@ fail_with_log() { # SERVICE LOGFILE MESSAGE
   exit 1
 }
 
+# Polls CHECK each second until it succeeds; fails with SERVICE's log when the
+# service exits or DEADLINE (in $SECONDS) passes.
+wait_healthy() { # SERVICE LOGFILE CHECK NAME WHERE DEADLINE T0
+  until "$3"; do
+    [[ -n $(service_pid "$1") ]] || fail_with_log "$1" "$2" "$4 exited during start-up"
+    ((SECONDS < $6)) || fail_with_log "$1" "$2" "$4 did not answer $5 within ${TIMEOUT}s"
+    sleep 1
+  done
+  log "$1: healthy ($((SECONDS - $7))s)"
+}
+
 print_env() { printf 'KAFKA_BROKERS=%s\nSCHEMA_REGISTRY_URL=%s\n' "$KAFKA_BROKERS" "$SCHEMA_REGISTRY_URL"; }
 
 cmd_up() {
@@ -525,19 +536,9 @@ cmd_up() {
   # The registry stores its data in the broker (kafkasql): it starts once kafka answers.
   local deadline=$((SECONDS + TIMEOUT))
   log "waiting up to ${TIMEOUT}s for kafka on $KAFKA_BROKERS, then for the registry on $SCHEMA_REGISTRY_URL ..."
-  until kafka_answers; do
-    [[ -n $(service_pid kafka) ]] || fail_with_log kafka "$KAFKA_LOG" "kafka exited during start-up"
-    ((SECONDS < deadline)) || fail_with_log kafka "$KAFKA_LOG" "kafka did not answer on $KAFKA_BROKERS within ${TIMEOUT}s"
-    sleep 1
-  done
-  log "kafka: healthy ($((SECONDS - t0))s)"
+  wait_healthy kafka "$KAFKA_LOG" kafka_answers "kafka" "on $KAFKA_BROKERS" "$deadline" "$t0"
   if [[ -z $rpid ]]; then start_registry; else log "registry: already running (pid $rpid)"; fi
-  until registry_answers; do
-    [[ -n $(service_pid registry) ]] || fail_with_log registry "$REGISTRY_LOG" "the registry exited during start-up"
-    ((SECONDS < deadline)) || fail_with_log registry "$REGISTRY_LOG" "the registry did not answer on $SCHEMA_REGISTRY_URL/subjects within ${TIMEOUT}s"
-    sleep 1
-  done
-  log "registry: healthy ($((SECONDS - t0))s)"
+  wait_healthy registry "$REGISTRY_LOG" registry_answers "the registry" "on $SCHEMA_REGISTRY_URL/subjects" "$deadline" "$t0"
   if [[ -f $SECURE_ENV ]]; then ensure_scram_users; else warn_if_not_secured; fi
   log "up in $((SECONDS - t0))s"
   print_env
