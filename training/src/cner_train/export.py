@@ -323,18 +323,20 @@ def export(cfg: ExportConfig) -> Path:
     out = Path(cfg.out)
     write_bundle_files(model, vocab, out, lexicon)
     extra["parity_max_abs_diff"] = check_parity(model, out / "model.onnx", len(vocab))
+    scored = None  # the exported bundle's dev scores, once measured
     if cfg.weights == "float16":
-        extra["weights"] = float16_weights(cfg, out, loaded, model, len(vocab))
-    extra["metrics"] = bundle_metrics(cfg, out, loaded)  # an ensemble is scored as exported, so after the files
+        extra["weights"], scored = float16_weights(cfg, out, loaded, model, len(vocab))
+    extra["metrics"] = bundle_metrics(cfg, out, loaded, scored)  # an ensemble is scored as exported, so after the files
     write_bundle_manifest(out, extra)
     log.info("bundle %s written to %s", version, out)
     return out
 
 
 def float16_weights(cfg: ExportConfig, out: Path, loaded: list[tuple[Tagger, Vocab, dict]], model: nn.Module,
-                    vocab_size: int) -> dict:
+                    vocab_size: int) -> tuple[dict, dict | None]:
     """Stores the exported model's weights as float16 (``store_float16``); scores
-    the float32 and float16 graphs on the runs' dev split when they have one."""
+    the float32 and float16 graphs on the runs' dev split when they have one.
+    Returns the manifest's ``weights`` entry and the float16 bundle's dev scores."""
     train_cfg = loaded[0][2].get("config", {})
     dev = None
     if train_cfg.get("dev_size"):
@@ -346,16 +348,20 @@ def float16_weights(cfg: ExportConfig, out: Path, loaded: list[tuple[Tagger, Voc
     worst = check_parity(model, out / "model.onnx", vocab_size, atol=0.05)
     info = {"storage": "float16 initializers cast to float32 at load; float32 computation",
             "bytes_saved": saved, "max_abs_diff_vs_float32": worst}
+    scored = None
     if dev is not None:
-        f16 = score_bundle(out, dev)["micro"]["f1"]
+        scored = score_bundle(out, dev)
+        f16 = scored["micro"]["f1"]
         info.update({"dev_f1_float32": f32, "dev_f1_float16": f16})
         log.info("float16 weights: dev F1 %.2f (float32 %.2f), max |emission diff| %.2e", f16, f32, worst)
-    return info
+    return info, scored
 
 
-def bundle_metrics(cfg: ExportConfig, bundle: Path, loaded: list[tuple[Tagger, Vocab, dict]]) -> dict:
+def bundle_metrics(cfg: ExportConfig, bundle: Path, loaded: list[tuple[Tagger, Vocab, dict]],
+                   scored: dict | None = None) -> dict:
     """Dev metrics for the manifest: given (--dev-metrics), the run's own for one
-    model, or the exported bundle's on the members' common dev split."""
+    model, or the exported bundle's on the members' common dev split (``scored``
+    when already measured on it)."""
     if cfg.dev_metrics:
         dev = json.loads(Path(cfg.dev_metrics).read_text(encoding="utf-8"))
         return {"protocol": cfg.dev_protocol, "dev_micro": dev.get("micro"), "dev_per_type": dev.get("per_type")}
@@ -368,7 +374,7 @@ def bundle_metrics(cfg: ExportConfig, bundle: Path, loaded: list[tuple[Tagger, V
         raise SystemExit("the members do not share one dev split: give --dev-metrics and --dev-protocol")
     from .evaluate import dev_records, score_bundle
 
-    dev = score_bundle(bundle, dev_records(Path(train_cfg["ccks2019"]), train_cfg["dev_size"], train_cfg["split_seed"]))
+    dev = scored or score_bundle(bundle, dev_records(Path(train_cfg["ccks2019"]), train_cfg["dev_size"], train_cfg["split_seed"]))
     return {"protocol": protocol_of(train_cfg) + f"; ensemble of {len(loaded)} runs, scored as exported (ONNX Runtime)",
             "dev_micro": dev["micro"], "dev_per_type": dev["per_type"]}
 
