@@ -29,7 +29,7 @@ export const VARIABLES: readonly VariableSpec[] = Object.freeze([
   { name: 'KAFKA_OUTPUT_TOPIC', default: 'emr.records.entities', doc: 'Topic of `ClinicalEntities` events (Avro), one per input record, same key.' },
   { name: 'KAFKA_DLT_TOPIC', default: '`<input topic>.DLT`', doc: 'Dead-letter topic: records that can never be tagged, with the original key, value and headers plus `kafka_dlt-*` headers.' },
   { name: 'KAFKA_MODEL_TOPIC', default: 'ner.models.versions', doc: 'Compacted model-version topic: model bundles, their announcements and the live selection (docs/model-versions.md); every instance reads all of it.' },
-  { name: 'KAFKA_TRANSACTIONAL_ID_PREFIX', default: 'cner', doc: 'Prefix of the transactional id; the processor uses `<prefix>-<instance id>`, stable across restarts of one instance, so a restarted instance fences its predecessor.' },
+  { name: 'KAFKA_TRANSACTIONAL_ID_PREFIX', default: 'cner', doc: 'Prefix of the transactional ids: each input partition is written by the producer `<prefix>-<group>-<input topic>-<partition>`, the same in every instance, so the instance that takes a partition over fences its earlier owner (docs/config.md, Delivery guarantee).' },
   { name: 'KAFKA_COMPRESSION', default: 'none', doc: 'Compression of the events and dead letters the processor writes: `none`, `gzip`, `snappy`, `lz4` or `zstd` (the Java producer\'s default is none). Input in any of them is always read.' },
   { name: 'KAFKA_SSL', default: 'false', doc: 'Connect to the brokers over TLS (`true`/`false`).' },
   { name: 'KAFKA_SSL_CA_FILE', doc: 'PEM file of the CA that signed the brokers\' certificates (default: the system CAs). Needs `KAFKA_SSL=true`.' },
@@ -45,7 +45,7 @@ export const VARIABLES: readonly VariableSpec[] = Object.freeze([
   { name: 'SCHEMA_REGISTRY_URL', doc: 'Confluent-compatible Schema Registry base URL (for Apicurio: `http://host:8080/apis/ccompat/v7`). Required by `cner serve`.' },
   { name: 'SCHEMA_REGISTRY_USERNAME', doc: 'Registry basic-auth user; set together with `SCHEMA_REGISTRY_PASSWORD`.' },
   { name: 'SCHEMA_REGISTRY_PASSWORD', doc: 'Registry basic-auth password. Never logged.' },
-  { name: 'CNER_INSTANCE_ID', default: 'the host name', doc: 'Identity of this instance in the transactional id; in Kubernetes the pod name (the host name) is used.' },
+  { name: 'CNER_INSTANCE_ID', default: 'the host name', doc: 'Identity of this instance: names its model cache directory and its model-topic reader; in Kubernetes the pod name (the host name). Transactional ids do not depend on it.' },
   { name: 'CNER_MODEL_DIR', default: 'default', doc: 'Model bundle: the name of a bundle shipped in the package (a folder of `models/` with a manifest, e.g. `default`) or a bundle directory; a relative directory is relative to the package root.' },
   { name: 'CNER_MODEL_CACHE_DIR', doc: 'Writable directory where verified model versions from the model topic are kept (default: a directory under the system temp dir; mount a volume to keep them across restarts).' },
   { name: 'CNER_EXECUTION_PROVIDERS', default: 'cpu', doc: 'onnxruntime execution providers to try in order, comma-separated (e.g. `cuda,cpu`); CPU is always the fallback.' },
@@ -56,6 +56,7 @@ export const VARIABLES: readonly VariableSpec[] = Object.freeze([
   { name: 'CNER_MAX_TEXT_LENGTH', default: '100000', doc: 'Longest accepted text, in Unicode code points; longer records go to the dead-letter topic (`TEXT_TOO_LONG`).' },
   { name: 'CNER_SHADOW_FRACTION', default: '0', doc: 'Fraction (0..1) of records also tagged, in shadow, by the newest published version that is not live; its agreement with the live model is exported as metrics.' },
   { name: 'CNER_HTTP_PORT', default: '9464', doc: 'Port of the side HTTP server: `/livez`, `/readyz`, `/metrics` (0 = any free port).' },
+  { name: 'CNER_SHUTDOWN_GRACE_SECONDS', default: '30', doc: 'Seconds between SIGTERM and SIGKILL (Kubernetes\' `terminationGracePeriodSeconds`; the chart sets it): a stop drops work not yet in a transaction, waits for a commit in flight, and exits by itself 5 s before this ends.' },
   { name: 'CNER_LOG_LEVEL', default: 'info', doc: 'Log level: `fatal`, `error`, `warn`, `info`, `debug`, `trace` or `silent`. Logs are JSON lines on stdout and never contain record text.' },
 ] satisfies VariableSpec[]);
 
@@ -89,10 +90,9 @@ export interface KafkaConfig {
   readonly outputTopic: string;
   readonly dltTopic: string;
   readonly modelTopic: string;
+  /** Each input partition's producer is `<prefix>-<group>-<topic>-<partition>`. */
   readonly transactionalIdPrefix: string;
   readonly instanceId: string;
-  /** `<prefix>-<instance id>`. */
-  readonly transactionalId: string;
   /** Of the events and dead letters written. */
   readonly compression: Compression;
   readonly tls: TlsConfig | null;
@@ -126,6 +126,8 @@ export interface Config {
   readonly model: ModelConfig;
   readonly maxTextLength: number;
   readonly httpPort: number;
+  /** SIGTERM to SIGKILL (the orchestrator's grace period). */
+  readonly shutdownGraceMs: number;
   readonly logLevel: LogLevel;
 }
 
@@ -164,6 +166,7 @@ export function parseConfig(env: Env, mode: ConfigMode = 'serve'): Either<NonEmp
     model: modelConfig(get),
     maxTextLength: integer(get, 'CNER_MAX_TEXT_LENGTH', 100_000, 1, 10_000_000),
     httpPort: integer(get, 'CNER_HTTP_PORT', 9464, 0, 65_535),
+    shutdownGraceMs: millisFromSeconds(integer(get, 'CNER_SHUTDOWN_GRACE_SECONDS', 30, 6, 86_400)),
     logLevel: oneOf(get, 'CNER_LOG_LEVEL', LOG_LEVELS, 'info'),
   });
   if (isLeft(parsed)) return parsed;
@@ -210,10 +213,8 @@ function kafkaConfig(get: Getter, mode: ConfigMode): Validated<KafkaConfig> {
   if (new Set(topics).size !== topics.length) {
     problems.push(`KAFKA_INPUT_TOPIC, KAFKA_OUTPUT_TOPIC and KAFKA_DLT_TOPIC must be three different topics, got ${topics.join(', ')}`);
   }
-  const transactionalId = `${k.transactionalIdPrefix}-${k.instanceId}`;
-  if (transactionalId.length > 249) problems.push('KAFKA_TRANSACTIONAL_ID_PREFIX and CNER_INSTANCE_ID together must stay under 249 characters');
   if (problems.length > 0) return left(problems as NonEmptyArray<string>);
-  return right({ ...k, transactionalId });
+  return right(k);
 }
 
 function registryConfig(get: Getter, mode: ConfigMode): Validated<RegistryConfig> {
@@ -344,6 +345,8 @@ function integer(get: Getter, key: string, fallback: number, min: number, max: n
   if (!Number.isSafeInteger(n) || n < min || n > max) return fail(`${key} must be a whole number from ${min} to ${max}; got ${JSON.stringify(raw)} (default ${fallback})`);
   return right(n);
 }
+
+const millisFromSeconds = (v: Validated<number>): Validated<number> => (isLeft(v) ? v : right(v.right * 1000));
 
 function fraction(get: Getter, key: string, fallback: number): Validated<number> {
   const raw = get(key);

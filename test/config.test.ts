@@ -24,7 +24,8 @@ describe('config', () => {
     assert.equal(config.kafka.outputTopic, 'emr.records.entities');
     assert.equal(config.kafka.dltTopic, 'emr.records.raw.DLT');
     assert.equal(config.kafka.modelTopic, 'ner.models.versions');
-    assert.match(config.kafka.transactionalId, /^cner-.+/);
+    assert.equal(config.kafka.transactionalIdPrefix, 'cner');
+    assert.equal(config.shutdownGraceMs, 30_000);
     assert.equal(config.kafka.tls, null);
     assert.equal(config.kafka.sasl, null);
     assert.equal(config.kafka.sessionTimeoutMs, 30_000);
@@ -87,10 +88,13 @@ describe('config', () => {
       CNER_SHADOW_FRACTION: '0.25',
       CNER_HTTP_PORT: '0',
       CNER_LOG_LEVEL: 'DEBUG',
+      CNER_SHUTDOWN_GRACE_SECONDS: '90',
     });
     assert.deepEqual(config.kafka.brokers, ['a:1', 'b:2']);
     assert.equal(config.kafka.dltTopic, 'in.x.DLT');
-    assert.equal(config.kafka.transactionalId, 'tx-pod-0');
+    assert.equal(config.kafka.transactionalIdPrefix, 'tx');
+    assert.equal(config.kafka.instanceId, 'pod-0');
+    assert.equal(config.shutdownGraceMs, 90_000);
     assert.equal(config.kafka.compression, 'zstd');
     assert.deepEqual(config.kafka.sasl, { mechanism: 'scram-sha-512', username: 'u', password: 'p' });
     assert.equal(config.kafka.createTopics, false);

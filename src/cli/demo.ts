@@ -96,7 +96,7 @@ export const command: Command = {
           outputTopic: `demo.emr.records.entities.${run}`,
           dltTopic: `${inputTopic}.DLT`,
           instanceId: run,
-          transactionalId: `cner-demo-${run}`,
+          transactionalIdPrefix: `cner-demo-${run}`,
           topicPartitions: 1,
           topicReplicationFactor: 1,
           createTopics: true,

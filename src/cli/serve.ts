@@ -15,12 +15,14 @@ them, and publishes one ClinicalEntities event per record to
 KAFKA_OUTPUT_TOPIC (bad records to KAFKA_DLT_TOPIC), exactly once, in Kafka
 transactions. Configured by environment variables (see README.md, Configuration);
 KAFKA_BROKERS and SCHEMA_REGISTRY_URL are required. Serves /livez, /readyz and
-/metrics on CNER_HTTP_PORT. SIGTERM or SIGINT: finishes the transaction in
-flight, commits, leaves the group and exits 0 (a second signal exits at once).
+/metrics on CNER_HTTP_PORT. SIGTERM or SIGINT: drops work not yet in a
+transaction (the partition's next owner reads it again), waits for a commit
+in flight, leaves the group and exits 0, at the latest 5 s before
+CNER_SHUTDOWN_GRACE_SECONDS end (a second signal exits at once).
 `;
 
-/** How long a graceful stop may take before the process exits anyway. */
-const SHUTDOWN_TIMEOUT_MS = 25_000;
+/** Left of the grace period for exiting by ourselves before SIGKILL. */
+const SHUTDOWN_MARGIN_MS = 5_000;
 
 export const command: Command = {
   usage: USAGE,
@@ -44,11 +46,12 @@ export const command: Command = {
         return;
       }
       stopping = true;
-      log.info({ signal }, 'stopping: finishing the transaction in flight, committing, leaving the group');
+      const guardMs = Math.max(1_000, config.shutdownGraceMs - SHUTDOWN_MARGIN_MS);
+      log.info({ signal, guardMs }, 'stopping: dropping work not yet in a transaction, waiting for a commit in flight, leaving the group');
       setTimeout(() => {
-        log.error({ timeoutMs: SHUTDOWN_TIMEOUT_MS }, 'graceful stop took too long: exiting');
+        log.error({ timeoutMs: guardMs }, 'graceful stop took too long: exiting');
         resolveExit(EXIT.failures);
-      }, SHUTDOWN_TIMEOUT_MS).unref();
+      }, guardMs).unref();
       abort.abort();
       if (service !== null) {
         service.stop().then(

@@ -353,6 +353,14 @@ class KafkajsClient implements KafkaClient, KafkaTools, ModelTopicClient {
     });
   }
 
+  async committedOffset(topic: string, partition: number): Promise<string | null> {
+    return this.#withAdmin('fetching the committed offset', async (admin) => {
+      const [entry] = await admin.fetchOffsets({ groupId: this.groupId, topics: [topic] });
+      const offset = entry?.partitions.find((p) => p.partition === partition)?.offset;
+      return offset === undefined || offset === '-1' ? null : offset;
+    });
+  }
+
   async endOffsets(topic: string): Promise<Record<number, string>> {
     return this.#withAdmin('fetching end offsets', async (admin) => Object.fromEntries((await admin.fetchTopicOffsets(topic)).map((p) => [p.partition, p.high])));
   }
@@ -619,10 +627,17 @@ class KafkajsTransactionalProducer implements TransactionalProducer {
 
   async connect(): Promise<void> {
     try {
-      // For a transactional producer kafkajs sends InitProducerId here: the
-      // coordinator bumps the epoch, fencing any older producer with this id
-      // and aborting its open transaction.
       await this.#producer.connect();
+      // kafkajs's connect() does not send the transactional InitProducerId:
+      // it waits for the first transaction(), so a producer would fence the
+      // earlier one only at its first commit, after work was planned from
+      // offsets read before the fence (a measured duplicate). Beginning a
+      // transaction sends it now (the coordinator bumps the epoch, fencing
+      // every older producer with this id and aborting its open transaction,
+      // or completing one already committing); aborting a transaction that
+      // has no partitions yet sends nothing.
+      const tx = await this.#producer.transaction();
+      await tx.abort();
     } catch (e) {
       throw classify(e, `starting the transactional producer ${this.#transactionalId}`);
     }
@@ -657,8 +672,9 @@ class KafkajsTransactionalProducer implements TransactionalProducer {
       try {
         await tx.abort();
       } catch {
-        throw cause; // the producer is unusable: the session starts again
+        throw cause; // the producer is unusable
       }
+      if (cause.code === 'PRODUCER_FENCED') throw cause; // a newer producer owns the id: this one is done
       throw new CnerError('TRANSACTION_FAILED', `transaction aborted: ${cause.message}`, { cause, context: cause.context });
     }
   }

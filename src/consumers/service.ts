@@ -52,7 +52,7 @@ export interface RunningService {
   readonly models: ModelManager;
   /** Settles when the stream loop ends: resolves after stop(), rejects on a fatal error. */
   readonly done: Promise<void>;
-  /** Graceful: finishes the transaction in flight, commits, leaves the group, closes everything. */
+  /** Graceful: drops work not yet in a transaction, waits for a commit in flight, leaves the group, closes everything. */
   stop(): Promise<void>;
 }
 
@@ -140,7 +140,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     stream = new StreamProcessor({
       kafka,
       inputTopic: config.kafka.inputTopic,
-      transactionalId: config.kafka.transactionalId,
+      transactionalIdPrefix: config.kafka.transactionalIdPrefix,
       maxRecordsPerTransaction: Math.max(16, 4 * config.model.maxBatchSize),
       maxBatchBytes: Math.min(maxMessageBytes.output, maxMessageBytes.dlt),
       sessionBackoff: backoff,

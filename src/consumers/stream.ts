@@ -2,24 +2,38 @@
 //
 //   for each batch of one partition, in slices of at most N records:
 //     plan   = decode + tag + encode (no Kafka writes yet)
-//     commit = one transaction: events + dead letters + the consumer offset
-//              (sendOffsets), so a read_committed reader sees all of it or
-//              none of it
+//     commit = one transaction of the partition's own producer: events + dead
+//              letters + the consumer offset (sendOffsets), so a
+//              read_committed reader sees all of it or none of it
 //     resolve the offset locally and go on
+//
+// One transactional producer per input partition, with the id
+// `<prefix>-<group>-<topic>-<partition>` (the design of Kafka Streams'
+// exactly-once before KIP-447): whoever processes a partition uses the same
+// id. Before the first transaction on a partition the processor initializes
+// that producer, which fences the partition's earlier owner (its open
+// transaction is aborted, and any commit it tries later fails), and only
+// then reads the group's committed offset: after the fence nobody else can
+// move it, so records below it, which the consumer may have fetched from an
+// older position, are skipped, never processed twice. A paused or
+// partitioned-away processor that wakes up after its partitions moved cannot
+// commit anything: kafkajs's sendOffsets carries no group generation, so the
+// fence is what stops it, not the group.
 //
 // A slice that fails for a reason that may pass (registry unavailable,
 // inference failed, transaction aborted) is aborted, the partition is seeked
 // back to its last committed position (the slice's first offset), and read
 // again after an exponential backoff with jitter; heartbeats continue while
-// we wait. Anything that leaves the producer or the consumer unusable (broker
-// gone, producer fenced) ends the session: producer and consumer are closed
-// and started again after a backoff, from the committed offsets. A restarted
-// producer with the same transactional id fences its predecessor and aborts
-// its open transaction, which is what makes a SIGKILL mid-transaction safe.
-// Errors that are bugs are not retried: the processor stops (not live).
+// we wait. A fenced producer is dropped: if the partition is still ours, the
+// next batch fences again and rereads the committed offset. Anything that
+// leaves the consumer unusable (broker gone) ends the session: producers and
+// consumer are closed and started again after a backoff, from the committed
+// offsets. Errors that are bugs are not retried: the processor stops (not live).
 //
-// One transaction at a time: batches of different partitions are handled one
-// after the other (the transactional producer allows one open transaction).
+// Stopping (SIGTERM) drops work that has not entered a transaction (the next
+// owner reads it again) and waits only for a commit in flight.
+//
+// Batches of different partitions are handled one after the other.
 
 import type { Logger } from 'pino';
 import { describeError } from '../errors.js';
@@ -32,7 +46,8 @@ import type { BatchControl, InputBatch, InputMessage, KafkaClient, StreamConsume
 export interface StreamOptions {
   readonly kafka: KafkaClient;
   readonly inputTopic: string;
-  readonly transactionalId: string;
+  /** Each partition's producer is `<prefix>-<group>-<topic>-<partition>` (see partitionTransactionalId). */
+  readonly transactionalIdPrefix: string;
   readonly plan: (messages: readonly InputMessage[], attempt: number) => Promise<TransactionPlan>;
   /** Largest record batch one send may make (the topics' max.message.bytes); default: one send per transaction. */
   readonly maxBatchBytes?: number;
@@ -48,8 +63,27 @@ export interface StreamOptions {
   readonly log: Logger;
 }
 
-/** Codes after which the same producer and consumer go on (seek back, retry the slice). */
-const IN_SESSION_RETRY = new Set(['TRANSACTION_FAILED', 'REGISTRY_UNAVAILABLE', 'INFERENCE_FAILED', 'WORKER_CRASHED', 'TOPIC_MISSING']);
+/** Codes after which the same consumer goes on (seek back, retry the slice). */
+const IN_SESSION_RETRY = new Set(['TRANSACTION_FAILED', 'REGISTRY_UNAVAILABLE', 'INFERENCE_FAILED', 'WORKER_CRASHED', 'TOPIC_MISSING', 'PRODUCER_FENCED']);
+
+/**
+ * The transactional id of the producer that writes the results of one input
+ * partition: the same in every processor of the group, so that initializing
+ * it fences whichever processor had the partition before.
+ */
+export function partitionTransactionalId(prefix: string, groupId: string, topic: string, partition: number): string {
+  return `${prefix}-${groupId}-${topic}-${partition}`;
+}
+
+/** A partition's transactional producer, and the offset from which this processor may write. */
+interface PartitionWriter {
+  readonly producer: TransactionalProducer;
+  readonly transactionalId: string;
+  /** The group's committed offset, read after the fence and advanced by our own commits (null: none yet). */
+  next: bigint | null;
+  /** The commit in flight, if any (a writer is closed only when idle). */
+  busy: Promise<unknown>;
+}
 
 export class StreamProcessor {
   readonly #o: StreamOptions;
@@ -79,7 +113,7 @@ export class StreamProcessor {
     return this.#abort.signal;
   }
 
-  /** Finishes the transaction in flight, commits it, leaves the group, closes the producer. */
+  /** Drops work not yet in a transaction, waits for a commit in flight, leaves the group, closes the producers. */
   async stop(): Promise<void> {
     if (!this.#stopping) {
       this.#stopping = true;
@@ -119,14 +153,17 @@ export class StreamProcessor {
   }
 }
 
-/** One producer + one consumer, from start to crash or stop. */
+/** One consumer and the producers of its partitions, from start to crash or stop. */
 class Session {
   readonly #o: StreamOptions;
   readonly #owner: StreamProcessor;
-  #producer: TransactionalProducer | null = null;
+  /** Per partition, its writer being set up or ready (a failed setup is forgotten, so the next batch tries again). */
+  readonly #writers = new Map<number, Promise<PartitionWriter>>();
   #consumer: StreamConsumer | null = null;
   #end: ((error: unknown) => void) | null = null;
   readonly #ended: Promise<unknown>;
+  /** Aborted when the session fails or closes: work not yet in a transaction is dropped. */
+  readonly #stop = new AbortController();
   #failed = false;
   #closing: Promise<void> | null = null;
   #startup: Promise<void> = Promise.resolve();
@@ -153,17 +190,18 @@ class Session {
 
   async #start(): Promise<void> {
     const { kafka, health, log } = this.#o;
-    this.#producer = kafka.transactionalProducer(this.#o.transactionalId, this.#o.maxBatchBytes === undefined ? {} : { maxBatchBytes: this.#o.maxBatchBytes });
-    await this.#producer.connect();
-    if (this.#closing !== null || this.#failed) return;
-    log.info({ transactionalId: this.#o.transactionalId }, 'transactional producer ready (any earlier producer with this id is fenced)');
     this.#consumer = kafka.consumer();
     await this.#consumer.run(this.#o.inputTopic, (batch, control) => this.#handle(batch, control), {
       onJoin: (assignment) => {
         this.joined = true;
-        health.setAvailable('kafka', true);
         health.set('consumerJoined', true);
+        const partitions = assignment[this.#o.inputTopic] ?? [];
         log.info({ groupId: kafka.groupId, assignment }, 'consumer joined the group');
+        this.#closeRevoked(new Set(partitions));
+        // Fence the earlier owners now rather than at the first batch: their
+        // open transactions are aborted at once instead of holding back
+        // read_committed readers until they time out.
+        for (const p of partitions) this.#writerFor(this.#o.inputTopic, p).catch(() => {});
       },
       onCrash: (error) => this.#fail(error),
     });
@@ -171,47 +209,128 @@ class Session {
 
   close(): Promise<void> {
     this.#closing ??= (async () => {
+      this.#stop.abort();
       this.#end?.(null);
       // Let a start in progress finish (bounded), so what it creates is closed too.
       await settleWithin(this.#startup, 5_000);
+      // Waits for the batch handler, which returns at once unless a commit is in flight.
       await this.#consumer?.stop().catch((e: unknown) => this.#o.log.warn({ err: e }, 'consumer did not stop cleanly'));
-      await this.#producer?.disconnect();
+      await Promise.all([...this.#writers.keys()].map((p) => this.#dropWriter(p)));
     })();
     return this.#closing;
   }
 
   #fail(error: unknown): void {
     this.#failed = true;
+    this.#stop.abort();
     this.#end?.(error);
   }
 
+  get #active(): boolean {
+    return !this.#failed && this.#closing === null;
+  }
+
+  /** Producers of partitions this consumer no longer has are closed once idle (their new owner fences them anyway). */
+  #closeRevoked(assigned: ReadonlySet<number>): void {
+    for (const partition of this.#writers.keys()) if (!assigned.has(partition)) void this.#dropWriter(partition);
+  }
+
+  async #dropWriter(partition: number): Promise<void> {
+    const pending = this.#writers.get(partition);
+    if (pending === undefined) return;
+    this.#writers.delete(partition);
+    const writer = await pending.catch(() => null);
+    if (writer === null) return;
+    await writer.busy.catch(() => {});
+    await writer.producer.disconnect();
+  }
+
+  /**
+   * The partition's producer, initialized (which fences the partition's
+   * earlier owner and aborts its open transaction), and the group's committed
+   * offset read after that.
+   */
+  #writerFor(topic: string, partition: number): Promise<PartitionWriter> {
+    let pending = this.#writers.get(partition);
+    if (pending === undefined) {
+      pending = this.#openWriter(topic, partition);
+      this.#writers.set(partition, pending);
+      const forgetOnFailure = pending;
+      pending.catch(() => {
+        if (this.#writers.get(partition) === forgetOnFailure) this.#writers.delete(partition);
+      });
+    }
+    return pending;
+  }
+
+  async #openWriter(topic: string, partition: number): Promise<PartitionWriter> {
+    const { kafka, health, log } = this.#o;
+    const transactionalId = partitionTransactionalId(this.#o.transactionalIdPrefix, kafka.groupId, topic, partition);
+    const producer = kafka.transactionalProducer(transactionalId, this.#o.maxBatchBytes === undefined ? {} : { maxBatchBytes: this.#o.maxBatchBytes });
+    const started = Date.now();
+    try {
+      await producer.connect();
+      const committed = await kafka.committedOffset(topic, partition);
+      health.setAvailable('kafka', true);
+      log.info({ topic, partition, transactionalId, committedOffset: committed, ms: Date.now() - started }, 'transactional producer of the partition ready (its earlier owner is fenced)');
+      return { producer, transactionalId, next: committed === null ? null : BigInt(committed), busy: Promise.resolve() };
+    } catch (e) {
+      await producer.disconnect();
+      throw e;
+    }
+  }
+
   async #handle(batch: InputBatch, control: BatchControl): Promise<void> {
-    const { metrics, log } = this.#o;
     const { topic, partition, messages } = batch;
+    if (messages.length === 0 || !this.#active) return;
+    let writer: PartitionWriter;
+    try {
+      writer = await this.#writerFor(topic, partition);
+    } catch (e) {
+      const first = messages[0]!.offset;
+      await this.#afterFailure(e, batch, first, this.#attemptFor(partition, first), control);
+      return;
+    }
+    // Records below the committed offset were processed by an earlier owner
+    // after this consumer fetched them (it read the offset before the fence).
+    let start = 0;
+    while (start < messages.length && writer.next !== null && BigInt(messages[start]!.offset) < writer.next) start++;
+    if (start > 0) {
+      control.resolveOffset(messages[start - 1]!.offset);
+      this.#o.metrics.skippedCommitted.inc(start);
+      this.#o.log.info({ topic, partition, records: start, committedOffset: String(writer.next) }, 'skipped records that an earlier owner of the partition had already committed');
+    }
+
     const max = this.#o.maxRecordsPerTransaction;
-    for (let i = 0; i < messages.length; ) {
-      if (this.#failed || this.#closing !== null || !control.isRunning() || control.isStale()) return;
+    for (let i = start; i < messages.length; ) {
+      if (!this.#active || !control.isRunning() || control.isStale()) return;
       const slice = messages.slice(i, i + max);
       const first = slice[0]!;
       const last = slice[slice.length - 1]!;
       const attempt = this.#attemptFor(partition, first.offset);
 
-      let plan: TransactionPlan;
+      let plan: TransactionPlan | null;
       try {
-        plan = await this.#withHeartbeats(control, () => this.#o.plan(slice, attempt));
+        plan = await this.#withHeartbeats(control, () => this.#untilStopped(this.#o.plan(slice, attempt)));
       } catch (e) {
         await this.#afterFailure(e, batch, first.offset, attempt, control);
         return;
       }
+      // Stopping: work that has not entered a transaction is dropped (read again by the next owner).
+      if (plan === null || !this.#active) return;
       const next = (BigInt(last.offset) + 1n).toString();
+      const commit = writer.producer.commit(plan.messages, [{ topic, partition, offset: next }], this.#o.kafka.groupId);
+      writer.busy = commit;
       try {
-        await this.#producer!.commit(plan.messages, [{ topic, partition, offset: next }], this.#o.kafka.groupId);
+        await commit;
       } catch (e) {
-        metrics.transactions.inc({ result: 'aborted' });
+        this.#o.metrics.transactions.inc({ result: 'aborted' });
+        if (describeError(e).code === 'PRODUCER_FENCED') await this.#dropWriter(partition);
         await this.#afterFailure(e, batch, first.offset, attempt, control);
         return;
       }
 
+      writer.next = BigInt(next);
       control.resolveOffset(last.offset);
       this.#failures.delete(partition);
       this.#record(batch, slice, plan, next);
@@ -219,9 +338,29 @@ class Session {
       try {
         await control.heartbeat();
       } catch {
-        log.debug({ topic, partition }, 'group is rebalancing: leaving the rest of the batch for after the rejoin');
+        this.#o.log.debug({ topic, partition }, 'group is rebalancing: leaving the rest of the batch for after the rejoin');
         return;
       }
+    }
+  }
+
+  /** `work`'s value, or null as soon as the session stops (the work is left to finish unobserved). */
+  async #untilStopped<T>(work: Promise<T>): Promise<T | null> {
+    const signal = this.#stop.signal;
+    if (signal.aborted) {
+      work.catch(() => {});
+      return null;
+    }
+    let onAbort: () => void = () => {};
+    const stopped = new Promise<null>((resolve) => {
+      onAbort = () => resolve(null);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      return await Promise.race([work, stopped]);
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+      work.catch(() => {});
     }
   }
 
@@ -249,18 +388,32 @@ class Session {
   async #afterFailure(error: unknown, batch: InputBatch, offset: string, attempt: number, control: BatchControl): Promise<void> {
     const { metrics, health, log } = this.#o;
     const info = describeError(error);
+    if (!this.#active) return; // stopping: the next owner reads from the committed offset
     if (!IN_SESSION_RETRY.has(info.code) || this.#owner.stopping) {
       // The next session (or the next owner of the partition) reads from the committed offset.
       this.#fail(error);
       return;
     }
-    const delay = backoffDelay(attempt, this.#o.retryBackoff ?? DEFAULT_BACKOFF);
-    metrics.retries.inc({ code: info.code });
-    const where = { topic: batch.topic, partition: batch.partition, offset, attempt, code: info.code, retryInMs: delay };
-    if (info.code === 'REGISTRY_UNAVAILABLE') health.setAvailable('registry', false, { err: error, retryInMs: delay });
-    else log.warn({ ...where, err: error }, 'batch failed and was aborted: reading it again from the last committed offset after backoff');
     control.seek(offset);
-    this.#failures.set(batch.partition, { offset, attempt });
+    metrics.retries.inc({ code: info.code });
+    const where = { topic: batch.topic, partition: batch.partition, offset, attempt, code: info.code };
+    if (info.code === 'PRODUCER_FENCED') {
+      // Usually the partition moved while this processor was paused: the
+      // group tells us at the next heartbeat, and the new owner keeps it. Not
+      // a failure of the slice (its attempt count stays).
+      try {
+        await control.heartbeat();
+      } catch {
+        log.warn(where, 'the partition moved to another processor: its transaction here was aborted (fenced); rejoining the group');
+        return;
+      }
+      log.warn(where, 'the partition\'s producer was fenced although this processor still has the partition: fencing again after backoff');
+    } else {
+      this.#failures.set(batch.partition, { offset, attempt });
+    }
+    const delay = backoffDelay(attempt, this.#o.retryBackoff ?? DEFAULT_BACKOFF);
+    if (info.code === 'REGISTRY_UNAVAILABLE') health.setAvailable('registry', false, { err: error, retryInMs: delay });
+    else if (info.code !== 'PRODUCER_FENCED') log.warn({ ...where, err: error, retryInMs: delay }, 'batch failed and was aborted: reading it again from the last committed offset after backoff');
     await this.#sleepWithHeartbeats(delay, control);
   }
 
@@ -281,8 +434,8 @@ class Session {
   async #sleepWithHeartbeats(ms: number, control: BatchControl): Promise<void> {
     const step = this.#o.heartbeatIntervalMs ?? 3_000;
     const until = Date.now() + ms;
-    while (Date.now() < until && !this.#owner.signal.aborted && this.#closing === null) {
-      await sleep(Math.min(step, until - Date.now()), this.#owner.signal);
+    while (Date.now() < until && !this.#owner.signal.aborted && this.#active) {
+      await sleep(Math.min(step, until - Date.now()), this.#stop.signal);
       await control.heartbeat().catch(() => {});
     }
   }

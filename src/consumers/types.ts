@@ -170,4 +170,10 @@ export interface KafkaClient {
   /** Names of `topics` that do not exist. */
   missingTopics(topics: readonly string[]): Promise<string[]>;
   createTopics(topics: readonly TopicSpec[]): Promise<void>;
+  /**
+   * The group's committed offset of one partition (the next offset to read),
+   * or null when the group committed none there. Read after the partition's
+   * producer fenced its earlier owner, it is final: nobody else can commit.
+   */
+  committedOffset(topic: string, partition: number): Promise<string | null>;
 }

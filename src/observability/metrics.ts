@@ -26,6 +26,8 @@ export interface Metrics {
   readonly transactions: Counter<'result'>;
   /** Batches read again after a retriable failure, by error code. */
   readonly retries: Counter<'code'>;
+  /** Fetched records not processed because an earlier owner of their partition had committed them (a duplicate prevented). */
+  readonly skippedCommitted: Counter;
   /** 1 while the dependency answers, 0 while it is unavailable. */
   readonly dependencyUp: Gauge<'dependency'>;
   /** Times a dependency was found unavailable. */
@@ -74,6 +76,11 @@ export function createMetrics(options: { readonly defaultMetrics?: boolean } = {
     consumerLag: new Gauge({ name: 'cner_consumer_lag', help: 'Records of a partition not yet committed.', labelNames: ['topic', 'partition'], registers }),
     transactions: new Counter({ name: 'cner_transactions_total', help: 'Kafka transactions, by result (committed, aborted).', labelNames: ['result'], registers }),
     retries: new Counter({ name: 'cner_retries_total', help: 'Batches read again after a retriable failure, by error code.', labelNames: ['code'], registers }),
+    skippedCommitted: new Counter({
+      name: 'cner_skipped_committed_records_total',
+      help: 'Fetched records skipped because an earlier owner of their partition had committed them (duplicates prevented after a partition moved).',
+      registers,
+    }),
     dependencyUp: new Gauge({ name: 'cner_dependency_up', help: '1 while a dependency (kafka, registry, model) is available, else 0.', labelNames: ['dependency'], registers }),
     unavailable: new Counter({ name: 'cner_dependency_unavailable_total', help: 'Times a dependency was found unavailable.', labelNames: ['dependency'], registers }),
     ready: new Gauge({ name: 'cner_ready', help: '1 while /readyz answers 200.', registers }),

@@ -122,6 +122,8 @@ export class FakeKafka implements KafkaClient {
   readonly seeks: { partition: number; offset: string }[] = [];
   /** Called before each commit; may throw to make it fail. */
   beforeCommit: (messages: readonly OutputMessage[]) => void = () => {};
+  /** Awaited at the start of each commit (a commit in flight). */
+  commitDelay: () => Promise<void> = async () => {};
   /** Thrown by the next transactionalProducer().connect() calls while > 0. */
   connectFailures: Error[] = [];
   missing: string[] = [];
@@ -142,16 +144,27 @@ export class FakeKafka implements KafkaClient {
     return new FakeConsumer(this);
   }
 
-  transactionalProducer(): TransactionalProducer {
+  /** The current epoch of each transactional id: connecting bumps it, fencing older producers of that id. */
+  readonly epochs = new Map<string, number>();
+
+  transactionalProducer(transactionalId: string): TransactionalProducer {
     this.producersCreated++;
     // eslint-disable-next-line @typescript-eslint/no-this-alias -- the returned object's methods have their own `this`
     const kafka = this;
+    let epoch = -1;
     return {
       async connect() {
         const failure = kafka.connectFailures.shift();
         if (failure !== undefined) throw failure;
+        epoch = (kafka.epochs.get(transactionalId) ?? 0) + 1;
+        kafka.epochs.set(transactionalId, epoch);
       },
       async commit(messages, offsets) {
+        await kafka.commitDelay();
+        if (kafka.epochs.get(transactionalId) !== epoch) {
+          kafka.aborted++;
+          throw new CnerError('PRODUCER_FENCED', `${transactionalId} was fenced`);
+        }
         try {
           kafka.beforeCommit(messages);
         } catch (e) {
@@ -167,6 +180,11 @@ export class FakeKafka implements KafkaClient {
 
   async missingTopics(topics: readonly string[]): Promise<string[]> {
     return topics.filter((t) => this.missing.includes(t));
+  }
+
+  async committedOffset(_topic: string, partition: number): Promise<string | null> {
+    const o = this.committedOffsets.get(partition);
+    return o === undefined ? null : String(o);
   }
 
   /** Kafka's default for every topic unless set here. */

@@ -31,7 +31,7 @@ function setup(kafka: FakeKafka, overrides: Partial<StreamOptions> = {}, lines?:
   const stream = new StreamProcessor({
     kafka,
     inputTopic: 'in',
-    transactionalId: 'cner-test',
+    transactionalIdPrefix: 'cner-test',
     plan: echoPlan,
     maxRecordsPerTransaction: 4,
     sessionBackoff: FAST,
@@ -149,7 +149,7 @@ describe('StreamProcessor', () => {
     assertExactlyOnce(kafka, 2);
   });
 
-  it('starts a new session (new producer, committed offsets) when the producer is fenced or Kafka fails', async () => {
+  it('replaces a fenced producer in the same session, fencing again and rereading the committed offset', async () => {
     const kafka = new FakeKafka();
     kafka.add(0, Array.from({ length: 8 }, (_, i) => `a${i}`));
     let fenced = false;
@@ -165,8 +165,49 @@ describe('StreamProcessor', () => {
     await stream.stop();
     assertExactlyOnce(kafka, 8);
     assert.equal(kafka.producersCreated, 2);
-    assert.equal(kafka.consumersCreated, 2);
+    assert.equal(kafka.consumersCreated, 1);
+    assert.equal(kafka.epochs.get('cner-test-group-in-0'), 2, 'one producer per partition, named <prefix>-<group>-<topic>-<partition>');
     assert.equal((await metrics.retries.get()).values.find((v) => v.labels['code'] === 'PRODUCER_FENCED')?.value, 1);
+  });
+
+  it('one transactional producer per partition, initialized when the partition is assigned', async () => {
+    const kafka = new FakeKafka();
+    for (let p = 0; p < 3; p++) kafka.add(p, ['x']);
+    const { stream } = setup(kafka);
+    stream.start();
+    await until('all committed', allCommitted(kafka));
+    await stream.stop();
+    assert.deepEqual([...kafka.epochs.keys()].sort(), ['cner-test-group-in-0', 'cner-test-group-in-1', 'cner-test-group-in-2']);
+  });
+
+  it('a processor that wakes up after its partition moved commits nothing, and skips what the new owner committed', async () => {
+    // A is "paused" inside its first slice; B takes the partition over (its
+    // producer fences A's), processes everything, and stops; A then wakes up.
+    const kafka = new FakeKafka();
+    kafka.add(0, Array.from({ length: 10 }, (_, i) => `a${i}`));
+    let release: () => void = () => {};
+    const paused = new Promise<void>((r) => (release = r));
+    let aPlans = 0;
+    const a = setup(kafka, {
+      plan: async (m) => {
+        if (aPlans++ === 0) await paused;
+        return echoPlan(m);
+      },
+    });
+    a.stream.start();
+    await until('A inside its first slice', () => aPlans === 1);
+    const b = setup(kafka);
+    b.stream.start();
+    await until('B committed everything', allCommitted(kafka));
+    await b.stream.stop();
+    release();
+    const skipped = async (): Promise<number> => (await a.metrics.skippedCommitted.get()).values[0]?.value ?? 0;
+    for (const deadline = Date.now() + 5_000; (await skipped()) < 10 && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 2));
+    assert.equal(await skipped(), 10, 'A skipped the records B committed');
+    await a.stream.stop();
+    assertExactlyOnce(kafka, 10);
+    assert.deepEqual((await a.metrics.retries.get()).values.map((v) => [v.labels['code'], v.value]), [['PRODUCER_FENCED', 1]], 'A\'s late commit was fenced');
+    assert.equal(kafka.aborted, 1);
   });
 
   it('keeps retrying while the broker is unavailable at the start, not ready meanwhile', async () => {
@@ -202,25 +243,41 @@ describe('StreamProcessor', () => {
     assert.equal(kafka.transactions.length, 0);
   });
 
-  it('on stop, finishes and commits the slice in flight, then starts no other', async () => {
+  it('on stop, drops the slice not yet in a transaction and starts no other', async () => {
     const kafka = new FakeKafka();
     kafka.add(0, Array.from({ length: 12 }, (_, i) => `a${i}`));
-    let release: () => void = () => {};
-    const gate = new Promise<void>((r) => (release = r));
     let started = 0;
     const { stream } = setup(kafka, {
-      plan: async (m) => {
+      plan: async () => {
         started++;
-        await gate;
-        return echoPlan(m);
+        return new Promise<TransactionPlan>(() => {}); // inference that never ends
       },
     });
     stream.start();
     await until('the first slice in flight', () => started === 1);
+    await stream.stop();
+    assert.equal(started, 1);
+    assert.equal(kafka.transactions.length, 0);
+    assert.equal(kafka.committedOffsets.get(0), undefined, 'the next owner reads it again');
+  });
+
+  it('on stop, waits for the commit in flight', async () => {
+    const kafka = new FakeKafka();
+    kafka.add(0, Array.from({ length: 12 }, (_, i) => `a${i}`));
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => (release = r));
+    let commits = 0;
+    kafka.commitDelay = async () => {
+      if (commits++ === 0) await gate;
+    };
+    const { stream } = setup(kafka);
+    stream.start();
+    await until('the first commit in flight', () => commits === 1);
     const stopping = stream.stop();
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(kafka.transactions.length, 0, 'stop waits');
     release();
     await stopping;
-    assert.equal(started, 1);
     assert.equal(kafka.transactions.length, 1);
     assert.equal(kafka.committedOffsets.get(0), 4n);
     assertExactlyOnce(kafka, 4);

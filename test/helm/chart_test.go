@@ -311,14 +311,20 @@ func TestReplicasOwnership(t *testing.T) {
 	}
 }
 
-func TestFixedInstanceIDNeedsOneReplica(t *testing.T) {
+// Transactional ids are per input partition, shared by every pod, so a fixed
+// instance id (it only names the pod's model cache and reader) is fine with many
+// replicas; the processor's stop guard follows the pod's grace period.
+func TestInstanceIDAndGracePeriod(t *testing.T) {
 	for _, sets := range [][]string{{"replicaCount=2"}, {"hpa.enabled=true"}, {"keda.enabled=true"}} {
-		msg := renderFails(t, "default", append([]string{"kafka.instanceId=cner-a"}, sets...)...)
-		if !strings.Contains(msg, "kafka.instanceId (\"cner-a\") is fixed, but more than one replica can run") {
-			t.Errorf("%v with a fixed instance id: want a clear failure, got %q", sets, msg)
+		render(t, "default", append([]string{"kafka.instanceId=cner-a"}, sets...)...)
+	}
+	for _, grace := range []string{"60", "45"} {
+		spec := podSpec(one(t, render(t, "default", "terminationGracePeriodSeconds="+grace), "Deployment"))
+		if got := envValue(t, container(t, spec, "cner"), "CNER_SHUTDOWN_GRACE_SECONDS"); got != grace {
+			t.Errorf("CNER_SHUTDOWN_GRACE_SECONDS = %q, want %s (terminationGracePeriodSeconds)", got, grace)
 		}
 	}
-	render(t, "default", "kafka.instanceId=cner-a", "replicaCount=1")
+	renderFails(t, "default", "terminationGracePeriodSeconds=5")
 }
 
 func TestAutoscalersAreExclusive(t *testing.T) {

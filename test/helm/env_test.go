@@ -115,7 +115,7 @@ func TestOptionalKafkaSettings(t *testing.T) {
 		}
 	}
 
-	for _, bad := range []string{"kafka.sessionTimeoutMs=500", "kafka.topicPartitions=0", "kafka.topicReplicationFactor=0", "kafka.instanceId=has space", "terminationGracePeriodSeconds=20"} {
+	for _, bad := range []string{"kafka.sessionTimeoutMs=500", "kafka.topicPartitions=0", "kafka.topicReplicationFactor=0", "kafka.instanceId=has space", "terminationGracePeriodSeconds=9"} {
 		renderFails(t, "default", bad)
 	}
 }

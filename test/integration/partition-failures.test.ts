@@ -69,7 +69,7 @@ describe('failure counts per partition', { skip, timeout: 120_000 }, () => {
     stream = new StreamProcessor({
       kafka,
       inputTopic: names.input,
-      transactionalId: `${names.run}-tx`,
+      transactionalIdPrefix: `${names.run}-tx`,
       plan,
       maxRecordsPerTransaction: 16,
       sessionBackoff: { initialMs: 50, maxMs: 500, multiplier: 2, jitter: 0 },

@@ -254,9 +254,6 @@ values to change.
 {{- if and $v.hpa.enabled $v.keda.enabled }}
 {{- fail "hpa.enabled and keda.enabled are mutually exclusive: KEDA manages its own HorizontalPodAutoscaler and refuses a Deployment that another HPA already scales. Enable only one of them." }}
 {{- end }}
-{{- if and $v.kafka.instanceId (or $v.hpa.enabled $v.keda.enabled (gt ($v.replicaCount | int) 1)) }}
-{{- fail (printf "kafka.instanceId (%q) is fixed, but more than one replica can run: every pod would share one transactional id and fence the others' transactions. Leave kafka.instanceId empty (each pod then uses its own name), or run one replica without an autoscaler." $v.kafka.instanceId) }}
-{{- end }}
 {{- if not $v.kafka.brokers }}
 {{- fail "kafka.brokers is required: set it to the bootstrap brokers, e.g. --set kafka.brokers=kafka-0.kafka:9092,kafka-1.kafka:9092" }}
 {{- end }}
