@@ -2,7 +2,9 @@ import pytest
 import torch
 
 from cner_train.albert import AlbertConfig, AlbertForMLM
+from cner_train.golden import TINY_BERT
 from cner_train.models import ModelConfig, Tagger
+from cner_train.train import TrainConfig, build_optimizer
 
 TINY = AlbertConfig(vocab_size=50, embedding_size=8, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32).to_dict()
 
@@ -12,10 +14,16 @@ VARIANTS = [
     dict(embedder="char", encoder="idcnn", heads=4),
     dict(embedder="albert", encoder="idcnn", heads=0, albert=TINY),
     dict(embedder="albert", encoder="idcnn", heads=4, albert=TINY),
+    dict(embedder="bert", encoder="idcnn", heads=4, bert=dict(TINY_BERT)),
+    dict(embedder="bert", encoder="idcnn", heads=4, bert=dict(TINY_BERT), char_concat=True),
 ]
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"{v['embedder']}-{v['encoder']}-h{v['heads']}")
+def _variant_id(v: dict) -> str:
+    return f"{v['embedder']}{'+char' if v.get('char_concat') else ''}-{v['encoder']}-h{v['heads']}"
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=_variant_id)
 def test_forward_shapes_padding_invariance_and_learning(variant):
     torch.manual_seed(0)
     model = Tagger(ModelConfig(char_dim=16, filters=8, lstm_hidden=8, **variant), vocab_size=50)
@@ -59,3 +67,16 @@ def test_mlm_loss_is_finite_and_learns():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+def test_hybrid_concatenates_character_embeddings_that_learn_with_the_head():
+    cfg = ModelConfig(embedder="bert", encoder="idcnn", heads=2, char_dim=16, filters=8, bert=dict(TINY_BERT), char_concat=True)
+    model = Tagger(cfg, vocab_size=50)
+    assert model.encoder.inp.in_channels == TINY_BERT["hidden_size"] + 16  # encoder states + character vectors
+    opt = build_optimizer(model, TrainConfig(ccks2019="x", out="y", embedder="bert", pretrained="p", char_concat=True,
+                                             lr=1e-3, lr_embedder=1e-5, optimizer="adam"))
+    top, emb = opt.param_groups
+    assert any(p is model.char.weight for p in top["params"]) and top["lr"] == 1e-3
+    assert all(p is not model.char.weight for p in emb["params"])
+    with pytest.raises(ValueError, match="char_concat"):
+        ModelConfig(embedder="char", char_concat=True)

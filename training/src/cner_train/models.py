@@ -32,6 +32,8 @@ class ModelConfig:
     attn_dropout: float = 0.1
     num_tags: int = len(TAGS)
     lexicon_features: int = field(default=0, metadata={"help": "lexicon match features per character (0 = none)"})
+    char_concat: bool = field(default=False, metadata={
+        "help": "embedder albert/bert: also learn char_dim-d character embeddings, concatenated to the encoder's states"})
     albert: dict | None = None  # AlbertConfig fields when embedder == "albert"
     bert: dict | None = None  # transformers BertConfig fields (vocab_size aside) when embedder == "bert"
 
@@ -44,6 +46,8 @@ class ModelConfig:
             raise ValueError("an albert embedder needs its AlbertConfig (from the pretrained encoder)")
         if self.embedder == "bert" and not self.bert:
             raise ValueError("a bert embedder needs its BertConfig (from cner-train bge's encoder.pt)")
+        if self.char_concat and self.embedder == "char":
+            raise ValueError("char_concat adds character embeddings to a pretrained encoder; embedder=char has them already")
         self.dilations = tuple(self.dilations)
 
     def to_dict(self) -> dict:
@@ -138,8 +142,11 @@ class Tagger(nn.Module):
             self.bert = build_bert({k: v for k, v in cfg.bert.items() if k != "vocab_size"}, vocab_size)
             dim = self.bert.config.hidden_size
         else:
+            dim = 0
+        if cfg.embedder == "char" or cfg.char_concat:
+            # The hybrid: context from the encoder plus a character's own (domain word2vec) vector.
             self.char = nn.Embedding(vocab_size, cfg.char_dim, padding_idx=0)
-            dim = cfg.char_dim
+            dim += cfg.char_dim
         self.dropout = nn.Dropout(cfg.dropout)
         dim += cfg.lexicon_features  # concatenated to the (dropped-out) character representation
         if cfg.encoder == "idcnn":
@@ -164,7 +171,9 @@ class Tagger(nn.Module):
             ids, mask = frame(input_ids, attention_mask)  # [batch, seq + 2]
             x = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state[:, 1:-1]  # [batch, seq, hidden]
         else:
-            x = self.char(input_ids)
+            x = self.char(input_ids)  # [batch, seq, char_dim]
+        if self.cfg.char_concat:
+            x = torch.cat([x, self.char(input_ids).to(x.dtype)], dim=-1)  # [batch, seq, hidden + char_dim]
         x = self.dropout(x)  # [batch, seq, dim]
         if self.cfg.lexicon_features:
             if lexicon_features is None:

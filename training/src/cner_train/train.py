@@ -44,7 +44,11 @@ class TrainConfig:
     pretrained: str | None = field(default=None, metadata={
         "help": "pretrained encoder.pt: ALBERT from cner-train pretrain (embedder=albert), "
                 "bge-small-zh from cner-train bge (embedder=bert)"})
-    vectors: str | None = field(default=None, metadata={"help": "character vectors (embedder=char); random if absent"})
+    vectors: str | None = field(default=None, metadata={
+        "help": "character vectors (embedder=char, or --char-concat); random if absent"})
+    char_concat: bool = field(default=False, metadata={
+        "help": "embedder albert/bert: concatenate trained character embeddings (from --vectors) to the encoder's "
+                "states before the IDCNN; they learn at --lr, the encoder at --lr-embedder"})
     lexicon: str | None = field(default=None, metadata={
         "help": "lexicon match features from this by_type folder (../shared/data/lexicon/by_type) or lexicon.tsv"})
     dev_size: int = field(default=150, metadata={"help": "dev records; 0 = train on everything for a fixed number of epochs"})
@@ -83,8 +87,10 @@ def set_seed(seed: int) -> None:
 
 def build_optimizer(model: Tagger, cfg: TrainConfig) -> torch.optim.Optimizer:
     emb_params, top_params = [], []
+    # The pretrained encoder learns slowly; a hybrid's character vectors learn with the head.
+    embedder = ("char.",) if cfg.embedder == "char" else ("albert.", "bert.")
     for name, p in model.named_parameters():
-        (emb_params if name.startswith(("albert.", "bert.", "char.")) else top_params).append(p)
+        (emb_params if name.startswith(embedder) else top_params).append(p)
     groups = [{"params": top_params, "lr": cfg.lr}, {"params": emb_params, "lr": cfg.lr_embedder}]
     if cfg.optimizer == "adam":
         return torch.optim.Adam(groups)
@@ -201,7 +207,8 @@ def train(cfg: TrainConfig) -> dict:
     log.info("train: %d records, %d chunks; dev: %d records, %d chunks", len(train_recs), len(train_ex), len(dev_recs), len(dev_ex))
 
     mcfg = ModelConfig(embedder=cfg.embedder, encoder=cfg.encoder, heads=cfg.heads, dropout=cfg.dropout, albert=albert_cfg,
-                       bert=bert_cfg, lexicon_features=NUM_FEATURES if lexicon is not None else 0)
+                       bert=bert_cfg, lexicon_features=NUM_FEATURES if lexicon is not None else 0,
+                       char_concat=cfg.char_concat)
     model = Tagger(mcfg, len(vocab))
     if cfg.embedder == "albert":
         model.albert.load_state_dict(pretrained["encoder"])
@@ -209,7 +216,7 @@ def train(cfg: TrainConfig) -> dict:
         from .bge import pruned_state_dict
 
         model.bert.load_state_dict(pruned_state_dict(pretrained, vocab))
-    if cfg.embedder == "char" and cfg.vectors:
+    if (cfg.embedder == "char" or cfg.char_concat) and cfg.vectors:
         model.char.weight.data.copy_(load_vectors(Path(cfg.vectors), vocab, mcfg.char_dim))
     opt = build_optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(train_ex) / cfg.batch_size)
