@@ -11,6 +11,8 @@
 #   scripts/stack.sh status   what runs; exit 0 only if both are healthy
 #   scripts/stack.sh reset    down + delete the data (next `up` is a fresh cluster)
 #   scripts/stack.sh restart  down + up
+#   scripts/stack.sh restart-kafka  stop the broker (controlled shutdown) and start it again on
+#                             the same data, the registry left running (the soak test's broker restarts)
 #   scripts/stack.sh resolve  only resolve the jars (what setup.sh does), start nothing
 #   scripts/stack.sh env      print `export KAFKA_BROKERS=...` lines for eval
 #   scripts/stack.sh env-secure
@@ -557,6 +559,15 @@ cmd_down() {
   rm -f "$SECURE_ENV"
 }
 
+cmd_restart_kafka() {
+  [[ -n $(service_pid kafka) ]] || die "kafka is not running (scripts/stack.sh up)"
+  local t0=$SECONDS
+  stop_service kafka
+  start_kafka
+  wait_healthy kafka "$KAFKA_LOG" kafka_answers "kafka" "on $KAFKA_BROKERS" "$((SECONDS + TIMEOUT))" "$t0"
+  log "kafka restarted in $((SECONDS - t0))s"
+}
+
 cmd_status() {
   local rc=0 pid
   pid=$(service_pid kafka)
@@ -615,6 +626,7 @@ main() {
   status) cmd_status ;;
   reset) lock; cmd_reset ;;
   restart) lock; cmd_down; cmd_up ;;
+  restart-kafka) lock; cmd_restart_kafka ;;
   resolve) lock; mkdir -p "$STATE"; resolve_kafka; resolve_registry ;;
   env) printf 'export KAFKA_BROKERS=%s\nexport SCHEMA_REGISTRY_URL=%s\n' "$KAFKA_BROKERS" "$SCHEMA_REGISTRY_URL" ;;
   env-secure)

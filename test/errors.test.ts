@@ -3,18 +3,25 @@ import { describe, it } from 'node:test';
 import { CnerError, ERROR_CODES, type ErrorCode, describeError, isCnerError, isDeadLetterCode, isErrorCode, safeMessage, serializeError } from '../src/errors.js';
 
 describe('errors', () => {
-  it('retriability is data on the code', () => {
-    for (const [code, { retriable }] of Object.entries(ERROR_CODES)) {
-      assert.equal(new CnerError(code as ErrorCode, 'x').retriable, retriable);
+  it('the retry scope is data on the code; retriable means slice or session', () => {
+    for (const [code, { retry }] of Object.entries(ERROR_CODES)) {
+      assert.equal(new CnerError(code as ErrorCode, 'x').retriable, retry === 'slice' || retry === 'session', code);
+      assert.equal(describeError(new CnerError(code as ErrorCode, 'x')).retry, retry);
     }
+    assert.equal(ERROR_CODES.PRODUCER_FENCED.retry, 'slice');
+    assert.equal(ERROR_CODES.BROKER_UNAVAILABLE.retry, 'session');
+    assert.equal(describeError(new TypeError('bug')).retry, 'none');
     assert.equal(new CnerError('REGISTRY_UNAVAILABLE', 'x').retriable, true);
     assert.equal(new CnerError('WORKER_CRASHED', 'x').retriable, true);
     assert.equal(new CnerError('INTERNAL', 'x').retriable, false);
     assert.equal(new CnerError('INVALID_RECORD', 'x').retriable, false);
   });
 
-  it('dead-letter codes are never retriable', () => {
-    for (const [code, { retriable, deadLetter }] of Object.entries(ERROR_CODES)) if (deadLetter) assert.equal(retriable, false, code);
+  it('dead-letter codes are exactly the record-scoped ones, never retriable', () => {
+    for (const [code, { retry }] of Object.entries(ERROR_CODES)) {
+      assert.equal(isDeadLetterCode(code), retry === 'record', code);
+      if (retry === 'record') assert.equal(new CnerError(code as ErrorCode, 'x').retriable, false, code);
+    }
     assert.ok(isDeadLetterCode('TEXT_TOO_LONG'));
     assert.ok(isDeadLetterCode('INVALID_RECORD'));
     assert.ok(!isDeadLetterCode('BROKER_UNAVAILABLE'));
@@ -39,8 +46,8 @@ describe('errors', () => {
   });
 
   it('programmer errors are INTERNAL and never retried', () => {
-    assert.deepEqual(describeError(new TypeError('x is not a function')), { code: 'INTERNAL', retriable: false, message: 'TypeError: (message withheld: it may quote record data)' });
-    assert.deepEqual(describeError(new CnerError('INFERENCE_FAILED', 'oom')), { code: 'INFERENCE_FAILED', retriable: true, message: 'oom' });
+    assert.deepEqual(describeError(new TypeError('x is not a function')), { code: 'INTERNAL', retriable: false, retry: 'none', message: 'TypeError: (message withheld: it may quote record data)' });
+    assert.deepEqual(describeError(new CnerError('INFERENCE_FAILED', 'oom')), { code: 'INFERENCE_FAILED', retriable: true, retry: 'slice', message: 'oom' });
   });
 
   it('keeps messages of network and Kafka errors only', () => {

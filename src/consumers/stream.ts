@@ -63,9 +63,6 @@ export interface StreamOptions {
   readonly log: Logger;
 }
 
-/** Codes after which the same consumer goes on (seek back, retry the slice). */
-const IN_SESSION_RETRY = new Set(['TRANSACTION_FAILED', 'REGISTRY_UNAVAILABLE', 'INFERENCE_FAILED', 'WORKER_CRASHED', 'TOPIC_MISSING', 'PRODUCER_FENCED']);
-
 /**
  * The transactional id of the producer that writes the results of one input
  * partition: the same in every processor of the group, so that initializing
@@ -389,7 +386,7 @@ class Session {
     const { metrics, health, log } = this.#o;
     const info = describeError(error);
     if (!this.#active) return; // stopping: the next owner reads from the committed offset
-    if (!IN_SESSION_RETRY.has(info.code) || this.#owner.stopping) {
+    if (info.retry !== 'slice' || this.#owner.stopping) {
       // The next session (or the next owner of the partition) reads from the committed offset.
       this.#fail(error);
       return;

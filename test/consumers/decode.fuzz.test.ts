@@ -25,23 +25,11 @@ import avro from 'avsc';
 import { AvroReader, frame, loadSchema } from '../../src/consumers/avro.js';
 import { decodeMessage } from '../../src/consumers/decode.js';
 import { CnerError } from '../../src/errors.js';
-import { avroVarint } from './helpers.js';
+import { avroVarint, seededRandom as rng } from './helpers.js';
 
 const SEED = 0x5eed14;
 const CASES = 100_000;
 const MAX_MS = 10;
-
-/** mulberry32: small, fast, and the same sequence on every platform. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const emr = loadSchema('EmrRecord');
 const EMR_FIELDS = (JSON.parse(emr.text) as avro.schema.RecordType).fields;

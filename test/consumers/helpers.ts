@@ -272,3 +272,15 @@ export function avroVarint(n: number): Buffer {
   out.push(z);
   return Buffer.from(out);
 }
+
+/** mulberry32: a small seeded generator, the same sequence on every platform (fuzz and soak runs can be replayed). */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
