@@ -5,7 +5,7 @@
 
 import { parseArgs } from 'node:util';
 import { CnerError, isCnerError } from '../errors.js';
-import { firstLoneSurrogate } from '../pipeline/record.js';
+import { firstLoneSurrogate } from '../pipeline/unicode.js';
 import type { Entity } from '../pipeline/spans.js';
 import { tagRecord } from '../pipeline/tag.js';
 import { type LoadedModel, openModel } from '../model/model.js';

@@ -9,7 +9,7 @@ import { sequenceS } from 'fp-ts/lib/Apply.js';
 import { type Either, getApplicativeValidation, isLeft, left, mapLeft, right } from 'fp-ts/lib/Either.js';
 import { type NonEmptyArray, getSemigroup } from 'fp-ts/lib/NonEmptyArray.js';
 import { type DeadLetterCode, isDeadLetterCode, isCnerError } from '../errors.js';
-import { codePointLength, firstLoneSurrogate } from '../pipeline/record.js';
+import { codePointLength, firstLoneSurrogate } from '../pipeline/unicode.js';
 import { type AvroReader, isAvroFramed } from './avro.js';
 
 export interface EmrRecord {

@@ -16,7 +16,7 @@ import { Health } from '../observability/health.js';
 import { type HttpServer, startHttpServer } from '../observability/http.js';
 import { type Metrics, createMetrics } from '../observability/metrics.js';
 import { AvroReader, EventEncoder, loadSchema } from './avro.js';
-import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay, sleep } from './backoff.js';
+import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay, sleep } from '../backoff.js';
 import { decodeMessage } from './decode.js';
 import { createKafkaClient } from './kafka.js';
 import { modelTopicDecoder } from './model-topic.js';

@@ -39,7 +39,7 @@ import type { Logger } from 'pino';
 import { describeError } from '../errors.js';
 import type { Health } from '../observability/health.js';
 import type { Metrics } from '../observability/metrics.js';
-import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay, settleWithin, sleep } from './backoff.js';
+import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay, settleWithin, sleep } from '../backoff.js';
 import type { TransactionPlan } from './processor.js';
 import type { BatchControl, InputBatch, InputMessage, KafkaClient, StreamConsumer, TransactionalProducer } from './types.js';
 

@@ -21,6 +21,7 @@
 
 import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { type BackoffOptions, backoffDelay } from '../backoff.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { ModelTopicClient, TopicTail } from '../consumers/types.js';
 import { CnerError } from '../errors.js';
@@ -33,6 +34,9 @@ import type { LoadedModel } from './model.js';
 import { ModelCatalog, type ModelTopicRecord, type ModelVersionInfo } from './versions.js';
 
 /** A model held for one slice: tag with `model`; `shadow` (if any) gets a fraction of the records. */
+/** Between attempts to (re)start the model topic's reader (jittered, so that pods do not retry in step). */
+const READER_BACKOFF: BackoffOptions = Object.freeze({ initialMs: 1_000, maxMs: 30_000, multiplier: 2, jitter: 0.5 });
+
 export interface ModelLease {
   readonly model: TaggingModel;
   readonly shadow: ShadowRun | null;
@@ -235,8 +239,8 @@ export class ModelManager implements ModelProvider {
 
   #retryLater(): void {
     if (this.#closed || this.#retryTimer !== null) return;
-    const delay = Math.min(30_000, 1_000 * 2 ** Math.min(this.#attempts, 5));
     this.#attempts++;
+    const delay = backoffDelay(this.#attempts, READER_BACKOFF);
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = null;
       if (this.#closed) return;

@@ -1,7 +1,7 @@
 // Exactly once through a crash: `cner serve` is SIGKILLed mid-stream and
-// restarted with the same instance id (so its transactional producer fences
-// the dead one and aborts its open transaction), then stopped with SIGTERM
-// mid-stream (it finishes the transaction in flight, commits, leaves the
+// restarted (its partitions' transactional producers fence the dead one's and
+// abort its open transactions), then stopped with SIGTERM mid-stream (it drops
+// work not yet in a transaction, waits for a commit in flight, leaves the
 // group, exits 0) and started once more. A read_committed consumer of the
 // output must then see exactly one event per input record.
 
@@ -32,7 +32,7 @@ describe('exactly once through SIGKILL and restart', { skip, timeout: 240_000 },
       KAFKA_DLT_TOPIC: dlt,
       KAFKA_CREATE_TOPICS: 'false',
       KAFKA_SESSION_TIMEOUT_MS: '6000',
-      CNER_INSTANCE_ID: 'it-instance-0', // the same across the restart
+      CNER_INSTANCE_ID: 'it-instance-0',
       CNER_MAX_BATCH_SIZE: '4', // 16 records per transaction: many transactions
       CNER_HTTP_PORT: String(port),
       CNER_LOG_LEVEL: 'debug', // 'transaction committed' lines time the kill
@@ -55,8 +55,8 @@ describe('exactly once through SIGKILL and restart', { skip, timeout: 240_000 },
     t.diagnostic(`SIGKILL with ${atKill} of ${N} events committed`);
     assert.ok(atKill < N, `the kill must land mid-stream (${atKill} of ${N} events were committed already)`);
 
-    // Restart (same instance id): fences the dead producer, resumes from the committed offsets.
-    // Then SIGTERM mid-stream: it finishes the transaction in flight, commits, leaves the group, exits 0.
+    // Restart: fences the dead producers, resumes from the committed offsets.
+    // Then SIGTERM mid-stream: drops work not in a transaction, waits for a commit in flight, leaves the group, exits 0.
     const second = spawnServe(env);
     let third: ReturnType<typeof spawnServe> | null = null;
     try {
@@ -64,7 +64,7 @@ describe('exactly once through SIGKILL and restart', { skip, timeout: 240_000 },
       second.child.kill('SIGTERM');
       const stopped = await second.exited;
       assert.equal(stopped.code, 0, `SIGTERM must exit 0:\n${second.output().slice(-2_000)}`);
-      assert.match(second.output(), /transactional producer ready/);
+      assert.match(second.output(), /transactional producer of the partition ready \(its earlier owner is fenced\)/);
       assert.match(second.output(), /"msg":"stopped"/);
       const group = await kafka!.describeGroup(names.group);
       assert.equal(group.members, 0, `the group was left (state ${group.state})`);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { backoffDelay, settleWithin, sleep } from '../../src/consumers/backoff.js';
+import { backoffDelay, settleWithin, sleep } from '../src/backoff.js';
 
 describe('backoff', () => {
   const opts = { initialMs: 100, maxMs: 1_000, multiplier: 2, jitter: 0.5 };
