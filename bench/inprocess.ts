@@ -1,6 +1,6 @@
 // cner in process, through the production path: openModel (inference worker
 // threads + dynamic batcher) and tagRecord, driven the way the processor
-// drives them (src/consumers/processor.ts: every record of a transaction's
+// drives them (src/stream/plan.ts: every record of a transaction's
 // slice is tagged concurrently, so the batcher fills batches across records;
 // the next slice starts when the whole slice is done).
 //
@@ -25,7 +25,7 @@ export interface ModelSettings {
   readonly maxWaitMs: number;
 }
 
-/** Records per transaction of `cner serve` (src/consumers/service.ts: maxRecordsPerTransaction). */
+/** Records per transaction of `cner serve` (src/service.ts: maxRecordsPerTransaction). */
 export const recordsPerSlice = (s: ModelSettings): number => Math.max(16, 4 * s.maxBatchSize);
 
 export interface InProcessRun {

@@ -17,10 +17,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import kafkajs from 'kafkajs';
 import pino from 'pino';
-import { frame, loadSchema } from '../src/consumers/avro.js';
-import { createKafkaClient, kafkaConfig } from '../src/consumers/kafka.js';
-import { SchemaRegistry } from '../src/consumers/registry.js';
-import type { TopicTail } from '../src/consumers/types.js';
+import { frame, loadSchema } from '../src/records/avro.js';
+import { createKafkaClient, kafkaConfig } from '../src/kafka/adapter.js';
+import { SchemaRegistry } from '../src/records/registry.js';
+import type { TopicTail } from '../src/kafka/port.js';
 import type { ModelSettings } from './inprocess.js';
 import { quantile } from './stats.js';
 

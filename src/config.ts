@@ -6,12 +6,14 @@
 
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { hostname } from 'node:os';
+import { COMPRESSIONS, type Compression, SASL_MECHANISMS, type SaslConfig, type SaslMechanism, type TlsConfig } from './kafka/settings.js';
 import { sequenceS } from 'fp-ts/lib/Apply.js';
 import { type Either, getApplicativeValidation, isLeft, left, right } from 'fp-ts/lib/Either.js';
 import { type NonEmptyArray, getSemigroup } from 'fp-ts/lib/NonEmptyArray.js';
 import { CnerError } from './errors.js';
 import { DEFAULT_MODEL, PACKAGE_ROOT, resolveModelDir } from './paths.js';
 import { type ExecutionProvider, isExecutionProvider } from './model/session-options.js';
+import { LOG_LEVELS, type LogLevel } from './observability/logger.js';
 
 export interface VariableSpec {
   readonly name: string;
@@ -59,27 +61,6 @@ export const VARIABLES: readonly VariableSpec[] = Object.freeze([
   { name: 'CNER_SHUTDOWN_GRACE_SECONDS', default: '30', doc: 'Seconds between SIGTERM and SIGKILL (Kubernetes\' `terminationGracePeriodSeconds`; the chart sets it): a stop drops work not yet in a transaction, waits for a commit in flight, and exits by itself 5 s before this ends.' },
   { name: 'CNER_LOG_LEVEL', default: 'info', doc: 'Log level: `fatal`, `error`, `warn`, `info`, `debug`, `trace` or `silent`. Logs are JSON lines on stdout and never contain record text.' },
 ] satisfies VariableSpec[]);
-
-/** Kafka's compression codecs, by their names in the Java client's `compression.type`. */
-export const COMPRESSIONS = ['none', 'gzip', 'snappy', 'lz4', 'zstd'] as const;
-export type Compression = (typeof COMPRESSIONS)[number];
-
-export type SaslMechanism = 'plain' | 'scram-sha-256' | 'scram-sha-512';
-export const SASL_MECHANISMS: readonly SaslMechanism[] = ['plain', 'scram-sha-256', 'scram-sha-512'];
-export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
-export type LogLevel = (typeof LOG_LEVELS)[number];
-
-export interface TlsConfig {
-  readonly caFile: string | null;
-  readonly certFile: string | null;
-  readonly keyFile: string | null;
-}
-
-export interface SaslConfig {
-  readonly mechanism: SaslMechanism;
-  readonly username: string;
-  readonly password: string;
-}
 
 export interface KafkaConfig {
   /** Empty only in demo mode, where the demo starts a local stack. */
@@ -140,6 +121,8 @@ const V = getApplicativeValidation(getSemigroup<string>());
 const fail = (message: string): Validated<never> => left([message]);
 
 export { PACKAGE_ROOT } from './paths.js';
+export { COMPRESSIONS, type Compression, type SaslConfig, type TlsConfig } from './kafka/settings.js';
+export { LOG_LEVELS, type LogLevel } from './observability/logger.js';
 
 const KNOWN = new Set(VARIABLES.map((v) => v.name));
 

@@ -2,7 +2,7 @@
 
 import type { ParseArgsConfig } from 'node:util';
 import pino from 'pino';
-import { LOG_LEVELS } from '../config.js';
+import { LOG_LEVELS } from '../observability/logger.js';
 import { CnerError } from '../errors.js';
 import type { Logger } from '../model/log.js';
 import { DEFAULT_MODEL_OPTIONS, type ModelOptions } from '../model/model.js';

@@ -3,7 +3,7 @@
 
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config.js';
-import { type RunningService, StartAborted, startService } from '../consumers/service.js';
+import { type RunningService, StartAborted, startService } from '../service.js';
 import { describeError } from '../errors.js';
 import { createLogger, flushLogger } from '../observability/logger.js';
 import { type Command, type CommandIo, EXIT } from './command.js';

@@ -23,7 +23,7 @@ import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promise
 import path from 'node:path';
 import { type BackoffOptions, backoffDelay } from '../backoff.js';
 import type { Metrics } from '../observability/metrics.js';
-import type { ModelTopicClient, TopicTail } from '../consumers/types.js';
+import type { ModelTopicClient, TopicTail } from '../kafka/port.js';
 import { CnerError } from '../errors.js';
 import { TAGS } from '../pipeline/labels.js';
 import type { Entity } from '../pipeline/spans.js';

@@ -4,10 +4,12 @@
 // and credentials never appear (redacted paths as a second line of defence).
 
 import pino, { type DestinationStream, type Logger } from 'pino';
-import type { LogLevel } from '../config.js';
 import { serializeError } from '../errors.js';
 
 export type { Logger } from 'pino';
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** Paths that may carry secrets if someone logs a config or client options object. */
 const REDACT = [

@@ -7,9 +7,9 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import avro from 'avsc';
 import { loadConfig } from '../../src/config.js';
-import { frame, loadSchema } from '../../src/consumers/avro.js';
-import { SchemaRegistry } from '../../src/consumers/registry.js';
-import { type RunningService, startService } from '../../src/consumers/service.js';
+import { frame, loadSchema } from '../../src/records/avro.js';
+import { SchemaRegistry } from '../../src/records/registry.js';
+import { type RunningService, startService } from '../../src/service.js';
 import { type Services, ToggleProxy, capturingLogger, freePort, getServices, httpGet, jsonRecord, runEnv, spawnServe, testRun, tools, waitFor } from './helpers.js';
 
 const services = await getServices();

@@ -7,11 +7,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { loadConfig } from '../../src/config.js';
-import { frame, loadSchema, unframe } from '../../src/consumers/avro.js';
-import { readDeadLetterHeaders } from '../../src/consumers/dead-letter.js';
-import type { InputMessage } from '../../src/consumers/types.js';
-import { SchemaRegistry } from '../../src/consumers/registry.js';
-import { type RunningService, startService } from '../../src/consumers/service.js';
+import { frame, loadSchema, unframe } from '../../src/records/avro.js';
+import { readDeadLetterHeaders } from '../../src/stream/dead-letter.js';
+import type { InputMessage } from '../../src/kafka/port.js';
+import { SchemaRegistry } from '../../src/records/registry.js';
+import { type RunningService, startService } from '../../src/service.js';
 import { type Services, capturingLogger, getServices, jsonRecord, runEnv, testRun, tools, waitFor } from './helpers.js';
 
 const services = await getServices();

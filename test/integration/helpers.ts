@@ -12,7 +12,7 @@ import { createServer, type Server, type Socket, connect } from 'node:net';
 import path from 'node:path';
 import pino, { type Logger } from 'pino';
 import { PACKAGE_ROOT } from '../../src/config.js';
-import { createKafkaClient } from '../../src/consumers/kafka.js';
+import { createKafkaClient } from '../../src/kafka/adapter.js';
 import { createLogger } from '../../src/observability/logger.js';
 
 export const ROOT = PACKAGE_ROOT;

@@ -16,12 +16,12 @@ import { type IncomingMessage, type ServerResponse, createServer } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { loadConfig } from '../../src/config.js';
-import { frame, loadSchema } from '../../src/consumers/avro.js';
-import { readDeadLetterHeaders } from '../../src/consumers/dead-letter.js';
-import { SchemaRegistry } from '../../src/consumers/registry.js';
-import { type RunningService, startService } from '../../src/consumers/service.js';
-import type { InputMessage } from '../../src/consumers/types.js';
-import { avroVarint } from '../consumers/helpers.js';
+import { frame, loadSchema } from '../../src/records/avro.js';
+import { readDeadLetterHeaders } from '../../src/stream/dead-letter.js';
+import { SchemaRegistry } from '../../src/records/registry.js';
+import { type RunningService, startService } from '../../src/service.js';
+import type { InputMessage } from '../../src/kafka/port.js';
+import { avroVarint } from '../helpers.js';
 import { type Services, capturingLogger, getServices, runEnv, testRun, tools } from './helpers.js';
 
 const services = await getServices();

@@ -13,9 +13,9 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, describe, it } from 'node:test';
 import { COMPRESSIONS, loadConfig } from '../../src/config.js';
-import { SCHEMA_DIR } from '../../src/consumers/avro.js';
-import { NULL_HEADERS } from '../../src/consumers/kafka.js';
-import { type RunningService, startService } from '../../src/consumers/service.js';
+import { SCHEMA_DIR } from '../../src/records/avro.js';
+import { NULL_HEADERS } from '../../src/kafka/adapter.js';
+import { type RunningService, startService } from '../../src/service.js';
 import { ROOT, type Services, getServices, runEnv, silentLogger, testRun, tools } from './helpers.js';
 
 const services = await getServices();

@@ -17,11 +17,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { loadConfig } from '../../src/config.js';
-import { loadSchema, unframe } from '../../src/consumers/avro.js';
-import { ModelTopicWriter, bundleRecords, listVersions } from '../../src/consumers/model-topic.js';
-import { SchemaRegistry } from '../../src/consumers/registry.js';
-import { type RunningService, startService } from '../../src/consumers/service.js';
-import type { InputMessage } from '../../src/consumers/types.js';
+import { loadSchema, unframe } from '../../src/records/avro.js';
+import { ModelTopicWriter, bundleRecords, listVersions } from '../../src/model/topic.js';
+import { SchemaRegistry } from '../../src/records/registry.js';
+import { type RunningService, startService } from '../../src/service.js';
+import type { InputMessage } from '../../src/kafka/port.js';
 import { tinyVariant } from '../model/variants.js';
 import { ROOT, type Services, capturingLogger, getServices, jsonRecord, runEnv, testRun, tools, waitFor } from './helpers.js';
 

@@ -10,10 +10,10 @@
 
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { createKafkaClient } from '../../src/consumers/kafka.js';
-import type { TransactionPlan } from '../../src/consumers/processor.js';
-import { StreamProcessor } from '../../src/consumers/stream.js';
-import type { InputMessage } from '../../src/consumers/types.js';
+import { createKafkaClient } from '../../src/kafka/adapter.js';
+import type { TransactionPlan } from '../../src/stream/plan.js';
+import { StreamProcessor } from '../../src/stream/loop.js';
+import type { InputMessage } from '../../src/kafka/port.js';
 import { CnerError } from '../../src/errors.js';
 import { Health } from '../../src/observability/health.js';
 import { createMetrics } from '../../src/observability/metrics.js';

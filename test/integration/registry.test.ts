@@ -5,9 +5,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { loadConfig } from '../../src/config.js';
-import { loadSchema } from '../../src/consumers/avro.js';
-import { SchemaRegistry } from '../../src/consumers/registry.js';
-import { registerSchemas } from '../../src/consumers/service.js';
+import { loadSchema } from '../../src/records/avro.js';
+import { SchemaRegistry } from '../../src/records/registry.js';
+import { registerSchemas } from '../../src/service.js';
 import { CnerError } from '../../src/errors.js';
 import { type Services, getServices, silentLogger, uniqueName } from './helpers.js';
 

@@ -19,7 +19,7 @@ import { type IncomingMessage, type Server, type ServerResponse, createServer, r
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import { loadSchema, unframe } from '../../src/consumers/avro.js';
+import { loadSchema, unframe } from '../../src/records/avro.js';
 import { ROOT, type ServeProcess, type Services, freePort, getServices, httpGet, jsonRecord, runEnv, spawnServe, testRun, tools, waitFor } from './helpers.js';
 
 /** The secured listeners and the test-only user of the local stack (`scripts/stack.sh env-secure`). */

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Health } from '../../src/observability/health.js';
 import { createMetrics } from '../../src/observability/metrics.js';
-import { memoryLogger } from '../consumers/helpers.js';
+import { memoryLogger } from '../helpers.js';
 
 describe('Health', () => {
   it('is ready only with the model loaded, the consumer joined and both dependencies up', async () => {

@@ -13,10 +13,10 @@
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { frame, loadSchema } from '../../src/consumers/avro.js';
-import { SchemaRegistry } from '../../src/consumers/registry.js';
-import type { InputMessage, OutputMessage } from '../../src/consumers/types.js';
-import { avroVarint, seededRandom } from '../consumers/helpers.js';
+import { frame, loadSchema } from '../../src/records/avro.js';
+import { SchemaRegistry } from '../../src/records/registry.js';
+import type { InputMessage, OutputMessage } from '../../src/kafka/port.js';
+import { avroVarint, seededRandom } from '../helpers.js';
 import { ROOT, type ServeProcess, type Services, type TestRun, jsonRecord, runEnv, spawnServe, testRun, tools, waitFor } from '../integration/helpers.js';
 
 export interface SoakOptions {

@@ -22,10 +22,10 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import avro from 'avsc';
-import { AvroReader, frame, loadSchema } from '../../src/consumers/avro.js';
-import { decodeMessage } from '../../src/consumers/decode.js';
+import { AvroReader, frame, loadSchema } from '../../src/records/avro.js';
+import { decodeMessage } from '../../src/records/decode.js';
 import { CnerError } from '../../src/errors.js';
-import { avroVarint, seededRandom as rng } from './helpers.js';
+import { avroVarint, seededRandom as rng } from '../helpers.js';
 
 const SEED = 0x5eed14;
 const CASES = 100_000;

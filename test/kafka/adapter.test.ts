@@ -2,9 +2,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import kafkajs from 'kafkajs';
-import { classify, kafkaConfig } from '../../src/consumers/kafka.js';
+import { classify, kafkaConfig } from '../../src/kafka/adapter.js';
 import { CnerError } from '../../src/errors.js';
-import { silent } from './helpers.js';
+import { silent } from '../helpers.js';
 
 const { KafkaJSConnectionError, KafkaJSNumberOfRetriesExceeded, KafkaJSProtocolError, KafkaJSSASLAuthenticationError, KafkaJSNonRetriableError } = kafkajs;
 

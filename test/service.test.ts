@@ -1,10 +1,10 @@
 // Startup helpers of the service; the whole service runs in test/integration.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { loadConfig } from '../../src/config.js';
-import type { SchemaRegistry } from '../../src/consumers/registry.js';
-import { ensureTopics, registerSchemas, startService, topicLimits } from '../../src/consumers/service.js';
-import { CnerError } from '../../src/errors.js';
+import { loadConfig } from '../src/config.js';
+import type { SchemaRegistry } from '../src/records/registry.js';
+import { ensureTopics, registerSchemas, startService, topicLimits } from '../src/service.js';
+import { CnerError } from '../src/errors.js';
 import { FakeKafka, memoryLogger, silent } from './helpers.js';
 
 const { config } = loadConfig({ KAFKA_BROKERS: 'a:1', SCHEMA_REGISTRY_URL: 'http://r', KAFKA_TOPIC_PARTITIONS: '6' });

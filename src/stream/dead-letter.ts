@@ -4,7 +4,7 @@
 // 4-byte and offset/timestamp 8-byte big-endian integers, the rest UTF-8)
 // and our error code. The message never quotes the record.
 
-import { BATCH_OVERHEAD_BYTES, type Headers, type InputMessage, type OutputMessage, lastHeader, recordBytes } from './types.js';
+import { BATCH_OVERHEAD_BYTES, type Headers, type InputMessage, type OutputMessage, lastHeader, recordBytes } from '../kafka/port.js';
 
 export const DLT_HEADERS = Object.freeze({
   originalTopic: 'kafka_dlt-original-topic',

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import avsc from 'avsc';
 import { isLeft, isRight } from 'fp-ts/lib/Either.js';
-import { AvroReader, frame, loadSchema } from '../../src/consumers/avro.js';
-import { decodeMessage, validateRecord } from '../../src/consumers/decode.js';
+import { AvroReader, frame, loadSchema } from '../../src/records/avro.js';
+import { decodeMessage, validateRecord } from '../../src/records/decode.js';
 import { CnerError } from '../../src/errors.js';
 
 const emr = loadSchema('EmrRecord');

@@ -8,15 +8,15 @@ import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type avro from 'avsc';
-import { DEFAULT_PART_BYTES, packBundle, sha256Hex, splitArchive } from '../model/archive.js';
-import { ModelCatalog, type ModelTopicRecord, type ModelVersionInfo, SAFE_VERSION, keyOf, modelSchema, fromAvro, toAvro } from '../model/versions.js';
+import { DEFAULT_PART_BYTES, packBundle, sha256Hex, splitArchive } from './archive.js';
+import { ModelCatalog, type ModelTopicRecord, type ModelVersionInfo, SAFE_VERSION, keyOf, modelSchema, fromAvro, toAvro } from './versions.js';
 import { TAGS } from '../pipeline/labels.js';
 import { CnerError } from '../errors.js';
-import { frame, unframe } from './avro.js';
-import { avroBoundsProblem } from './avro-bounds.js';
-import type { KafkaTools } from './kafka.js';
-import type { SchemaRegistry } from './registry.js';
-import type { ModelTopicClient } from './types.js';
+import { frame, unframe } from '../records/avro.js';
+import { avroBoundsProblem } from '../records/avro-bounds.js';
+import type { KafkaTools } from '../kafka/adapter.js';
+import type { SchemaRegistry } from '../records/registry.js';
+import type { ModelTopicClient } from '../kafka/port.js';
 
 export const modelSubject = (topic: string): string => `${topic}-value`;
 

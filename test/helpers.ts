@@ -1,19 +1,19 @@
 // Fakes for the consumer tests: an in-memory Kafka behind the port in
-// src/consumers/types.ts, a tagging model without onnxruntime, and loggers
+// src/kafka/port.ts, a tagging model without onnxruntime, and loggers
 // that keep their lines.
 
 import path from 'node:path';
 import pino, { type Logger } from 'pino';
-import { type LogLevel, PACKAGE_ROOT } from '../../src/config.js';
-import { createLogger } from '../../src/observability/logger.js';
-import { CnerError } from '../../src/errors.js';
-import { type ModelBundle, loadBundle } from '../../src/model/bundle.js';
-import { NUM_TAGS } from '../../src/pipeline/labels.js';
-import type { TaggingModel } from '../../src/pipeline/tag.js';
-import { AvroReader, EventEncoder, loadSchema } from '../../src/consumers/avro.js';
-import { decodeMessage } from '../../src/consumers/decode.js';
-import type { ProcessorOptions } from '../../src/consumers/processor.js';
-import { createMetrics } from '../../src/observability/metrics.js';
+import { type LogLevel, PACKAGE_ROOT } from '../src/config.js';
+import { createLogger } from '../src/observability/logger.js';
+import { CnerError } from '../src/errors.js';
+import { type ModelBundle, loadBundle } from '../src/model/bundle.js';
+import { NUM_TAGS } from '../src/pipeline/labels.js';
+import type { TaggingModel } from '../src/pipeline/tag.js';
+import { AvroReader, EventEncoder, loadSchema } from '../src/records/avro.js';
+import { decodeMessage } from '../src/records/decode.js';
+import type { ProcessorOptions } from '../src/stream/plan.js';
+import { createMetrics } from '../src/observability/metrics.js';
 import type {
   BatchHandler,
   ConsumerEvents,
@@ -24,7 +24,7 @@ import type {
   TopicPartitionOffset,
   TopicSpec,
   TransactionalProducer,
-} from '../../src/consumers/types.js';
+} from '../src/kafka/port.js';
 
 export const TINY_BUNDLE = path.join(PACKAGE_ROOT, 'fixtures', 'tiny-bundle');
 

@@ -1,7 +1,7 @@
 // What one transaction publishes for a slice of input messages: decode each
 // (Either), tag the valid ones concurrently (the model's batcher forms
 // inference batches across them), and fold every record once into an event
-// on the output topic or a dead letter. No Kafka here: the loop in stream.ts
+// on the output topic or a dead letter. No Kafka here: the loop in loop.ts
 // commits the result.
 
 import { type Either, isLeft } from 'fp-ts/lib/Either.js';
@@ -13,8 +13,8 @@ import { type TaggingModel, tagRecord } from '../pipeline/tag.js';
 import type { Metrics } from '../observability/metrics.js';
 import { type ModelLease, type ModelProvider, isModelProvider } from '../model/manager.js';
 import { type DeadLetterReason, deadLetterMessage, fitDeadLetter, traceHeaders } from './dead-letter.js';
-import type { DecodeFailure, Decoded } from './decode.js';
-import { BATCH_OVERHEAD_BYTES, type InputMessage, type OutputMessage, recordBytes } from './types.js';
+import type { DecodeFailure, Decoded } from '../records/decode.js';
+import { BATCH_OVERHEAD_BYTES, type InputMessage, type OutputMessage, recordBytes } from '../kafka/port.js';
 
 export interface ProcessorOptions {
   readonly outputTopic: string;

@@ -1,4 +1,4 @@
-// Types of the two codec packages that ship none (used by kafka.ts only).
+// Types of the two codec packages that ship none (used by adapter.ts only).
 
 declare module 'kafkajs-snappy' {
   /** A kafkajs codec factory (Snappy via snappyjs; reads Xerial-framed batches too). */

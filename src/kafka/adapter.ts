@@ -1,5 +1,5 @@
 // The Kafka adapter: the only module that imports kafkajs. It implements the
-// port in ./types.ts (consumer, transactional producer, topic admin) plus a few
+// port in ./port.ts (consumer, transactional producer, topic admin) plus a few
 // tools for the demo and the tests (plain produce, collect a topic, delete
 // topics). kafkajs has no active maintainer; @confluentinc/kafka-javascript
 // offers the same operations (its KafkaJS-compatible API), so swapping means
@@ -23,7 +23,7 @@ import * as lz4 from 'lz4js';
 import * as xxh32 from 'lz4js/xxh32.js';
 import type { Batch, Consumer, EachBatchPayload, IHeaders, KafkaConfig, KafkaMessage, LogEntry, Producer, SASLOptions } from 'kafkajs';
 import type { Logger } from 'pino';
-import type { Compression, SaslConfig, TlsConfig } from '../config.js';
+import type { Compression, SaslConfig, TlsConfig } from './settings.js';
 import { CnerError, isCnerError } from '../errors.js';
 import type {
   BatchControl,
@@ -43,8 +43,8 @@ import type {
   TopicTail,
   TransactionalProducer,
   ProducerOptions,
-} from './types.js';
-import { BATCH_OVERHEAD_BYTES, recordBytes } from './types.js';
+} from './port.js';
+import { BATCH_OVERHEAD_BYTES, recordBytes } from './port.js';
 
 const { Kafka, Partitioners, logLevel, CompressionTypes, CompressionCodecs, ConfigResourceTypes } = kafkajs;
 

@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { AvroReader, EventEncoder, loadSchema, unframe } from '../../src/consumers/avro.js';
-import { DLT_HEADERS, readDeadLetterHeaders } from '../../src/consumers/dead-letter.js';
-import { BATCH_OVERHEAD_BYTES, lastHeader, recordBytes } from '../../src/consumers/types.js';
-import { decodeMessage } from '../../src/consumers/decode.js';
-import { type ProcessorOptions, planTransaction } from '../../src/consumers/processor.js';
+import { AvroReader, EventEncoder, loadSchema, unframe } from '../../src/records/avro.js';
+import { DLT_HEADERS, readDeadLetterHeaders } from '../../src/stream/dead-letter.js';
+import { BATCH_OVERHEAD_BYTES, lastHeader, recordBytes } from '../../src/kafka/port.js';
+import { decodeMessage } from '../../src/records/decode.js';
+import { type ProcessorOptions, planTransaction } from '../../src/stream/plan.js';
 import { CnerError } from '../../src/errors.js';
 import type { TaggingModel } from '../../src/pipeline/tag.js';
-import { fakeModel, message, processorOptions } from './helpers.js';
+import { fakeModel, message, processorOptions } from '../helpers.js';
 
 const CANARY = 'CANARY-9c1e-张三';
 const emr = loadSchema('EmrRecord');

@@ -3,10 +3,10 @@ import { describe, it } from 'node:test';
 import { CnerError } from '../../src/errors.js';
 import { Health } from '../../src/observability/health.js';
 import { createMetrics } from '../../src/observability/metrics.js';
-import type { TransactionPlan } from '../../src/consumers/processor.js';
-import { type StreamOptions, StreamProcessor } from '../../src/consumers/stream.js';
-import type { InputMessage } from '../../src/consumers/types.js';
-import { FakeKafka, memoryLogger, retriable, silent, until } from './helpers.js';
+import type { TransactionPlan } from '../../src/stream/plan.js';
+import { type StreamOptions, StreamProcessor } from '../../src/stream/loop.js';
+import type { InputMessage } from '../../src/kafka/port.js';
+import { FakeKafka, memoryLogger, retriable, silent, until } from '../helpers.js';
 
 const FAST = { initialMs: 1, maxMs: 5, multiplier: 2, jitter: 0 } as const;
 

@@ -40,8 +40,8 @@ import { describeError } from '../errors.js';
 import type { Health } from '../observability/health.js';
 import type { Metrics } from '../observability/metrics.js';
 import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay, settleWithin, sleep } from '../backoff.js';
-import type { TransactionPlan } from './processor.js';
-import type { BatchControl, InputBatch, InputMessage, KafkaClient, StreamConsumer, TransactionalProducer } from './types.js';
+import type { TransactionPlan } from './plan.js';
+import type { BatchControl, InputBatch, InputMessage, KafkaClient, StreamConsumer, TransactionalProducer } from '../kafka/port.js';
 
 export interface StreamOptions {
   readonly kafka: KafkaClient;

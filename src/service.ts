@@ -5,25 +5,25 @@
 // `cner demo` both run this.
 
 import type { Logger } from 'pino';
-import { type Config, describeConfig } from '../config.js';
-import { CnerError, describeError } from '../errors.js';
+import { type Config, describeConfig } from './config.js';
+import { CnerError, describeError } from './errors.js';
 import os from 'node:os';
 import path from 'node:path';
-import { ModelManager } from '../model/manager.js';
-import { openModel } from '../model/model.js';
-import { tagRecord } from '../pipeline/tag.js';
-import { Health } from '../observability/health.js';
-import { type HttpServer, startHttpServer } from '../observability/http.js';
-import { type Metrics, createMetrics } from '../observability/metrics.js';
-import { AvroReader, EventEncoder, loadSchema } from './avro.js';
-import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay, sleep } from '../backoff.js';
-import { decodeMessage } from './decode.js';
-import { createKafkaClient } from './kafka.js';
-import { modelTopicDecoder } from './model-topic.js';
-import { planTransaction } from './processor.js';
-import { SchemaRegistry } from './registry.js';
-import { StreamProcessor } from './stream.js';
-import type { KafkaClient, ModelTopicClient } from './types.js';
+import { ModelManager } from './model/manager.js';
+import { openModel } from './model/model.js';
+import { tagRecord } from './pipeline/tag.js';
+import { Health } from './observability/health.js';
+import { type HttpServer, startHttpServer } from './observability/http.js';
+import { type Metrics, createMetrics } from './observability/metrics.js';
+import { AvroReader, EventEncoder, loadSchema } from './records/avro.js';
+import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay, sleep } from './backoff.js';
+import { decodeMessage } from './records/decode.js';
+import { createKafkaClient } from './kafka/adapter.js';
+import { modelTopicDecoder } from './model/topic.js';
+import { planTransaction } from './stream/plan.js';
+import { SchemaRegistry } from './records/registry.js';
+import { StreamProcessor } from './stream/loop.js';
+import type { KafkaClient, ModelTopicClient } from './kafka/port.js';
 
 export interface ServiceOptions {
   readonly config: Config;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { EventEncoder, frame, isAvroFramed, loadSchema, unframe } from '../../src/consumers/avro.js';
+import { EventEncoder, frame, isAvroFramed, loadSchema, unframe } from '../../src/records/avro.js';
 import { CnerError } from '../../src/errors.js';
 import { ENTITY_TYPES } from '../../src/pipeline/labels.js';
 

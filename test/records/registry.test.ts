@@ -3,7 +3,7 @@ import { type IncomingMessage, type ServerResponse, createServer } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import avro from 'avsc';
-import { SchemaRegistry } from '../../src/consumers/registry.js';
+import { SchemaRegistry } from '../../src/records/registry.js';
 import { CnerError } from '../../src/errors.js';
 
 interface Seen {

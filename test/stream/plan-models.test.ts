@@ -4,12 +4,12 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { loadSchema, unframe } from '../../src/consumers/avro.js';
-import { type ProcessorOptions, planTransaction } from '../../src/consumers/processor.js';
+import { loadSchema, unframe } from '../../src/records/avro.js';
+import { type ProcessorOptions, planTransaction } from '../../src/stream/plan.js';
 import type { ModelLease, ModelProvider } from '../../src/model/manager.js';
 import { CnerError } from '../../src/errors.js';
 import type { TaggingModel } from '../../src/pipeline/tag.js';
-import { fakeModel, message, processorOptions } from './helpers.js';
+import { fakeModel, message, processorOptions } from '../helpers.js';
 
 const out = loadSchema('ClinicalEntities');
 

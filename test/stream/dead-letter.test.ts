@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { DLT_HEADERS, deadLetterMessage, fitDeadLetter, readDeadLetterHeaders, traceHeaders } from '../../src/consumers/dead-letter.js';
-import { BATCH_OVERHEAD_BYTES, lastHeader, recordBytes } from '../../src/consumers/types.js';
-import { message } from './helpers.js';
+import { DLT_HEADERS, deadLetterMessage, fitDeadLetter, readDeadLetterHeaders, traceHeaders } from '../../src/stream/dead-letter.js';
+import { BATCH_OVERHEAD_BYTES, lastHeader, recordBytes } from '../../src/kafka/port.js';
+import { message } from '../helpers.js';
 
 describe('deadLetterMessage', () => {
   it('keeps key, value and headers and adds Spring-style headers with Spring\'s encodings', () => {

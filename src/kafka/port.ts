@@ -1,7 +1,7 @@
 // The Kafka port: the few operations the stream loop needs, in plain types.
-// `kafka.ts` implements it with kafkajs; another client
+// `adapter.ts` implements it with kafkajs; another client
 // (@confluentinc/kafka-javascript) would implement the same interfaces and
-// nothing else would change. No Kafka client type appears outside kafka.ts.
+// nothing else would change. No Kafka client type appears outside adapter.ts.
 
 /** A header value: raw bytes, or null (legal in Kafka; Java producers send them). */
 export type HeaderValue = Buffer | null;

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import avro from 'avsc';
-import { MAX_DEPTH, avroBoundsProblem } from '../../src/consumers/avro-bounds.js';
-import { loadSchema } from '../../src/consumers/avro.js';
-import { avroVarint } from './helpers.js';
+import { MAX_DEPTH, avroBoundsProblem } from '../../src/records/avro-bounds.js';
+import { loadSchema } from '../../src/records/avro.js';
+import { avroVarint } from '../helpers.js';
 
 const emr = loadSchema('EmrRecord').type;
 
