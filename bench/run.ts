@@ -5,9 +5,10 @@
 // it (a benchmark run is not a test of the machine it runs on).
 
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { availableParallelism, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PACKAGE_ROOT } from '../src/config.js';
+import { autoIntraOpThreads } from '../src/model/cpus.js';
 import { chunkText, codePoints } from '../src/pipeline/chunk.js';
 import { compareEntities } from './entities.js';
 import { InProcessCner, type InProcessRun, recordsPerSlice } from './inprocess.js';
@@ -58,8 +59,8 @@ async function main(o: BenchOptions): Promise<number> {
   const work = await mkdtemp(path.join(tmpdir(), 'cner-bench-'));
   const textsFile = path.join(work, 'texts.jsonl');
   await writeFile(textsFile, texts.map((text) => JSON.stringify({ text })).join('\n') + '\n');
-  // What each peer gets: the threads one cner inference worker's session gets (model.ts: 0 = cores / workers).
-  const peerThreads = o.settings.intraOpThreads > 0 ? o.settings.intraOpThreads : Math.max(1, Math.floor(availableParallelism() / o.settings.workers));
+  // What each peer gets: the threads one cner inference worker's session gets (0 = the usable CPUs / workers: src/model/cpus.ts).
+  const peerThreads = o.settings.intraOpThreads > 0 ? o.settings.intraOpThreads : autoIntraOpThreads(o.settings.workers);
   progress(`${texts.length} records, ${chunks} chunks from ${path.relative(o.root, o.input)}; bundle ${path.relative(o.root, o.bundle)}`);
 
   const peers: { key: string; peer: Peer }[] = [];

@@ -52,7 +52,7 @@ export const VARIABLES: readonly VariableSpec[] = Object.freeze([
   { name: 'CNER_MODEL_CACHE_DIR', doc: 'Writable directory where verified model versions from the model topic are kept (default: a directory under the system temp dir; mount a volume to keep them across restarts).' },
   { name: 'CNER_EXECUTION_PROVIDERS', default: 'cpu', doc: 'onnxruntime execution providers to try in order, comma-separated (e.g. `cuda,cpu`); CPU is always the fallback.' },
   { name: 'CNER_INFERENCE_WORKERS', default: '1', doc: 'Inference worker threads (≥ 1: the Kafka loop never runs the model on its own thread).' },
-  { name: 'CNER_INTRA_OP_THREADS', default: '1', doc: 'onnxruntime intra-op threads per worker (0 = cores / workers).' },
+  { name: 'CNER_INTRA_OP_THREADS', default: '1', doc: 'onnxruntime intra-op threads per worker; 0 = the CPUs this process may use (the cgroup CPU quota, i.e. a pod\'s CPU limit, else the cores) divided among the workers. One by default: on a loaded machine spinning intra-op threads cost more than they give (bench/NOTES.md); add workers instead.' },
   { name: 'CNER_MAX_BATCH_SIZE', default: '32', doc: 'Largest inference batch, in 128-code-point chunks.' },
   { name: 'CNER_MAX_WAIT_MS', default: '5', doc: 'Longest time a chunk waits for its inference batch to fill.' },
   { name: 'CNER_MAX_TEXT_LENGTH', default: '100000', doc: 'Longest accepted text, in Unicode code points; longer records go to the dead-letter topic (`TEXT_TOO_LONG`).' },

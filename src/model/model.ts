@@ -1,10 +1,10 @@
 // A loaded model ready for `tagRecord`: bundle + inference (worker pool, or
 // in-process) + dynamic batcher behind the pipeline's TaggingModel interface.
 
-import { availableParallelism } from 'node:os';
 import type { PackedBatch } from '../pipeline/encode.js';
 import { CnerError } from '../errors.js';
 import type { TaggingModel } from '../pipeline/tag.js';
+import { autoIntraOpThreads } from './cpus.js';
 import { DynamicBatcher } from './batcher.js';
 import { type ModelBundle, loadBundle } from './bundle.js';
 import { type Logger, silentLogger } from './log.js';
@@ -73,10 +73,10 @@ interface Runner {
 }
 
 async function poolRunner(bundle: ModelBundle, options: ModelOptions): Promise<Runner> {
-  // Unless told otherwise, share the cores between the workers instead of
-  // letting every session start one thread per core.
-  const intraOpThreads =
-    options.session.intraOpThreads > 0 ? options.session.intraOpThreads : Math.max(1, Math.floor(availableParallelism() / options.workers));
+  // Unless told otherwise, share the usable CPUs (a pod's CPU limit, not the
+  // node's cores) between the workers instead of letting every session start
+  // one thread per core.
+  const intraOpThreads = options.session.intraOpThreads > 0 ? options.session.intraOpThreads : autoIntraOpThreads(options.workers);
   const pool = await createWorkerPool({
     modelPath: bundle.modelPath,
     size: options.workers,
