@@ -2,6 +2,7 @@
 // entities against a peer's. Confidences and texts are not compared (the
 // peers compute neither); offsets and types are the contract.
 
+import { agreementF1 } from '../src/pipeline/agreement.js';
 import type { Entity } from '../src/pipeline/spans.js';
 
 export interface EntityComparison {
@@ -35,6 +36,5 @@ export function compareEntities(cner: readonly (readonly Entity[])[], peer: read
     mismatchedRecords++;
     if (examples.length < 10) examples.push({ record, onlyCner, onlyPeer });
   });
-  const agreementF1 = entities + peerEntities === 0 ? 1 : (2 * common) / (entities + peerEntities);
-  return { records: cner.length, entities, mismatchedRecords, agreementF1, examples };
+  return { records: cner.length, entities, mismatchedRecords, agreementF1: agreementF1(common, entities, peerEntities), examples };
 }

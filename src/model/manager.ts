@@ -26,6 +26,7 @@ import type { Metrics } from '../observability/metrics.js';
 import type { ModelTopicClient, TopicTail } from '../kafka/port.js';
 import { CnerError } from '../errors.js';
 import { TAGS } from '../pipeline/labels.js';
+import { agreementF1 } from '../pipeline/agreement.js';
 import type { Entity } from '../pipeline/spans.js';
 import type { TaggingModel } from '../pipeline/tag.js';
 import { type RejectReason, reassemble, reject, rejectReason, unpackArchive, verifyArchive } from './archive.js';
@@ -543,8 +544,8 @@ export class ModelManager implements ModelProvider {
           for (const [k, type] of ref) if (!got.has(k)) add(type, 'fn');
           metrics.shadowRecords.inc({ candidate: shadow.version });
           for (const [type, c] of shadow.counts) {
-            const denom = 2 * c.tp + c.fp + c.fn;
-            metrics.shadowF1.set({ type, candidate: shadow.version, live: live.model.version }, denom === 0 ? 1 : (2 * c.tp) / denom);
+            // tp: both; fp: only the candidate; fn: only the live model.
+            metrics.shadowF1.set({ type, candidate: shadow.version, live: live.model.version }, agreementF1(c.tp, c.tp + c.fp, c.tp + c.fn));
           }
         } catch (e) {
           this.#o.log.warn({ err: e, candidate: shadow.version }, 'shadow tagging failed (ignored)');
