@@ -273,6 +273,20 @@ export function avroVarint(n: number): Buffer {
   return Buffer.from(out);
 }
 
+/** An Avro string or bytes value: its length as a varint, then the bytes. */
+export const avroString = (b: Buffer): Buffer => Buffer.concat([avroVarint(b.length), b]);
+
+/**
+ * An EmrRecord body of 19 bytes (recordId, text and sourceSystem empty,
+ * timestamp 0) whose metadata map declares a block of 2^40 entries.
+ */
+export const HUGE_MAP_EMR_BODY: Buffer = Buffer.concat([Buffer.from([0, 0, 0, 0]), avroVarint(1), avroVarint(2 ** 40), avroString(Buffer.from('k')), avroString(Buffer.from('v'))]);
+
+/** An EmrRecord body whose text is not valid UTF-8 (a 3-byte character, then 0xff 0xfe). */
+export function emrBodyWithInvalidUtf8(recordId: string): Buffer {
+  return Buffer.concat([avroString(Buffer.from(recordId)), avroString(Buffer.from([0xe6, 0x82, 0xa3, 0xff, 0xfe])), avroString(Buffer.from('it')), avroVarint(1), avroVarint(0)]);
+}
+
 /** mulberry32: a small seeded generator, the same sequence on every platform (fuzz and soak runs can be replayed). */
 export function seededRandom(seed: number): () => number {
   let a = seed >>> 0;

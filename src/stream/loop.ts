@@ -75,7 +75,6 @@ export function partitionTransactionalId(prefix: string, groupId: string, topic:
 /** A partition's transactional producer, and the offset from which this processor may write. */
 interface PartitionWriter {
   readonly producer: TransactionalProducer;
-  readonly transactionalId: string;
   /** The group's committed offset, read after the fence and advanced by our own commits (null: none yet). */
   next: bigint | null;
   /** The commit in flight, if any (a writer is closed only when idle). */
@@ -270,7 +269,7 @@ class Session {
       const committed = await kafka.committedOffset(topic, partition);
       health.setAvailable('kafka', true);
       log.info({ topic, partition, transactionalId, committedOffset: committed, ms: Date.now() - started }, 'transactional producer of the partition ready (its earlier owner is fenced)');
-      return { producer, transactionalId, next: committed === null ? null : BigInt(committed), busy: Promise.resolve() };
+      return { producer, next: committed === null ? null : BigInt(committed), busy: Promise.resolve() };
     } catch (e) {
       await producer.disconnect();
       throw e;

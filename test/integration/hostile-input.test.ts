@@ -21,7 +21,7 @@ import { readDeadLetterHeaders } from '../../src/stream/dead-letter.js';
 import { SchemaRegistry } from '../../src/records/registry.js';
 import { type RunningService, startService } from '../../src/service.js';
 import type { InputMessage } from '../../src/kafka/port.js';
-import { avroVarint } from '../helpers.js';
+import { HUGE_MAP_EMR_BODY, emrBodyWithInvalidUtf8 } from '../helpers.js';
 import { type Services, capturingLogger, getServices, runEnv, testRun, tools } from './helpers.js';
 
 const services = await getServices();
@@ -32,8 +32,6 @@ const emr = loadSchema('EmrRecord');
 const record = (recordId: string, extra: Record<string, unknown> = {}): Buffer =>
   emr.type.toBuffer({ recordId, text: '患者有高血压病史，口服氨氯地平。', sourceSystem: 'it', timestamp: Date.now(), metadata: null, ...extra });
 
-const varint = avroVarint;
-const avroString = (b: Buffer): Buffer => Buffer.concat([varint(b.length), b]);
 
 const keysOf = (ms: readonly InputMessage[]): string[] => ms.map((m) => m.key?.toString() ?? '');
 
@@ -67,11 +65,9 @@ describe('hostile input on the real broker and registry', { skip, timeout: 180_0
       await kafka!.produce(names.input, keys.map((k) => ({ key: Buffer.from(k), value: frame(id, record(k, { text: '胸部CT示右肺结节。'.repeat(20) })), headers: {} })), { compression: codec });
     }
     // recordId "", text "", sourceSystem "", timestamp 0, metadata: branch 1, a map block of 2^40 entries, one key and value.
-    const huge = Buffer.concat([Buffer.from([0, 0, 0, 0]), varint(1), varint(2 ** 40), avroString(Buffer.from('k')), avroString(Buffer.from('v'))]);
-    await send('huge-map', frame(id, huge));
+    await send('huge-map', frame(id, HUGE_MAP_EMR_BODY));
     await good('after-huge-map');
-    const badText = Buffer.concat([avroString(Buffer.from('bad-utf8')), avroString(Buffer.from([0xe6, 0x82, 0xa3, 0xff, 0xfe])), avroString(Buffer.from('it')), varint(1), varint(0)]);
-    await send('bad-utf8', frame(id, badText));
+    await send('bad-utf8', frame(id, emrBodyWithInvalidUtf8('bad-utf8')));
     await good('after-bad-utf8');
     await send('repeated-headers', Buffer.alloc(0), { headers: { 'x-hop': [Buffer.from('a'), Buffer.from('b'), Buffer.from('c')], 'x-one': Buffer.from('1') } });
     await good('after-repeated-headers');

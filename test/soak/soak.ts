@@ -16,7 +16,7 @@ import { promisify } from 'node:util';
 import { frame, loadSchema } from '../../src/records/avro.js';
 import { SchemaRegistry } from '../../src/records/registry.js';
 import type { InputMessage, OutputMessage } from '../../src/kafka/port.js';
-import { avroVarint, seededRandom } from '../helpers.js';
+import { HUGE_MAP_EMR_BODY, emrBodyWithInvalidUtf8, seededRandom } from '../helpers.js';
 import { ROOT, type ServeProcess, type Services, type TestRun, jsonRecord, runEnv, spawnServe, testRun, tools, waitFor } from '../integration/helpers.js';
 
 export interface SoakOptions {
@@ -57,7 +57,6 @@ export interface SoakReport {
 
 const SESSION_TIMEOUT_MS = 6_000;
 const emr = loadSchema('EmrRecord');
-const avroString = (b: Buffer): Buffer => Buffer.concat([avroVarint(b.length), b]);
 
 /** Every kind of record the processor must dead-letter without stopping the stream. */
 const POISON: readonly ((id: string, schemaId: number) => { value: Buffer | null; headers?: Record<string, Buffer | Buffer[]> })[] = [
@@ -67,9 +66,8 @@ const POISON: readonly ((id: string, schemaId: number) => { value: Buffer | null
   (id) => ({ value: jsonRecord(id, '胸'.repeat(3_000)) }), // over CNER_MAX_TEXT_LENGTH (2,000 here)
   (id) => ({ value: Buffer.from(`{"recordId":"${id}","text":"\\ud800 lone surrogate","sourceSystem":"soak","timestamp":0,"metadata":null}`) }),
   () => ({ value: frame(2_147_000_000, Buffer.from([0, 0])) }), // a schema id the registry does not have
-  // recordId "", text "", sourceSystem "", timestamp 0, metadata: a map block of 2^40 entries
-  (_id, schemaId) => ({ value: frame(schemaId, Buffer.concat([Buffer.from([0, 0, 0, 0]), avroVarint(1), avroVarint(2 ** 40), avroString(Buffer.from('k')), avroString(Buffer.from('v'))])) }),
-  (_id, schemaId) => ({ value: frame(schemaId, Buffer.concat([avroString(Buffer.from('r')), avroString(Buffer.from([0xe6, 0x82, 0xa3, 0xff])), avroString(Buffer.from('s')), avroVarint(1), avroVarint(0)])) }),
+  (_id, schemaId) => ({ value: frame(schemaId, HUGE_MAP_EMR_BODY) }),
+  (id, schemaId) => ({ value: frame(schemaId, emrBodyWithInvalidUtf8(id)) }),
   () => ({ value: Buffer.from([0xff, 0xfe, 0x00]), headers: { 'x-hop': [Buffer.from('a'), Buffer.from('b')] } }), // not UTF-8, repeated headers
 ];
 
@@ -228,10 +226,12 @@ export async function runSoak(s: Services, o: SoakOptions): Promise<SoakReport> 
 
 const execFileP = promisify(execFile);
 
-/** KAFKA_BROKERS of the local stack, if it runs. */
+/** KAFKA_BROKERS of the local stack, if it runs (`env` prints the configured address whether or not it does). */
 async function stackBrokers(): Promise<string | null> {
+  const stack = path.join(ROOT, 'scripts', 'stack.sh');
   try {
-    const { stdout } = await execFileP('bash', [path.join(ROOT, 'scripts', 'stack.sh'), 'env'], { cwd: ROOT });
+    await execFileP('bash', [stack, 'status'], { cwd: ROOT }); // exits non-zero unless both services are healthy
+    const { stdout } = await execFileP('bash', [stack, 'env'], { cwd: ROOT });
     return /KAFKA_BROKERS=(\S+)/.exec(stdout)?.[1] ?? null;
   } catch {
     return null;
