@@ -1,4 +1,8 @@
-// Exponential backoff with jitter, and a sleep that stops early on abort.
+// Exponential backoff with jitter, a sleep that stops early on abort, and the
+// one retry helper: whether a failure is tried again is the error code's
+// retry scope (errors.ts), never a list kept here.
+
+import { type ErrorInfo, describeError } from './errors.js';
 
 export interface BackoffOptions {
   /** First delay, ms. */
@@ -41,3 +45,45 @@ export async function settleWithin(promise: Promise<unknown>, ms: number): Promi
 }
 
 const noop = (): void => {};
+
+export interface RetryOptions {
+  readonly backoff: BackoffOptions;
+  /** Aborting it ends the waiting: the failure at hand is thrown. */
+  readonly signal?: AbortSignal;
+  /** Before each wait, with the retriable failure, the attempt that failed (1-based) and the delay. */
+  readonly onRetry?: (error: unknown, info: ErrorInfo, attempt: number, delayMs: number) => void;
+  readonly random?: () => number;
+}
+
+export interface Attempt {
+  /** 1-based: failures in a row before this attempt, plus one. */
+  readonly number: number;
+  /** This attempt got somewhere (a session joined its group): if it fails, backoff starts over from the shortest delay. */
+  progressed(): void;
+}
+
+/**
+ * Runs `fn` until it returns. A failure whose code is retriable (retry scope
+ * `slice` or `session`) waits backoffDelay(attempt) and `fn` runs again; any
+ * other failure is thrown at once: a record's own fault, a cause to fix
+ * (configuration, credentials, bundle) or a programmer error (anything not a
+ * CnerError), which no retry can mend.
+ */
+export async function retrying<T>(fn: (attempt: Attempt) => Promise<T>, options: RetryOptions): Promise<T> {
+  const aborted = (): boolean => options.signal?.aborted === true;
+  let failures = 0;
+  for (;;) {
+    let progressed = false;
+    try {
+      return await fn({ number: failures + 1, progressed: () => (progressed = true) });
+    } catch (e) {
+      const info = describeError(e);
+      if (!info.retriable || aborted()) throw e;
+      failures = progressed ? 1 : failures + 1;
+      const delay = backoffDelay(failures, options.backoff, options.random);
+      options.onRetry?.(e, info, failures, delay);
+      await sleep(delay, options.signal);
+      if (aborted()) throw e;
+    }
+  }
+}

@@ -1,8 +1,11 @@
-// Configuration from environment variables, parsed once at startup into one
-// frozen object. Every variable is listed in VARIABLES (the source of the
-// README's configuration table); every problem is collected, and each message
-// says how to fix it. Secrets are never echoed in messages and never logged
-// (`describeConfig` is the loggable view).
+// Configuration from environment variables and command-line flags, parsed
+// once at startup into one frozen object by one decoder. Every variable is
+// listed in VARIABLES (the source of the README's configuration table); a
+// command's flag (MODEL_FLAGS) is that variable given on the command line and
+// wins over it, with the same rule and the same default. Every problem is
+// collected, and each message names what was set (the flag or the variable)
+// and says how to fix it. Secrets are never echoed in messages and never
+// logged (`describeConfig` is the loggable view).
 
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { hostname } from 'node:os';
@@ -11,6 +14,7 @@ import { sequenceS } from 'fp-ts/lib/Apply.js';
 import { type Either, getApplicativeValidation, isLeft, left, right } from 'fp-ts/lib/Either.js';
 import { type NonEmptyArray, getSemigroup } from 'fp-ts/lib/NonEmptyArray.js';
 import { CnerError } from './errors.js';
+import type { ModelOptions } from './model/model.js';
 import { DEFAULT_MODEL, PACKAGE_ROOT, resolveModelDir } from './paths.js';
 import { type ExecutionProvider, isExecutionProvider } from './model/session-options.js';
 import { LOG_LEVELS, type LogLevel } from './observability/logger.js';
@@ -112,7 +116,28 @@ export interface Config {
   readonly logLevel: LogLevel;
 }
 
-export type ConfigMode = 'serve' | 'demo';
+/**
+ * serve: the stream processor (brokers and registry required); demo: the same
+ * without them (the demo starts a local stack); tool: a command that only
+ * loads a model (`cner tag`, `cner eval`): Kafka settings are not read, logs go
+ * to stderr at `warn` by default (stdout carries results), and 0 workers
+ * (onnxruntime on the command's own thread) is allowed.
+ */
+export type ConfigMode = 'serve' | 'demo' | 'tool';
+
+/** Flags of the commands that load a model, and the variable each one sets. */
+export const MODEL_FLAGS = Object.freeze({
+  model: 'CNER_MODEL_DIR',
+  workers: 'CNER_INFERENCE_WORKERS',
+  providers: 'CNER_EXECUTION_PROVIDERS',
+  threads: 'CNER_INTRA_OP_THREADS',
+  'batch-size': 'CNER_MAX_BATCH_SIZE',
+  'max-wait-ms': 'CNER_MAX_WAIT_MS',
+  'log-level': 'CNER_LOG_LEVEL',
+} as const);
+
+export type ModelFlag = keyof typeof MODEL_FLAGS;
+export type Flags = { readonly [K in ModelFlag]?: string | undefined };
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
@@ -126,13 +151,26 @@ export { LOG_LEVELS, type LogLevel } from './observability/logger.js';
 
 const KNOWN = new Set(VARIABLES.map((v) => v.name));
 
-/** Reads one listed variable; empty strings count as unset (Helm renders unset values as ""). */
-function reader(env: Env): (name: string) => string | undefined {
-  return (name) => {
+/**
+ * Reads one listed variable, or the flag that sets it; empty strings count as
+ * unset (Helm renders unset values as ""). `label` names where a value came
+ * from, for messages.
+ */
+function reader(env: Env, flags: Flags): Getter {
+  const flagOf = new Map<string, ModelFlag>(Object.entries(MODEL_FLAGS).map(([f, v]) => [v, f as ModelFlag]));
+  const fromFlag = (name: string): string | undefined => {
+    const f = flagOf.get(name);
+    return f === undefined ? undefined : flags[f];
+  };
+  const get = (name: string): string | undefined => {
     if (!KNOWN.has(name)) throw new TypeError(`config reads ${name}, which VARIABLES does not list`);
-    const value = env[name]?.trim();
+    const value = (fromFlag(name) ?? env[name])?.trim();
     return value === undefined || value === '' ? undefined : value;
   };
+  return Object.assign(get, {
+    label: (name: string) => (fromFlag(name) === undefined ? name : `--${flagOf.get(name)!}`),
+    flagged: (name: string) => fromFlag(name) !== undefined,
+  });
 }
 
 export interface ParsedConfig {
@@ -141,26 +179,29 @@ export interface ParsedConfig {
   readonly warnings: readonly string[];
 }
 
-export function parseConfig(env: Env, mode: ConfigMode = 'serve'): Either<NonEmptyArray<string>, ParsedConfig> {
-  const get = reader(env);
+export function parseConfig(env: Env, mode: ConfigMode = 'serve', flags: Flags = {}): Either<NonEmptyArray<string>, ParsedConfig> {
+  const get = reader(env, flags);
+  // A tool reads no Kafka settings: its environment may hold anything there.
+  const tool = mode === 'tool' ? reader({}, {}) : get;
   const parsed = sequenceS(V)({
-    kafka: kafkaConfig(get, mode),
-    registry: registryConfig(get, mode),
-    model: modelConfig(get),
+    kafka: kafkaConfig(tool, mode === 'tool' ? 'demo' : mode),
+    registry: registryConfig(tool, mode === 'tool' ? 'demo' : mode),
+    model: modelConfig(get, mode),
     maxTextLength: integer(get, 'CNER_MAX_TEXT_LENGTH', 100_000, 1, 10_000_000),
     httpPort: integer(get, 'CNER_HTTP_PORT', 9464, 0, 65_535),
     shutdownGraceMs: millisFromSeconds(integer(get, 'CNER_SHUTDOWN_GRACE_SECONDS', 30, 6, 86_400)),
-    logLevel: oneOf(get, 'CNER_LOG_LEVEL', LOG_LEVELS, 'info'),
+    logLevel: oneOf(get, 'CNER_LOG_LEVEL', LOG_LEVELS, mode === 'tool' ? 'warn' : 'info'),
   });
   if (isLeft(parsed)) return parsed;
   return right({ config: deepFreeze(parsed.right), warnings: unknownVariables(env) });
 }
 
 /** parseConfig or a CnerError('INVALID_CONFIG') listing every problem. */
-export function loadConfig(env: Env, mode: ConfigMode = 'serve'): ParsedConfig {
-  const parsed = parseConfig(env, mode);
+export function loadConfig(env: Env, mode: ConfigMode = 'serve', flags: Flags = {}): ParsedConfig {
+  const parsed = parseConfig(env, mode, flags);
   if (isLeft(parsed)) {
-    throw new CnerError('INVALID_CONFIG', `invalid configuration (see README.md, Configuration):\n- ${parsed.left.join('\n- ')}`, {
+    const where = mode === 'tool' ? 'the command\'s --help and README.md, Configuration' : 'README.md, Configuration';
+    throw new CnerError('INVALID_CONFIG', `invalid configuration (see ${where}):\n- ${parsed.left.join('\n- ')}`, {
       context: { problems: parsed.left.length },
     });
   }
@@ -233,12 +274,15 @@ function parseUrl(raw: string): Validated<string> {
 
 const redactUrl = (raw: string): string => raw.replace(/\/\/[^/@]*@/, '//***@');
 
-function modelConfig(get: Getter): Validated<ModelConfig> {
+function modelConfig(get: Getter, mode: ConfigMode): Validated<ModelConfig> {
+  // --model is relative to the working directory; CNER_MODEL_DIR to the package root (the image's layout).
+  const base = get.flagged('CNER_MODEL_DIR') ? process.cwd() : PACKAGE_ROOT;
   return sequenceS(V)({
-    dir: right(resolveModelDir(get('CNER_MODEL_DIR') ?? DEFAULT_MODEL, PACKAGE_ROOT)),
+    dir: right(resolveModelDir(get('CNER_MODEL_DIR') ?? DEFAULT_MODEL, base)),
     cacheDir: right(get('CNER_MODEL_CACHE_DIR') ?? null),
     executionProviders: providers(get),
-    workers: integer(get, 'CNER_INFERENCE_WORKERS', 1, 1, 256),
+    // The stream loop never runs the model on its own thread; a command may.
+    workers: integer(get, 'CNER_INFERENCE_WORKERS', 1, mode === 'tool' ? 0 : 1, 256),
     intraOpThreads: integer(get, 'CNER_INTRA_OP_THREADS', 1, 0, 1024),
     maxBatchSize: integer(get, 'CNER_MAX_BATCH_SIZE', 32, 1, 4096),
     maxWaitMs: integer(get, 'CNER_MAX_WAIT_MS', 5, 0, 60_000),
@@ -246,8 +290,18 @@ function modelConfig(get: Getter): Validated<ModelConfig> {
   });
 }
 
+/** What a command that loads a model passes to openModel, from the one configuration. */
+export function modelOptionsOf(model: ModelConfig, logger?: ModelOptions['logger']): ModelOptions {
+  return {
+    workers: model.workers,
+    maxBatchSize: model.maxBatchSize,
+    maxWaitMs: model.maxWaitMs,
+    session: { executionProviders: model.executionProviders, intraOpThreads: model.intraOpThreads, graphOptimizationLevel: 'all' },
+    ...(logger === undefined ? {} : { logger }),
+  };
+}
 
-type Getter = (name: string) => string | undefined;
+type Getter = ((name: string) => string | undefined) & { readonly label: (name: string) => string; readonly flagged: (name: string) => boolean };
 
 function brokers(get: Getter, mode: ConfigMode): Validated<readonly string[]> {
   const raw = get('KAFKA_BROKERS');
@@ -316,7 +370,7 @@ function providers(get: Getter): Validated<readonly ExecutionProvider[]> {
   const list = raw.split(',').map((p) => p.trim().toLowerCase()).filter((p) => p.length > 0);
   const unknown = list.filter((p) => !isExecutionProvider(p));
   if (list.length === 0 || unknown.length > 0) {
-    return fail(`CNER_EXECUTION_PROVIDERS must be a comma-separated list of cpu, cuda, tensorrt, coreml, dml, webgpu (e.g. cuda,cpu); unknown: ${JSON.stringify(unknown.join(',') || raw)}`);
+    return fail(`${get.label('CNER_EXECUTION_PROVIDERS')} must be a comma-separated list of cpu, cuda, tensorrt, coreml, dml, webgpu (e.g. cuda,cpu); unknown: ${JSON.stringify(unknown.join(',') || raw)}`);
   }
   return right(list as ExecutionProvider[]);
 }
@@ -325,7 +379,7 @@ function integer(get: Getter, key: string, fallback: number, min: number, max: n
   const raw = get(key);
   if (raw === undefined) return right(fallback);
   const n = /^-?\d+$/.test(raw) ? Number(raw) : Number.NaN;
-  if (!Number.isSafeInteger(n) || n < min || n > max) return fail(`${key} must be a whole number from ${min} to ${max}; got ${JSON.stringify(raw)} (default ${fallback})`);
+  if (!Number.isSafeInteger(n) || n < min || n > max) return fail(`${get.label(key)} must be a whole number from ${min} to ${max}; got ${JSON.stringify(raw)} (default ${fallback})`);
   return right(n);
 }
 
@@ -335,7 +389,7 @@ function fraction(get: Getter, key: string, fallback: number): Validated<number>
   const raw = get(key);
   if (raw === undefined) return right(fallback);
   const n = /^\d*\.?\d+$/.test(raw) ? Number(raw) : Number.NaN;
-  if (!(n >= 0 && n <= 1)) return fail(`${key} must be a number from 0 to 1, e.g. 0.05; got ${JSON.stringify(raw)}`);
+  if (!(n >= 0 && n <= 1)) return fail(`${get.label(key)} must be a number from 0 to 1, e.g. 0.05; got ${JSON.stringify(raw)}`);
   return right(n);
 }
 
@@ -345,14 +399,14 @@ function bool(get: Getter, key: string, fallback: boolean): Validated<boolean> {
   const v = raw.toLowerCase();
   if (v === 'true' || v === '1' || v === 'yes') return right(true);
   if (v === 'false' || v === '0' || v === 'no') return right(false);
-  return fail(`${key} must be true or false; got ${JSON.stringify(raw)}`);
+  return fail(`${get.label(key)} must be true or false; got ${JSON.stringify(raw)}`);
 }
 
 function oneOf<T extends string>(get: Getter, key: string, values: readonly T[], fallback: T): Validated<T> {
   const raw = get(key);
   if (raw === undefined) return right(fallback);
   const v = raw.toLowerCase();
-  return (values as readonly string[]).includes(v) ? right(v as T) : fail(`${key} must be one of ${values.join(', ')}; got ${JSON.stringify(raw)}`);
+  return (values as readonly string[]).includes(v) ? right(v as T) : fail(`${get.label(key)} must be one of ${values.join(', ')}; got ${JSON.stringify(raw)}`);
 }
 
 /** Kafka's topic rule: 1-249 of [a-zA-Z0-9._-], not "." or "..". */

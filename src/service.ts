@@ -5,21 +5,19 @@
 // `cner demo` both run this.
 
 import type { Logger } from 'pino';
-import { type Config, describeConfig } from './config.js';
+import { type Config, describeConfig, modelOptionsOf } from './config.js';
 import { CnerError, describeError } from './errors.js';
 import os from 'node:os';
 import path from 'node:path';
-import { ModelManager } from './model/manager.js';
+import { ModelManager } from './versions/manager.js';
 import { openModel } from './model/model.js';
-import { tagRecord } from './pipeline/tag.js';
 import { Health } from './observability/health.js';
 import { type HttpServer, startHttpServer } from './observability/http.js';
 import { type Metrics, createMetrics } from './observability/metrics.js';
 import { AvroReader, EventEncoder, loadSchema } from './records/avro.js';
-import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay, sleep } from './backoff.js';
-import { decodeMessage } from './records/decode.js';
+import { type BackoffOptions, DEFAULT_BACKOFF, retrying } from './backoff.js';
 import { createKafkaClient } from './kafka/adapter.js';
-import { modelTopicDecoder } from './model/topic.js';
+import { modelTopicDecoder } from './versions/topic.js';
 import { planTransaction } from './stream/plan.js';
 import { SchemaRegistry } from './records/registry.js';
 import { StreamProcessor } from './stream/loop.js';
@@ -97,20 +95,12 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       readerGroupId: `${config.kafka.groupId}.models.${config.kafka.instanceId}.${process.pid}.${Date.now().toString(36)}`,
       client: options.modelTopic === undefined ? kafkajs : options.modelTopic,
       decode: modelTopicDecoder(registry),
-      open: (dir) =>
-        openModel(dir, {
-          workers: config.model.workers,
-          maxBatchSize: config.model.maxBatchSize,
-          maxWaitMs: config.model.maxWaitMs,
-          session: { executionProviders: config.model.executionProviders, intraOpThreads: config.model.intraOpThreads, graphOptimizationLevel: 'all' },
-          logger: modelLog,
-        }),
+      open: (dir) => openModel(dir, modelOptionsOf(config.model, modelLog)),
       createTopic: config.kafka.createTopics,
       replicationFactor: config.kafka.topicReplicationFactor,
       shadowFraction: config.model.shadowFraction,
       metrics,
       log: modelLog,
-      tagRecord,
       ...(options.modelCatchUpTimeoutMs === undefined ? {} : { catchUpTimeoutMs: options.modelCatchUpTimeoutMs }),
     });
     await model.openDefault();
@@ -134,7 +124,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     await model.follow();
     if (abort.signal.aborted) throw new StartAborted();
 
-    const reader = new AvroReader(input.type, registry);
+    const records = { maxTextLength: config.maxTextLength, avro: new AvroReader(input.type, registry) };
     const encoder = new EventEncoder(output.type, outputSchemaId);
     const models = model;
     stream = new StreamProcessor({
@@ -153,9 +143,9 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
           outputTopic: config.kafka.outputTopic,
           dltTopic: config.kafka.dltTopic,
           groupId: config.kafka.groupId,
-          model: models,
-          decode: (m) => decodeMessage(m.key, m.value, { maxTextLength: config.maxTextLength, avro: reader }),
-          encodeEvent: (event) => encoder.encode(event),
+          models,
+          records,
+          encoder,
           maxAttempts: options.maxAttempts ?? 5,
           maxMessageBytes,
           metrics,
@@ -258,21 +248,19 @@ export async function topicLimits(kafka: KafkaClient, config: Config, log: Logge
 
 /** Retries `fn` with backoff while it fails retriably, keeping the dependency marked unavailable. */
 async function untilAvailable<T>(dependency: 'kafka' | 'registry', health: Health, log: Logger, backoff: BackoffOptions, signal: AbortSignal, fn: () => Promise<T>): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      const value = await raceAbort(fn(), signal);
-      health.setAvailable(dependency, true);
-      return value;
-    } catch (e) {
-      const info = describeError(e);
-      if (signal.aborted) throw new StartAborted();
-      if (!info.retriable) throw e;
-      const delay = backoffDelay(attempt, backoff);
-      if (info.code === 'TOPIC_MISSING') log.warn({ err: e, retryInMs: delay }, 'waiting for topics: not ready until they exist');
-      else health.setAvailable(dependency, false, { err: e, retryInMs: delay });
-      await sleep(delay, signal);
-      if (signal.aborted) throw new StartAborted();
-    }
+  try {
+    const value = await retrying(() => raceAbort(fn(), signal), {
+      backoff,
+      signal,
+      onRetry: (err, info, _attempt, retryInMs) => {
+        if (info.code === 'TOPIC_MISSING') log.warn({ err, retryInMs }, 'waiting for topics: not ready until they exist');
+        else health.setAvailable(dependency, false, { err, retryInMs });
+      },
+    });
+    health.setAvailable(dependency, true);
+    return value;
+  } catch (e) {
+    throw signal.aborted ? new StartAborted() : e;
   }
 }
 

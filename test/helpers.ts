@@ -11,7 +11,7 @@ import { type ModelBundle, loadBundle } from '../src/model/bundle.js';
 import { NUM_TAGS } from '../src/pipeline/labels.js';
 import type { TaggingModel } from '../src/pipeline/tag.js';
 import { AvroReader, EventEncoder, loadSchema } from '../src/records/avro.js';
-import { decodeMessage } from '../src/records/decode.js';
+import type { ModelProvider } from '../src/versions/leases.js';
 import type { ProcessorOptions } from '../src/stream/plan.js';
 import { createMetrics } from '../src/observability/metrics.js';
 import type {
@@ -19,6 +19,7 @@ import type {
   ConsumerEvents,
   InputMessage,
   KafkaClient,
+  OffsetReader,
   OutputMessage,
   StreamConsumer,
   TopicPartitionOffset,
@@ -63,7 +64,7 @@ export async function fakeModel(options: { fail?: (sequences: readonly Int32Arra
  * encoding (EmrRecord in, ClinicalEntities out, schema id 42), texts of at most
  * 50 code points, 3 attempts.
  */
-export function processorOptions(model: ProcessorOptions['model'], lines: string[] = [], overrides: Partial<ProcessorOptions> = {}): ProcessorOptions {
+export function processorOptions(models: ModelProvider, lines: string[] = [], overrides: Partial<ProcessorOptions> = {}): ProcessorOptions {
   const emr = loadSchema('EmrRecord');
   const reader = new AvroReader(emr.type, { writerType: async () => emr.type });
   const encoder = new EventEncoder(loadSchema('ClinicalEntities').type, 42);
@@ -71,9 +72,9 @@ export function processorOptions(model: ProcessorOptions['model'], lines: string
     outputTopic: 'out',
     dltTopic: 'in.DLT',
     groupId: 'g',
-    model,
-    decode: (m) => decodeMessage(m.key, m.value, { maxTextLength: 50, avro: reader }),
-    encodeEvent: (e) => encoder.encode(e),
+    models,
+    records: { maxTextLength: 50, avro: reader },
+    encoder,
     maxAttempts: 3,
     metrics: createMetrics({ defaultMetrics: false }),
     log: memoryLogger(lines),
@@ -182,9 +183,23 @@ export class FakeKafka implements KafkaClient {
     return topics.filter((t) => this.missing.includes(t));
   }
 
-  async committedOffset(_topic: string, partition: number): Promise<string | null> {
-    const o = this.committedOffsets.get(partition);
-    return o === undefined ? null : String(o);
+  /** Offset readers open now (each session opens one and must close it). */
+  openOffsetReaders = 0;
+
+  offsetReader(): OffsetReader {
+    this.openOffsetReaders++;
+    let open = true;
+    return {
+      committedOffset: async (_topic, partition) => {
+        if (!open) throw new Error('offset reader used after close');
+        const o = this.committedOffsets.get(partition);
+        return o === undefined ? null : String(o);
+      },
+      close: async () => {
+        if (open) this.openOffsetReaders--;
+        open = false;
+      },
+    };
   }
 
   /** Kafka's default for every topic unless set here. */

@@ -11,7 +11,7 @@ import { openModel } from '../model/model.js';
 import { mapOrdered, readLines, write } from './io.js';
 import { type Command, type CommandIo, EXIT } from './command.js';
 import { EntityScorer, type LabeledSpan, type Report } from './metrics.js';
-import { MODEL_FLAGS, MODEL_FLAGS_USAGE, modelDirFrom, modelOptionsFrom, stderrLogger } from './options.js';
+import { MODEL_FLAGS_USAGE, MODEL_FLAG_OPTIONS, toolSetup } from './options.js';
 
 const USAGE = `Usage: cner eval --data FILE [--json] [--model DIR]
 
@@ -34,7 +34,7 @@ export const command: Command = {
   async run(argv: readonly string[], io: CommandIo): Promise<number> {
     const { values } = parseArgs({
       args: [...argv],
-      options: { ...MODEL_FLAGS, data: { type: 'string' }, json: { type: 'boolean' }, concurrency: { type: 'string' } },
+      options: { ...MODEL_FLAG_OPTIONS, data: { type: 'string' }, json: { type: 'boolean' }, concurrency: { type: 'string' } },
       strict: true,
     });
     if (values.data === undefined) {
@@ -43,8 +43,8 @@ export const command: Command = {
     }
     const concurrency = Number(values.concurrency ?? 64);
     if (!Number.isInteger(concurrency) || concurrency < 1) throw new CnerError('INVALID_CONFIG', '--concurrency must be an integer >= 1');
-    const log = stderrLogger(values['log-level']);
-    const model = await openModel(modelDirFrom(values), modelOptionsFrom(values, log));
+    const { modelDir, modelOptions } = toolSetup(values);
+    const model = await openModel(modelDir, modelOptions);
     const scorer = new EntityScorer(ENTITY_TYPES.map((t) => t.label));
     const started = performance.now();
     try {

@@ -5,9 +5,9 @@
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config.js';
 import { createKafkaClient } from '../kafka/adapter.js';
-import { ModelTopicWriter, listVersions } from '../model/topic.js';
+import { ModelTopicWriter, listVersions } from '../versions/topic.js';
 import { SchemaRegistry } from '../records/registry.js';
-import { DEFAULT_PART_BYTES } from '../model/archive.js';
+import { DEFAULT_PART_BYTES } from '../versions/archive.js';
 import { createLogger } from '../observability/logger.js';
 import { type Command, type CommandIo, EXIT } from './command.js';
 

@@ -1,16 +1,15 @@
-// Options shared by the commands that load a model, and small CLI helpers.
+// What the commands that load a model share: their flags, which are the
+// configuration variables given on the command line (config.ts decodes both
+// in one pass, with one set of rules and defaults), and a stderr logger.
 
 import type { ParseArgsConfig } from 'node:util';
-import pino from 'pino';
-import { LOG_LEVELS } from '../observability/logger.js';
-import { CnerError } from '../errors.js';
-import type { Logger } from '../model/log.js';
-import { DEFAULT_MODEL_OPTIONS, type ModelOptions } from '../model/model.js';
-import { type ExecutionProvider, type GraphOptimizationLevel, isExecutionProvider } from '../model/session-options.js';
-import { DEFAULT_MODEL, PACKAGE_ROOT, bundledModelNames, resolveModelDir } from '../paths.js';
+import type { Logger } from 'pino';
+import { type Config, type ModelFlag, MODEL_FLAGS, VARIABLES, loadConfig, modelOptionsOf } from '../config.js';
+import type { ModelOptions } from '../model/model.js';
+import { createLogger } from '../observability/logger.js';
+import { bundledModelNames } from '../paths.js';
 
-
-export const MODEL_FLAGS = {
+export const MODEL_FLAG_OPTIONS = {
   model: { type: 'string' },
   workers: { type: 'string' },
   providers: { type: 'string' },
@@ -18,56 +17,41 @@ export const MODEL_FLAGS = {
   'batch-size': { type: 'string' },
   'max-wait-ms': { type: 'string' },
   'log-level': { type: 'string' },
-} as const satisfies NonNullable<ParseArgsConfig['options']>;
+} as const satisfies Record<ModelFlag, NonNullable<ParseArgsConfig['options']>[string]>;
 
-export const MODEL_FLAGS_USAGE = `Model options:
-  --model NAME|DIR     a bundle shipped in the package by name (${bundledModelNames().join(', ')}) or a
-                       bundle directory (default: default; env CNER_MODEL_DIR)
-  --workers N          inference worker threads (default ${DEFAULT_MODEL_OPTIONS.workers}; 0 = on the main thread)
-  --providers LIST     execution providers to try in order, e.g. cuda,cpu (default cpu; CPU is always the fallback)
-  --threads N          onnxruntime intra-op threads per worker (default: cores / workers)
-  --batch-size N       largest inference batch (default ${DEFAULT_MODEL_OPTIONS.maxBatchSize})
-  --max-wait-ms N      how long a batch waits to fill up (default ${DEFAULT_MODEL_OPTIONS.maxWaitMs})
-  --log-level LEVEL    pino level for stderr logs (default warn; env CNER_LOG_LEVEL)
+const HELP: Readonly<Record<ModelFlag, [string, string]>> = {
+  model: ['NAME|DIR', `a bundle shipped in the package by name (${bundledModelNames().join(', ')}) or a bundle directory`],
+  workers: ['N', 'inference worker threads (0 = onnxruntime on the command\'s own thread)'],
+  providers: ['LIST', 'execution providers to try in order, e.g. cuda,cpu (CPU is always the fallback)'],
+  threads: ['N', 'onnxruntime intra-op threads per worker (0 = the usable CPUs divided among the workers)'],
+  'batch-size': ['N', 'largest inference batch, in 128-code-point chunks'],
+  'max-wait-ms': ['N', 'how long a batch waits to fill up'],
+  'log-level': ['LEVEL', 'pino level of the logs on stderr (default here: warn)'],
+};
+
+const defaultOf = (variable: string): string => VARIABLES.find((v) => v.name === variable)?.default ?? '';
+
+export const MODEL_FLAGS_USAGE = `Model options (each one sets the variable named, and wins over it; same defaults as cner serve):
+${(Object.keys(MODEL_FLAGS) as ModelFlag[])
+  .map((f) => {
+    const [arg, help] = HELP[f];
+    const variable = MODEL_FLAGS[f];
+    const dflt = f === 'log-level' ? '' : `; default ${defaultOf(variable)}`;
+    return `  --${`${f} ${arg}`.padEnd(20)} ${help} (${variable}${dflt})`;
+  })
+  .join('\n')}
 `;
 
-type ModelFlagValues = { readonly [K in keyof typeof MODEL_FLAGS]?: string | undefined };
-
-/** --model (a directory relative to the working directory), else CNER_MODEL_DIR (relative to the package root, as `cner serve` reads it), else the default bundle. */
-export function modelDirFrom(values: ModelFlagValues, env: NodeJS.ProcessEnv = process.env): string {
-  if (values.model !== undefined) return resolveModelDir(values.model, process.cwd());
-  return resolveModelDir(env['CNER_MODEL_DIR'] || DEFAULT_MODEL, PACKAGE_ROOT);
+export interface ToolSetup {
+  readonly config: Config;
+  readonly log: Logger;
+  readonly modelDir: string;
+  readonly modelOptions: ModelOptions;
 }
 
-export function modelOptionsFrom(values: ModelFlagValues, logger: Logger): ModelOptions {
-  const providers = (values.providers ?? 'cpu').split(',').map((p) => p.trim()).filter((p) => p.length > 0);
-  const unknown = providers.filter((p) => !isExecutionProvider(p));
-  if (unknown.length > 0) throw new CnerError('INVALID_CONFIG', `--providers: unknown provider(s) ${unknown.join(', ')}`);
-  return {
-    workers: int(values.workers, '--workers', DEFAULT_MODEL_OPTIONS.workers, 0),
-    maxBatchSize: int(values['batch-size'], '--batch-size', DEFAULT_MODEL_OPTIONS.maxBatchSize, 1),
-    maxWaitMs: int(values['max-wait-ms'], '--max-wait-ms', DEFAULT_MODEL_OPTIONS.maxWaitMs, 0),
-    session: {
-      executionProviders: providers as ExecutionProvider[],
-      intraOpThreads: int(values.threads, '--threads', 0, 0),
-      graphOptimizationLevel: 'all' satisfies GraphOptimizationLevel,
-    },
-    logger,
-  };
-}
-
-export function int(value: string | undefined, name: string, fallback: number, min: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < min) throw new CnerError('INVALID_CONFIG', `${name} must be an integer >= ${min}, got ${JSON.stringify(value)}`);
-  return n;
-}
-
-/** Logs go to stderr (stdout carries results); --log-level, else CNER_LOG_LEVEL, else warn. */
-export function stderrLogger(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): pino.Logger {
-  const [name, level] = flag !== undefined ? ['--log-level', flag] : ['CNER_LOG_LEVEL', env['CNER_LOG_LEVEL'] || 'warn'];
-  if (!(LOG_LEVELS as readonly string[]).includes(level)) {
-    throw new CnerError('INVALID_CONFIG', `${name} must be one of ${LOG_LEVELS.join(', ')}; got ${JSON.stringify(level)}`);
-  }
-  return pino({ level }, pino.destination(2));
+/** The configuration of a command that loads a model: flags over environment, decoded once; logs go to stderr (stdout carries results). */
+export function toolSetup(values: { readonly [K in ModelFlag]?: string | undefined }, env: NodeJS.ProcessEnv = process.env): ToolSetup {
+  const { config } = loadConfig(env, 'tool', values);
+  const log = createLogger({ level: config.logLevel, destination: 'stderr' });
+  return { config, log, modelDir: config.model.dir, modelOptions: modelOptionsOf(config.model, log) };
 }

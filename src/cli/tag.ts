@@ -11,7 +11,7 @@ import { tagRecord } from '../pipeline/tag.js';
 import { type LoadedModel, openModel } from '../model/model.js';
 import { mapOrdered, readLines, write } from './io.js';
 import { type Command, type CommandIo, EXIT } from './command.js';
-import { MODEL_FLAGS, MODEL_FLAGS_USAGE, modelDirFrom, modelOptionsFrom, stderrLogger } from './options.js';
+import { MODEL_FLAGS_USAGE, MODEL_FLAG_OPTIONS, toolSetup } from './options.js';
 
 const USAGE = `Usage: cner tag [--model DIR] < in.jsonl > out.jsonl
 
@@ -46,11 +46,11 @@ export const toCcksEntity = (e: Entity): CcksEntity => ({
 export const command: Command = {
   usage: USAGE,
   async run(argv: readonly string[], io: CommandIo): Promise<number> {
-    const { values } = parseArgs({ args: [...argv], options: { ...MODEL_FLAGS, concurrency: { type: 'string' } }, strict: true });
-    const log = stderrLogger(values['log-level']);
+    const { values } = parseArgs({ args: [...argv], options: { ...MODEL_FLAG_OPTIONS, concurrency: { type: 'string' } }, strict: true });
+    const { modelDir, modelOptions } = toolSetup(values);
     const concurrency = Number(values.concurrency ?? 64);
     if (!Number.isInteger(concurrency) || concurrency < 1) throw new CnerError('INVALID_CONFIG', '--concurrency must be an integer >= 1');
-    const model = await openModel(modelDirFrom(values), modelOptionsFrom(values, log));
+    const model = await openModel(modelDir, modelOptions);
     let failures = 0;
     try {
       const lines = nonEmpty(readLines(io.stdin));

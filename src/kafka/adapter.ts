@@ -21,7 +21,7 @@ import kafkajs from 'kafkajs';
 import snappyCodec from 'kafkajs-snappy';
 import * as lz4 from 'lz4js';
 import * as xxh32 from 'lz4js/xxh32.js';
-import type { Batch, Consumer, EachBatchPayload, IHeaders, KafkaConfig, KafkaMessage, LogEntry, Producer, SASLOptions } from 'kafkajs';
+import type { Admin, Batch, Consumer, EachBatchPayload, IHeaders, KafkaConfig, KafkaMessage, LogEntry, Producer, SASLOptions } from 'kafkajs';
 import type { Logger } from 'pino';
 import type { Compression, SaslConfig, TlsConfig } from './settings.js';
 import { CnerError, isCnerError } from '../errors.js';
@@ -35,6 +35,7 @@ import type {
   InputMessage,
   KafkaClient,
   ModelTopicClient,
+  OffsetReader,
   OutputMessage,
   StreamConsumer,
   TailOptions,
@@ -353,12 +354,8 @@ class KafkajsClient implements KafkaClient, KafkaTools, ModelTopicClient {
     });
   }
 
-  async committedOffset(topic: string, partition: number): Promise<string | null> {
-    return this.#withAdmin('fetching the committed offset', async (admin) => {
-      const [entry] = await admin.fetchOffsets({ groupId: this.groupId, topics: [topic] });
-      const offset = entry?.partitions.find((p) => p.partition === partition)?.offset;
-      return offset === undefined || offset === '-1' ? null : offset;
-    });
+  offsetReader(): OffsetReader {
+    return new KafkajsOffsetReader(this.#kafka.admin(), this.groupId);
   }
 
   async endOffsets(topic: string): Promise<Record<number, string>> {
@@ -489,6 +486,42 @@ class KafkajsClient implements KafkaClient, KafkaTools, ModelTopicClient {
     } finally {
       await admin.disconnect().catch(() => {});
     }
+  }
+}
+
+/**
+ * One admin connection, opened at the first read and kept until close(): a
+ * rebalance reads the committed offset of every partition it assigns, each
+ * right after that partition's producer fenced its earlier owner (so reads are
+ * never shared), and a connection per read cost a TCP and metadata round trip each.
+ */
+class KafkajsOffsetReader implements OffsetReader {
+  readonly #admin: Admin;
+  readonly #groupId: string;
+  #connected: Promise<void> | null = null;
+
+  constructor(admin: Admin, groupId: string) {
+    this.#admin = admin;
+    this.#groupId = groupId;
+  }
+
+  async committedOffset(topic: string, partition: number): Promise<string | null> {
+    try {
+      this.#connected ??= this.#admin.connect();
+      await this.#connected;
+      const [entry] = await this.#admin.fetchOffsets({ groupId: this.#groupId, topics: [topic] });
+      const offset = entry?.partitions.find((p) => p.partition === partition)?.offset;
+      return offset === undefined || offset === '-1' ? null : offset;
+    } catch (e) {
+      this.#connected = null; // connect again next time
+      throw classify(e, 'fetching the committed offset');
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#connected === null) return;
+    this.#connected = null;
+    await this.#admin.disconnect().catch(() => {});
   }
 }
 

@@ -170,10 +170,16 @@ export interface KafkaClient {
   /** Names of `topics` that do not exist. */
   missingTopics(topics: readonly string[]): Promise<string[]>;
   createTopics(topics: readonly TopicSpec[]): Promise<void>;
+  /** A reader of the group's committed offsets over one connection, for the life of a Kafka session. */
+  offsetReader(): OffsetReader;
+}
+
+export interface OffsetReader {
   /**
    * The group's committed offset of one partition (the next offset to read),
    * or null when the group committed none there. Read after the partition's
    * producer fenced its earlier owner, it is final: nobody else can commit.
    */
   committedOffset(topic: string, partition: number): Promise<string | null>;
+  close(): Promise<void>;
 }

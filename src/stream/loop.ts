@@ -39,9 +39,9 @@ import type { Logger } from 'pino';
 import { describeError } from '../errors.js';
 import type { Health } from '../observability/health.js';
 import type { Metrics } from '../observability/metrics.js';
-import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay, settleWithin, sleep } from '../backoff.js';
+import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay, retrying, settleWithin, sleep } from '../backoff.js';
 import type { TransactionPlan } from './plan.js';
-import type { BatchControl, InputBatch, InputMessage, KafkaClient, StreamConsumer, TransactionalProducer } from '../kafka/port.js';
+import type { BatchControl, InputBatch, InputMessage, KafkaClient, OffsetReader, StreamConsumer, TransactionalProducer } from '../kafka/port.js';
 
 export interface StreamOptions {
   readonly kafka: KafkaClient;
@@ -122,28 +122,36 @@ export class StreamProcessor {
 
   async #supervise(): Promise<void> {
     const { health, metrics, log } = this.#o;
-    let failures = 0;
-    while (!this.#stopping) {
-      const session = new Session(this.#o, this);
-      this.#session = session;
-      const error = await session.run();
-      await session.close();
-      this.#session = null;
-      health.set('consumerJoined', false);
-      if (this.#stopping) break;
-      const info = describeError(error);
-      if (!info.retriable) {
-        log.fatal({ err: error, code: info.code }, 'stream processor stopped: this error is not retried (fix the cause and restart)');
+    try {
+      await retrying(
+        async (attempt) => {
+          const session = new Session(this.#o, this);
+          this.#session = session;
+          const error = await session.run();
+          await session.close();
+          this.#session = null;
+          health.set('consumerJoined', false);
+          if (this.#stopping) return;
+          if (session.joined) attempt.progressed();
+          throw error;
+        },
+        {
+          backoff: this.#o.sessionBackoff ?? DEFAULT_BACKOFF,
+          signal: this.#abort.signal,
+          onRetry: (err, info, attempt, retryInMs) => {
+            metrics.retries.inc({ code: info.code });
+            if (info.code === 'BROKER_UNAVAILABLE') health.setAvailable('kafka', false, { err, retryInMs });
+            else if (info.code === 'REGISTRY_UNAVAILABLE') health.setAvailable('registry', false, { err, retryInMs });
+            log.warn({ err, code: info.code, attempt, retryInMs }, 'Kafka session ended: starting producer and consumer again after backoff');
+          },
+        },
+      );
+    } catch (error) {
+      if (!this.#stopping) {
+        log.fatal({ err: error, code: describeError(error).code }, 'stream processor stopped: this error is not retried (fix the cause and restart)');
         health.dead();
         throw error;
       }
-      failures = session.joined ? 1 : failures + 1;
-      const delay = backoffDelay(failures, this.#o.sessionBackoff ?? DEFAULT_BACKOFF);
-      metrics.retries.inc({ code: info.code });
-      if (info.code === 'BROKER_UNAVAILABLE') health.setAvailable('kafka', false, { err: error, retryInMs: delay });
-      else if (info.code === 'REGISTRY_UNAVAILABLE') health.setAvailable('registry', false, { err: error, retryInMs: delay });
-      log.warn({ err: error, code: info.code, attempt: failures, retryInMs: delay }, 'Kafka session ended: starting producer and consumer again after backoff');
-      await sleep(delay, this.#abort.signal);
     }
     log.info('stream processor stopped');
   }
@@ -156,6 +164,8 @@ class Session {
   /** Per partition, its writer being set up or ready (a failed setup is forgotten, so the next batch tries again). */
   readonly #writers = new Map<number, Promise<PartitionWriter>>();
   #consumer: StreamConsumer | null = null;
+  /** Committed offsets, over one admin connection for the session. */
+  readonly #offsets: OffsetReader;
   #end: ((error: unknown) => void) | null = null;
   readonly #ended: Promise<unknown>;
   /** Aborted when the session fails or closes: work not yet in a transaction is dropped. */
@@ -175,6 +185,7 @@ class Session {
   constructor(options: StreamOptions, owner: StreamProcessor) {
     this.#o = options;
     this.#owner = owner;
+    this.#offsets = options.kafka.offsetReader();
     this.#ended = new Promise((resolve) => (this.#end = resolve));
   }
 
@@ -212,6 +223,7 @@ class Session {
       // Waits for the batch handler, which returns at once unless a commit is in flight.
       await this.#consumer?.stop().catch((e: unknown) => this.#o.log.warn({ err: e }, 'consumer did not stop cleanly'));
       await Promise.all([...this.#writers.keys()].map((p) => this.#dropWriter(p)));
+      await this.#offsets.close();
     })();
     return this.#closing;
   }
@@ -266,7 +278,7 @@ class Session {
     const started = Date.now();
     try {
       await producer.connect();
-      const committed = await kafka.committedOffset(topic, partition);
+      const committed = await this.#offsets.committedOffset(topic, partition);
       health.setAvailable('kafka', true);
       log.info({ topic, partition, transactionalId, committedOffset: committed, ms: Date.now() - started }, 'transactional producer of the partition ready (its earlier owner is fenced)');
       return { producer, next: committed === null ? null : BigInt(committed), busy: Promise.resolve() };
@@ -365,19 +377,24 @@ class Session {
     const now = Date.now();
     metrics.transactions.inc({ result: 'committed' });
     metrics.batchSize.observe(slice.length);
-    metrics.eventsOut.inc(plan.events);
-    for (const f of plan.formats) metrics.recordsIn.inc({ format: f });
-    for (const [type, n] of Object.entries(plan.entityCounts)) metrics.entities.inc({ type }, n);
-    for (const ts of plan.eventTimestamps) if (Number.isFinite(ts) && ts > 0) metrics.endToEndSeconds.observe(Math.max(0, now - ts) / 1000);
-    for (const d of plan.deadLetters) {
-      metrics.deadLettered.inc({ code: d.code });
-      log.warn({ topic: batch.topic, partition: d.partition, offset: d.offset, code: d.code, reason: d.reason }, 'record dead-lettered');
+    let events = 0;
+    for (const r of plan.records) {
+      metrics.recordsIn.inc({ format: r.format });
+      if (r.kind === 'event') {
+        events++;
+        for (const type of r.entityTypes) metrics.entities.inc({ type });
+        if (Number.isFinite(r.timestamp) && r.timestamp > 0) metrics.endToEndSeconds.observe(Math.max(0, now - r.timestamp) / 1000);
+      } else {
+        metrics.deadLettered.inc({ code: r.code });
+        log.warn({ topic: batch.topic, partition: r.partition, offset: r.offset, code: r.code, reason: r.reason }, 'record dead-lettered');
+      }
     }
+    metrics.eventsOut.inc(events);
     const lag = BigInt(batch.highWatermark) - BigInt(next);
     metrics.consumerLag.set({ topic: batch.topic, partition: String(batch.partition) }, Number(lag > 0n ? lag : 0n));
     health.setAvailable('kafka', true);
     health.setAvailable('registry', true);
-    log.debug({ topic: batch.topic, partition: batch.partition, records: slice.length, events: plan.events, deadLetters: plan.deadLetters.length, nextOffset: next }, 'transaction committed');
+    log.debug({ topic: batch.topic, partition: batch.partition, records: slice.length, events, deadLetters: plan.records.length - events, nextOffset: next }, 'transaction committed');
   }
 
   /** Seek back and wait (same session), or end the session. */

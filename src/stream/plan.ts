@@ -4,16 +4,17 @@
 // on the output topic or a dead letter. No Kafka here: the loop in loop.ts
 // commits the result.
 
-import { type Either, isLeft } from 'fp-ts/lib/Either.js';
+import { isLeft } from 'fp-ts/lib/Either.js';
 import type { Logger } from 'pino';
 import { describeError } from '../errors.js';
-import { buildEvent, type ClinicalEntitiesEvent } from '../pipeline/event.js';
+import { buildEvent } from '../pipeline/event.js';
 import type { Entity } from '../pipeline/spans.js';
-import { type TaggingModel, tagRecord } from '../pipeline/tag.js';
+import { tagRecord } from '../pipeline/tag.js';
 import type { Metrics } from '../observability/metrics.js';
-import { type ModelLease, type ModelProvider, isModelProvider } from '../model/manager.js';
+import type { ModelLease, ModelProvider } from '../versions/leases.js';
 import { type DeadLetterReason, deadLetterMessage, fitDeadLetter, traceHeaders } from './dead-letter.js';
-import type { DecodeFailure, Decoded } from '../records/decode.js';
+import { type DecodeOptions, decodeMessage } from '../records/decode.js';
+import type { EventEncoder } from '../records/avro.js';
 import { BATCH_OVERHEAD_BYTES, type InputMessage, type OutputMessage, recordBytes } from '../kafka/port.js';
 
 export interface ProcessorOptions {
@@ -21,12 +22,14 @@ export interface ProcessorOptions {
   readonly dltTopic: string;
   readonly groupId: string;
   /**
-   * A fixed model, or a provider (the ModelManager) asked once per slice: the
-   * whole slice is tagged, and its events stamped, by the model it got.
+   * Asked once per slice (the ModelManager, or fixedModel()): the whole slice
+   * is tagged, and its events stamped, by the model it lent.
    */
-  readonly model: TaggingModel | ModelProvider;
-  readonly decode: (message: InputMessage) => Promise<Either<DecodeFailure, Decoded>>;
-  readonly encodeEvent: (event: ClinicalEntitiesEvent) => Buffer;
+  readonly models: ModelProvider;
+  /** How input values decode: the longest text, the Avro reader (registry schemas). */
+  readonly records: DecodeOptions;
+  /** Events out, with the registered ClinicalEntities schema. */
+  readonly encoder: Pick<EventEncoder, 'encode'>;
   /**
    * A record whose tagging keeps failing with a retriable error is
    * dead-lettered on this attempt (so one poison record cannot stall its
@@ -46,22 +49,29 @@ export interface ProcessorOptions {
 }
 
 export interface TransactionPlan {
-  /** Events and dead letters, in input order. */
+  /** Events and dead letters, in input order: what the transaction writes. */
   readonly messages: readonly OutputMessage[];
-  readonly events: number;
-  readonly deadLetters: readonly DeadLetterNote[];
-  readonly entityCounts: Readonly<Record<string, number>>;
-  /** Kafka timestamps of the records that became events (for end-to-end latency). */
-  readonly eventTimestamps: readonly number[];
-  readonly formats: readonly string[];
+  /** What became of each input record, in input order (metrics and logs, once committed). */
+  readonly records: readonly RecordOutcome[];
 }
 
-export interface DeadLetterNote {
-  readonly partition: number;
-  readonly offset: string;
-  readonly code: string;
-  readonly reason: string;
-}
+export type RecordOutcome =
+  | {
+      readonly kind: 'event';
+      readonly format: string;
+      /** Kafka timestamp of the input record (end-to-end latency). */
+      readonly timestamp: number;
+      /** The type code of each entity found. */
+      readonly entityTypes: readonly string[];
+    }
+  | {
+      readonly kind: 'dead';
+      readonly format: string;
+      readonly partition: number;
+      readonly offset: string;
+      readonly code: string;
+      readonly reason: string;
+    };
 
 /** Kafka's default max.message.bytes (topics and brokers). */
 const KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588;
@@ -74,7 +84,7 @@ type Outcome = { readonly kind: 'event'; readonly message: OutputMessage; readon
  * `maxAttempts`), the model closing.
  */
 export async function planTransaction(messages: readonly InputMessage[], attempt: number, options: ProcessorOptions): Promise<TransactionPlan> {
-  const lease: ModelLease = isModelProvider(options.model) ? options.model.acquire() : { model: options.model, shadow: null, release: () => {} };
+  const lease: ModelLease = options.models.acquire();
   const shadows: Promise<void>[] = [];
   try {
     return await plan(messages, attempt, options, lease, shadows);
@@ -88,7 +98,7 @@ export async function planTransaction(messages: readonly InputMessage[], attempt
 async function plan(messages: readonly InputMessage[], attempt: number, options: ProcessorOptions, lease: ModelLease, shadows: Promise<void>[]): Promise<TransactionPlan> {
   const now = options.now ?? Date.now;
   const model = lease.model;
-  const decoded = await Promise.all(messages.map((m) => options.decode(m)));
+  const decoded = await Promise.all(messages.map((m) => decodeMessage(m.key, m.value, options.records)));
 
   const tagged = await Promise.allSettled(
     decoded.map(async (d) => {
@@ -126,7 +136,7 @@ async function plan(messages: readonly InputMessage[], attempt: number, options:
       const out: OutputMessage = {
         topic: options.outputTopic,
         key: message.key ?? Buffer.from(d.right.record.recordId),
-        value: options.encodeEvent(event),
+        value: options.encoder.encode(event),
         headers: traceHeaders(message.headers),
       };
       const limit = (options.maxMessageBytes?.output ?? KAFKA_DEFAULT_MAX_MESSAGE_BYTES) - BATCH_OVERHEAD_BYTES;
@@ -144,29 +154,21 @@ async function plan(messages: readonly InputMessage[], attempt: number, options:
   });
 
   const out: OutputMessage[] = [];
-  const deadLetters: DeadLetterNote[] = [];
-  const entityCounts: Record<string, number> = {};
-  const eventTimestamps: number[] = [];
+  const records: RecordOutcome[] = [];
   outcomes.forEach((o, i) => {
     const message = messages[i]!;
+    const d = decoded[i]!;
+    const format = isLeft(d) ? d.left.format : d.right.format;
     if (o.kind === 'event') {
       out.push(o.message);
-      eventTimestamps.push(message.timestamp);
-      for (const e of o.entities) entityCounts[e.code] = (entityCounts[e.code] ?? 0) + 1;
+      records.push({ kind: 'event', format, timestamp: message.timestamp, entityTypes: o.entities.map((e) => e.code) });
     } else {
       const letter = deadLetterMessage(message, o.reason, options.dltTopic, options.groupId);
       const fitted = fitDeadLetter(letter, options.maxMessageBytes?.dlt ?? KAFKA_DEFAULT_MAX_MESSAGE_BYTES);
       out.push(fitted);
       const note = fitted === letter ? '' : ' (dead letter truncated to fit the dead-letter topic\'s max.message.bytes)';
-      deadLetters.push({ partition: message.partition, offset: message.offset, code: o.reason.code, reason: `${o.reason.message}${note}` });
+      records.push({ kind: 'dead', format, partition: message.partition, offset: message.offset, code: o.reason.code, reason: `${o.reason.message}${note}` });
     }
   });
-  return {
-    messages: out,
-    events: eventTimestamps.length,
-    deadLetters,
-    entityCounts,
-    eventTimestamps,
-    formats: decoded.map((d) => (isLeft(d) ? d.left.format : d.right.format)),
-  };
+  return { messages: out, records };
 }

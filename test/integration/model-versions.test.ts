@@ -18,7 +18,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { loadConfig } from '../../src/config.js';
 import { loadSchema, unframe } from '../../src/records/avro.js';
-import { ModelTopicWriter, bundleRecords, listVersions } from '../../src/model/topic.js';
+import { ModelTopicWriter, bundleRecords, listVersions } from '../../src/versions/topic.js';
 import { SchemaRegistry } from '../../src/records/registry.js';
 import { type RunningService, startService } from '../../src/service.js';
 import type { InputMessage } from '../../src/kafka/port.js';

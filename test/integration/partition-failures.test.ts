@@ -57,11 +57,7 @@ describe('failure counts per partition', { skip, timeout: 120_000 }, () => {
       }
       return {
         messages: messages.map((m) => ({ topic: names.output, key: m.key, value: m.value, headers: {} })),
-        events: messages.length,
-        deadLetters: [],
-        entityCounts: {},
-        eventTimestamps: [],
-        formats: [],
+        records: messages.map((m) => ({ kind: 'event', format: 'json', timestamp: m.timestamp, entityTypes: [] })),
       };
     };
     const metrics = createMetrics({ defaultMetrics: false });

@@ -14,11 +14,7 @@ const FAST = { initialMs: 1, maxMs: 5, multiplier: 2, jitter: 0 } as const;
 function echoPlan(messages: readonly InputMessage[]): Promise<TransactionPlan> {
   return Promise.resolve({
     messages: messages.map((m) => ({ topic: 'out', key: m.key, value: Buffer.from(`out:${m.partition}:${m.offset}`), headers: {} })),
-    events: messages.length,
-    deadLetters: [],
-    entityCounts: {},
-    eventTimestamps: messages.map((m) => m.timestamp),
-    formats: messages.map(() => 'json'),
+    records: messages.map((m) => ({ kind: 'event', format: 'json', timestamp: m.timestamp, entityTypes: [] })),
   });
 }
 
@@ -281,6 +277,7 @@ describe('StreamProcessor', () => {
     assert.equal(kafka.transactions.length, 1);
     assert.equal(kafka.committedOffsets.get(0), 4n);
     assertExactlyOnce(kafka, 4);
+    assert.equal(kafka.openOffsetReaders, 0, 'the session closed its offset reader');
   });
 
   it('exactly once across random transaction failures and session restarts', async () => {
@@ -299,6 +296,7 @@ describe('StreamProcessor', () => {
     await until('all committed', allCommitted(kafka), 20_000);
     await stream.stop();
     assertExactlyOnce(kafka, total(kafka));
+    assert.equal(kafka.openOffsetReaders, 0, 'every session, restarted or stopped, closed its offset reader');
     assert.ok(kafka.aborted >= 3, `failures were injected (${kafka.aborted})`);
   });
 });

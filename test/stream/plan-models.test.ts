@@ -6,14 +6,14 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { loadSchema, unframe } from '../../src/records/avro.js';
 import { type ProcessorOptions, planTransaction } from '../../src/stream/plan.js';
-import type { ModelLease, ModelProvider } from '../../src/model/manager.js';
+import type { ModelLease, ModelProvider } from '../../src/versions/leases.js';
 import { CnerError } from '../../src/errors.js';
 import type { TaggingModel } from '../../src/pipeline/tag.js';
 import { fakeModel, message, processorOptions } from '../helpers.js';
 
 const out = loadSchema('ClinicalEntities');
 
-const options = (model: ProcessorOptions['model']): ProcessorOptions => processorOptions(model);
+const options = (models: ModelProvider): ProcessorOptions => processorOptions(models);
 
 const json = (id: string, text: string): string => JSON.stringify({ recordId: id, sourceSystem: 's', timestamp: 1, text });
 

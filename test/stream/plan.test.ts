@@ -3,8 +3,8 @@ import { describe, it } from 'node:test';
 import { AvroReader, EventEncoder, loadSchema, unframe } from '../../src/records/avro.js';
 import { DLT_HEADERS, readDeadLetterHeaders } from '../../src/stream/dead-letter.js';
 import { BATCH_OVERHEAD_BYTES, lastHeader, recordBytes } from '../../src/kafka/port.js';
-import { decodeMessage } from '../../src/records/decode.js';
-import { type ProcessorOptions, planTransaction } from '../../src/stream/plan.js';
+import { fixedModel } from '../../src/versions/leases.js';
+import { type ProcessorOptions, type TransactionPlan, planTransaction } from '../../src/stream/plan.js';
 import { CnerError } from '../../src/errors.js';
 import type { TaggingModel } from '../../src/pipeline/tag.js';
 import { fakeModel, message, processorOptions } from '../helpers.js';
@@ -15,7 +15,9 @@ const out = loadSchema('ClinicalEntities');
 const TRACEPARENT = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
 
 const options = (model: TaggingModel, lines: string[], overrides: Partial<ProcessorOptions> = {}): ProcessorOptions =>
-  processorOptions(model, lines, { now: () => 1_700_000_000_000, ...overrides });
+  processorOptions(fixedModel(model), lines, { now: () => 1_700_000_000_000, ...overrides });
+
+const deadLetters = (plan: TransactionPlan) => plan.records.flatMap((r) => (r.kind === 'dead' ? [r] : []));
 
 const json = (r: Record<string, unknown>): string => JSON.stringify({ recordId: 'r', sourceSystem: 's', timestamp: 1, ...r });
 
@@ -30,9 +32,10 @@ describe('planTransaction', () => {
     ];
     const plan = await planTransaction(messages, 1, options(model, lines));
     assert.deepEqual(plan.messages.map((m) => m.topic), ['out', 'in.DLT', 'out']);
-    assert.equal(plan.events, 2);
-    assert.deepEqual(plan.deadLetters.map((d) => d.code), ['MISSING_TEXT']);
-    assert.deepEqual(plan.formats, ['json', 'json', 'json']);
+    assert.deepEqual(plan.records.map((r) => r.kind), ['event', 'dead', 'event']);
+    assert.deepEqual(deadLetters(plan).map((d) => d.code), ['MISSING_TEXT']);
+    assert.deepEqual(plan.records.map((r) => r.format), ['json', 'json', 'json']);
+    assert.deepEqual(plan.records.map((r) => r.kind === 'event' && r.timestamp), [messages[0]!.timestamp, false, messages[2]!.timestamp]);
 
     const first = plan.messages[0]!;
     assert.deepEqual(first.key, messages[0]!.key, 'same key as the input');
@@ -45,7 +48,7 @@ describe('planTransaction', () => {
     assert.equal(event.processedAt, 1_700_000_000_000);
     // the fake model puts B-DIS on the first code point of each chunk
     assert.deepEqual(event.entities.map((e) => [e.type, e.label, e.start, e.end, e.text]), [['DIS', '疾病和诊断', 0, 1, '咳']]);
-    assert.equal(plan.entityCounts['DIS'], 2);
+    assert.deepEqual(plan.records.flatMap((r) => (r.kind === 'event' ? r.entityTypes : [])), ['DIS', 'DIS']);
 
     const dead = plan.messages[1]!;
     assert.deepEqual(dead.value, messages[1]!.value, 'original bytes');
@@ -67,7 +70,7 @@ describe('planTransaction', () => {
     assert.equal(lastHeader(dead.headers, DLT_HEADERS.valueTruncated)?.toString(), String(messages[0]!.value!.length), 'original size in a header');
     assert.ok(recordBytes(dead) <= 900 - BATCH_OVERHEAD_BYTES, 'fits the dead-letter topic');
     assert.deepEqual(dead.value, messages[0]!.value!.subarray(0, dead.value!.length), 'a prefix of the original value');
-    assert.match(plan.deadLetters[0]!.reason, /truncated/);
+    assert.match(deadLetters(plan)[0]!.reason, /truncated/);
   });
 
   it('tags the records of a slice concurrently (one inference call per record, all in flight together)', async () => {
@@ -95,7 +98,7 @@ describe('planTransaction', () => {
     await assert.rejects(planTransaction(messages, 1, options(model, [])), (e: unknown) => e instanceof CnerError && e.code === 'INFERENCE_FAILED');
     await assert.rejects(planTransaction(messages, 2, options(model, [])), CnerError);
     const plan = await planTransaction(messages, 3, options(model, []));
-    assert.equal(plan.deadLetters[0]?.code, 'PROCESSING_FAILED');
+    assert.equal(deadLetters(plan)[0]?.code, 'PROCESSING_FAILED');
     assert.match(readDeadLetterHeaders(plan.messages[0]!.headers)!.message, /INFERENCE_FAILED after 3 attempts/);
   });
 
@@ -104,7 +107,7 @@ describe('planTransaction', () => {
     const messages = [message(0, 0, json({ recordId: 'a', text: '腹痛' })), message(0, 1, json({ recordId: 'b', text: '腹泻三天' }))];
     const plan = await planTransaction(messages, 1, options(model, []));
     assert.deepEqual(plan.messages.map((m) => m.topic), ['in.DLT', 'out']);
-    assert.equal(plan.deadLetters[0]?.code, 'PROCESSING_FAILED');
+    assert.equal(deadLetters(plan)[0]?.code, 'PROCESSING_FAILED');
   });
 
   it('does not dead-letter anything while the model is closing', async () => {
@@ -119,7 +122,7 @@ describe('planTransaction', () => {
       },
     });
     const value = Buffer.concat([Buffer.from([0, 0, 0, 0, 9]), emr.type.toBuffer({ recordId: 'a', text: 't', sourceSystem: 's', timestamp: 1, metadata: null })]);
-    const o = options(await fakeModel(), [], { decode: (m) => decodeMessage(m.key, m.value, { maxTextLength: 50, avro: reader }) });
+    const o = options(await fakeModel(), [], { records: { maxTextLength: 50, avro: reader } });
     await assert.rejects(planTransaction([message(0, 0, value)], 1, o), (e: unknown) => e instanceof CnerError && e.code === 'REGISTRY_UNAVAILABLE');
   });
 
@@ -147,13 +150,15 @@ describe('planTransaction', () => {
       message(0, 8, json({ recordId: 'enc-fail', text: CANARY, metadata: { note: CANARY } })), // tagged: its event must not be logged either
     ];
     const o = options(model, lines, {
-      encodeEvent: (e) => {
-        if (e.recordId === 'enc-fail') throw new Error(`cannot encode ${JSON.stringify(e)}`); // a third-party message quoting the value
-        return encoderFails.encode(e);
+      encoder: {
+        encode: (e) => {
+          if (e.recordId === 'enc-fail') throw new Error(`cannot encode ${JSON.stringify(e)}`); // a third-party message quoting the value
+          return encoderFails.encode(e);
+        },
       },
     });
     const plan = await planTransaction(messages, 3, o);
-    assert.equal(plan.deadLetters.length, messages.length);
+    assert.equal(deadLetters(plan).length, messages.length);
     for (const m of plan.messages) {
       for (const [name, value] of Object.entries(m.headers)) assert.doesNotMatch(String(value), /CANARY|张三/, `header ${name}`);
     }

@@ -8,6 +8,7 @@ from .evaluate import EvaluateConfig, evaluate_bundle
 from .export import ExportConfig, export
 from .golden import GoldenConfig, golden
 from .pretrain import PretrainConfig, pretrain
+from .pseudo import PseudoConfig, pseudo_label
 from .publish import PublishConfig, publish
 from .quantize import QuantizeConfig, quantize
 from .report import ReportConfig, report
@@ -20,6 +21,8 @@ COMMANDS = {
             "(parity with ONNX Runtime) and build the tagger vocabulary"),
     "w2v": (W2VConfig, train_w2v, "train 128-d word2vec character vectors for the non-ALBERT baselines"),
     "train": (TrainConfig, train, "fine-tune a tagger on CCKS-2019 with the fixed dev split; keeps the best epoch"),
+    "pseudo": (PseudoConfig, pseudo_label, "self-training data: a teacher bundle tags the unlabeled EMR text of the "
+               "medical corpus; the chunks it is sure of become CCKS-format records for train --extra"),
     "evaluate": (EvaluateConfig, evaluate_bundle, "strict entity-level P/R/F1 of an exported bundle (ONNX Runtime) on a CCKS-format file"),
     "report": (ReportConfig, report, "markdown tables of the runs in training/results (models, optimizers, heads)"),
     "export": (ExportConfig, export, "write the model bundle (ONNX, CRF, labels, vocab, config, manifest) of a training run"),

@@ -125,6 +125,12 @@ class ConstrainedDecoder:
         log_z = float(_logsumexp(alpha[n - 1] + self.end, axis=0))
         return alpha, beta, log_z
 
+    def tag_marginals(self, emissions: np.ndarray,
+                      fb: tuple[np.ndarray, np.ndarray, float] | None = None) -> np.ndarray:
+        """P(y_i = tag) under the constrained CRF: [seq, tags], each row summing to 1."""
+        alpha, beta, log_z = fb if fb is not None else self.forward_backward(emissions)
+        return np.exp(alpha + beta - log_z)
+
     def span_confidence(self, emissions: np.ndarray, start: int, end: int, code: str,
                         fb: tuple[np.ndarray, np.ndarray, float] | None = None) -> float:
         """P(y_start = B-X, y_start+1..end-1 = I-X, y_end != I-X) under the constrained CRF."""

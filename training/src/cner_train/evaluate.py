@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .corpus import dev_split, read_ccks
 from .crf import ConstrainedDecoder
-from .data import eval_batches, make_examples, pad_batch, pad_features
+from .data import Example, eval_batches, make_examples, pad_batch, pad_features
 from .lexicon import Lexicon
 from .metrics import format_table, strict_prf
 from .text import Span, spans_from_tags
@@ -30,7 +33,9 @@ class EvaluateConfig:
     threads: int = 0
 
 
-def bundle_predict(bundle: Path, records, threads: int = 0) -> list[list[Span]]:
+def bundle_emissions(bundle: Path, records, threads: int = 0) -> Iterator[tuple[Example, np.ndarray]]:
+    """(chunk example, emissions [chunk length, tags]) for every chunk of the records, through ONNX Runtime
+    exactly as the processor feeds the bundle; chunks come shortest first."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -38,19 +43,28 @@ def bundle_predict(bundle: Path, records, threads: int = 0) -> list[list[Span]]:
         opts.intra_op_num_threads = threads
     sess = ort.InferenceSession(str(bundle / "model.onnx"), opts, providers=["CPUExecutionProvider"])
     vocab = Vocab.load(bundle / "vocab.txt")
-    decoder = ConstrainedDecoder.from_json(json.loads((bundle / "crf.json").read_text(encoding="utf-8")))
     lexicon = Lexicon.load(bundle / "lexicon.tsv") if (bundle / "lexicon.tsv").exists() else None
     examples = make_examples(records, vocab, lexicon=lexicon)
-    out: list[list[Span]] = [[] for _ in records]
     for _, batch in eval_batches(examples, 32):
         ids, mask, _ = pad_batch(batch)
         feeds = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
         if lexicon is not None:
             feeds["lexicon_features"] = pad_features(batch).numpy()
-        em = sess.run(["emissions"], feeds)[0]
+        em = sess.run(["emissions"], feeds)[0]  # [batch, seq, tags]
         for row, x in enumerate(batch):
-            path = decoder.viterbi(em[row, : len(x.ids)])
-            out[x.record].extend(Span(s.start + x.offset, s.end + x.offset, s.code) for s in spans_from_tags(path))
+            yield x, em[row, : len(x.ids)]
+
+
+def bundle_decoder(bundle: Path) -> ConstrainedDecoder:
+    return ConstrainedDecoder.from_json(json.loads((bundle / "crf.json").read_text(encoding="utf-8")))
+
+
+def bundle_predict(bundle: Path, records, threads: int = 0) -> list[list[Span]]:
+    decoder = bundle_decoder(bundle)
+    out: list[list[Span]] = [[] for _ in records]
+    for x, em in bundle_emissions(bundle, records, threads):
+        path = decoder.viterbi(em)
+        out[x.record].extend(Span(s.start + x.offset, s.end + x.offset, s.code) for s in spans_from_tags(path))
     return out
 
 

@@ -279,6 +279,8 @@ def load_run_lexicon(run: Path, model: Tagger) -> Lexicon | None:
 def protocol_of(train_cfg: dict) -> str:
     dev, seed = train_cfg.get("dev_size", 0), train_cfg.get("split_seed")
     extra = " + the CCKS-2020 records" if train_cfg.get("ccks2020") else ""
+    if train_cfg.get("extra"):
+        extra += " + the records of " + ", ".join(Path(e).name for e in train_cfg["extra"]) + " (cner-train pseudo)"
     if not dev:
         return f"trained on all CCKS-2019 training records{extra}; no dev split (fixed epochs)"
     return (f"dev = {dev} of the 1,000 CCKS-2019 training records (seeded split, seed {seed}); "

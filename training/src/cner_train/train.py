@@ -40,6 +40,8 @@ class TrainConfig:
     ccks2019: str = field(metadata={"help": "CCKS-2019 train.jsonl"})
     out: str = field(metadata={"help": "run folder (model.pt, metrics.json, dev predictions)"})
     ccks2020: str | None = field(default=None, metadata={"help": "CCKS-2020 train_new.jsonl, added to the training part"})
+    extra: list[str] = field(default_factory=list, metadata={
+        "help": "more CCKS-format files for the training part only (comma-separated), e.g. cner-train pseudo output"})
     vocab: str | None = field(default=None, metadata={"help": "vocab.txt (defaults to the pretrained encoder's)"})
     pretrained: str | None = field(default=None, metadata={
         "help": "pretrained encoder.pt: ALBERT from cner-train pretrain (embedder=albert), "
@@ -174,6 +176,9 @@ def load_data(cfg: TrainConfig) -> tuple[list[Record], list[Record], list[Path]]
     if cfg.ccks2020:
         paths.append(Path(cfg.ccks2020))
         train_recs += read_ccks(paths[-1], prefix="ccks2020-")
+    for i, extra in enumerate(cfg.extra):
+        paths.append(Path(extra))
+        train_recs += read_ccks(paths[-1], prefix=f"extra{i}-")
     return train_recs, dev_recs, paths
 
 

@@ -1,7 +1,7 @@
 // The model-version topic from the Kafka side: publishing a bundle (the
 // TypeScript twin of `cner-train publish`), selecting the live version,
 // reading the topic once (`cner model list`), and the value decoder the
-// ModelManager uses. Records and their layout: src/model/versions.ts and
+// ModelManager uses. Records and their layout: src/versions/catalog.ts and
 // docs/model-versions.md.
 
 import { readFile } from 'node:fs/promises';
@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type avro from 'avsc';
 import { DEFAULT_PART_BYTES, packBundle, sha256Hex, splitArchive } from './archive.js';
-import { ModelCatalog, type ModelTopicRecord, type ModelVersionInfo, SAFE_VERSION, keyOf, modelSchema, fromAvro, toAvro } from './versions.js';
+import { ModelCatalog, type ModelTopicRecord, type ModelVersionInfo, SAFE_VERSION, keyOf, modelSchema, fromAvro, toAvro } from './catalog.js';
 import { TAGS } from '../pipeline/labels.js';
 import { CnerError } from '../errors.js';
 import { frame, unframe } from '../records/avro.js';

@@ -5,56 +5,15 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, it } from 'node:test';
 import pino from 'pino';
-import { bundleRecords } from '../../src/model/topic.js';
-import type { InputMessage, ModelTopicClient, TailOptions } from '../../src/kafka/port.js';
-import { packBundle } from '../../src/model/archive.js';
-import { ModelManager } from '../../src/model/manager.js';
+import { bundleRecords } from '../../src/versions/topic.js';
+import { packBundle } from '../../src/versions/archive.js';
+import { ModelManager } from '../../src/versions/manager.js';
 import { openModel } from '../../src/model/model.js';
-import { type ModelTopicRecord, fromAvro, keyOf, modelSchema, toAvro } from '../../src/model/versions.js';
+import { type ModelTopicRecord, fromAvro, modelSchema } from '../../src/versions/catalog.js';
+import { FakeModelTopic } from './fake-topic.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import { tagRecord } from '../../src/pipeline/tag.js';
-import { TINY, type Variant, tinyVariant } from './variants.js';
-
-/** The model topic in memory: one partition, records delivered to the tail as they are written. */
-class FakeModelTopic implements ModelTopicClient {
-  readonly log: InputMessage[] = [];
-  exists = true;
-  tails = 0;
-  #tail: TailOptions | null = null;
-  async missingTopics(topics: readonly string[]): Promise<string[]> {
-    return this.exists ? [] : [...topics];
-  }
-  /** The reader dies (broker gone); records written meanwhile reach no one. */
-  crash(): void {
-    const tail = this.#tail;
-    this.#tail = null;
-    tail?.onCrash(new Error('connection lost'));
-  }
-  async createTopics(): Promise<void> {}
-  async endOffsets(): Promise<Record<number, string>> {
-    return { 0: String(this.log.length) };
-  }
-  async tail(_topic: string, options: TailOptions) {
-    this.tails++;
-    this.#tail = options;
-    await options.onMessages([...this.log]);
-    return { stop: async () => void (this.#tail = null) };
-  }
-  async produceEach(): Promise<void> {}
-  async write(records: readonly ModelTopicRecord[], corrupt?: (r: ModelTopicRecord) => ModelTopicRecord): Promise<void> {
-    const msgs = records.map((r): InputMessage => ({
-      topic: 't',
-      partition: 0,
-      offset: String(this.log.length),
-      key: Buffer.from(keyOf(r)),
-      value: modelSchema().type.toBuffer(toAvro(corrupt?.(r) ?? r)),
-      headers: {},
-      timestamp: Date.now(),
-    })).map((m, i) => ({ ...m, offset: String(this.log.length + i) }));
-    this.log.push(...msgs);
-    await this.#tail?.onMessages(msgs);
-  }
-}
+import { TINY, type Variant, tinyVariant } from '../model/variants.js';
 
 const live = (version: string): ModelTopicRecord => ({ kind: 'live', live: { version, by: 'test', reason: '', at: Date.now() } });
 
@@ -79,7 +38,6 @@ async function manager(topic: FakeModelTopic, shadowFraction = 0, createTopic = 
     shadowFraction,
     metrics,
     log: pino({ level: 'silent' }),
-    tagRecord,
     catchUpTimeoutMs: 5_000,
   });
   return { m, metrics };

@@ -5,10 +5,10 @@ import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { Header } from 'tar';
-import { packBundle, reassemble, rejectReason, sha256Hex, splitArchive, unpackArchive } from '../../src/model/archive.js';
-import { checkContents } from '../../src/model/manager.js';
+import { packBundle, reassemble, rejectReason, sha256Hex, splitArchive, unpackArchive } from '../../src/versions/archive.js';
+import { checkContents } from '../../src/versions/store.js';
 import { PACKAGE_ROOT } from '../../src/config.js';
-import { TINY, tinyVariant } from './variants.js';
+import { TINY, tinyVariant } from '../model/variants.js';
 
 const reasonOf = async (fn: () => unknown): Promise<string | null> => {
   try {
