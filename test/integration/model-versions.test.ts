@@ -54,17 +54,20 @@ describe('model versions: publish, verify, hot-swap, reject, roll back', { skip,
   it('switches between batches, tags every record exactly once, rejects broken versions', async (t) => {
     // v1 on the topic, live, before the processor starts: it must start on v1, not on the bundled tiny-0.
     const v1 = await tinyVariant('v1');
-    const python = path.join(ROOT, '.venv', 'bin', 'cner-train');
+    const python = path.join(ROOT, '.venv', 'bin', 'python');
+    // The venv is shared by every checkout (scripts/setup.sh) and its editable
+    // install points at the one that last ran setup: run this checkout's sources.
+    const env = { ...process.env, PYTHONPATH: path.join(ROOT, 'training', 'src') };
     const hasStreamExtra = (): boolean => {
       try {
-        execFileSync(path.join(ROOT, '.venv', 'bin', 'python'), ['-c', 'import confluent_kafka, fastavro, requests'], { stdio: 'ignore' });
+        execFileSync(python, ['-c', 'import confluent_kafka, fastavro, requests'], { stdio: 'ignore' });
         return true;
       } catch {
         return false;
       }
     };
     if (existsSync(python) && hasStreamExtra()) {
-      execFileSync(python, ['publish', '--bundle', v1, '--live', 'true', '--part-bytes', '100000', '--topic', modelTopic, '--brokers', s.brokers, '--registry-url', s.registryUrl], { stdio: 'pipe' });
+      execFileSync(python, ['-m', 'cner_train.cli', 'publish', '--bundle', v1, '--live', 'true', '--part-bytes', '100000', '--topic', modelTopic, '--brokers', s.brokers, '--registry-url', s.registryUrl], { stdio: 'pipe', env });
       t.diagnostic('v1 published by cner-train publish (Python)');
     } else {
       t.diagnostic('v1 published by the TypeScript writer (no .venv with the training package\'s `stream` extra)');
