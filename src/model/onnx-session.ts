@@ -62,6 +62,11 @@ export async function createSession(modelPath: string, config: SessionConfig = D
         executionProviders: provider === 'cpu' ? ['cpu'] : [EXECUTION_PROVIDERS[provider], 'cpu'],
         intraOpNumThreads: config.intraOpThreads,
         graphOptimizationLevel: config.graphOptimizationLevel,
+        // The memory pattern is planned per input shape and kept, and every
+        // batch here has a shape of its own (rows × longest chunk): with it
+        // on, one session grew to 314 MB over four shapes, without it 205 MB,
+        // at the same speed (bench/NOTES.md). The arena stays: without it runs were 5-10 % slower.
+        enableMemPattern: false,
       });
     } catch (cause) {
       const reason = cause instanceof Error ? cause.message : String(cause);
