@@ -1,11 +1,14 @@
 """The Python peer of `npm run bench`: onnxruntime (Python) + numpy Viterbi.
 
 The same model.onnx, thread settings and graph optimization level as the
-processor's onnxruntime-node session (src/model/onnx-session.ts); fixed
-padding to 128 and batches of 32 chunks, as a Python service would batch.
+processor's onnxruntime-node session (src/model/onnx-session.ts). Naive:
+fixed padding to 128 and batches of 32 chunks, as a quick Python service
+batches. Careful (--careful): chunks sorted by length, batches of cner's
+size, each padded to its longest chunk, and the session without the memory
+pattern (as cner's), which is what a good Python engineer writes.
 Started by bench/peers.ts; see peer_common.py for the protocol.
 
-    .venv/bin/python bench/python_peer.py --bundle models/default --threads 1
+    .venv/bin/python bench/python_peer.py --bundle models/default --threads 1 [--careful --batch-size 32]
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ import onnxruntime as ort
 from peer_common import Tagger, serve
 
 
-def session(bundle: Path, threads: int, optimization: str) -> ort.InferenceSession:
+def session(bundle: Path, threads: int, optimization: str, careful: bool) -> ort.InferenceSession:
     opts = ort.SessionOptions()
+    # The memory pattern is planned per input shape: useless with dynamic padding (cner turns it off too).
+    opts.enable_mem_pattern = not careful
     # 0 = onnxruntime's choice (one per core), as intraOpNumThreads 0 in onnxruntime-node.
     opts.intra_op_num_threads = threads
     # Sequential execution (onnxruntime-node's default): the inter-op pool is unused.
@@ -40,9 +45,11 @@ def main() -> None:
     p.add_argument("--bundle", type=Path, required=True)
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (0 = one per core)")
     p.add_argument("--optimization", default="all", choices=["disabled", "basic", "extended", "all"])
+    p.add_argument("--careful", action="store_true", help="length-sorted chunks, dynamic padding per batch")
+    p.add_argument("--batch-size", type=int, default=32, help="chunks per batch")
     args = p.parse_args()
 
-    sess = session(args.bundle, args.threads, args.optimization)
+    sess = session(args.bundle, args.threads, args.optimization, args.careful)
 
     def emit(ids: np.ndarray, mask: np.ndarray, feats: np.ndarray | None) -> np.ndarray:
         feeds = {"input_ids": ids, "attention_mask": mask}
@@ -51,9 +58,12 @@ def main() -> None:
         return sess.run(["emissions"], feeds)[0]
 
     serve(
-        Tagger(args.bundle, emit),
+        Tagger(args.bundle, emit, careful=args.careful, batch_size=args.batch_size),
         {
-            "name": "onnxruntime (Python) + numpy Viterbi",
+            "name": "onnxruntime (Python, length-sorted, dynamic padding) + numpy Viterbi" if args.careful
+            else "onnxruntime (Python) + numpy Viterbi",
+            "batching": f"sorted by length, batches of {args.batch_size} padded to their longest chunk" if args.careful
+            else f"batches of {args.batch_size} padded to 128",
             "python": platform.python_version(),
             "onnxruntime": ort.__version__,
             "numpy": np.__version__,

@@ -69,6 +69,10 @@ async function main(o: BenchOptions): Promise<number> {
     progress('starting the Python peers and opening the model');
     const script = (name: string): string => path.join(o.root, 'bench', name);
     peers.push({ key: 'python', peer: await Peer.start('python', o.python, script('python_peer.py'), ['--bundle', o.bundle, '--threads', String(peerThreads)], o.root) });
+    peers.push({
+      key: 'python-careful',
+      peer: await Peer.start('python-careful', o.python, script('python_peer.py'), ['--bundle', o.bundle, '--threads', String(peerThreads), '--careful', '--batch-size', String(o.settings.maxBatchSize)], o.root),
+    });
     // The PyTorch peer rebuilds the float model from the bundle's initializers: an int8 bundle has none to rebuild.
     const quantized = (await quantizationOf(o.bundle)) !== null;
     if (quantized && o.torch) progress('the PyTorch peer is left out: it cannot represent an int8 bundle (--bundle a float32 one to include it)');
@@ -79,7 +83,8 @@ async function main(o: BenchOptions): Promise<number> {
       });
     }
     for (const { peer } of peers) await peer.load(textsFile);
-    machine.python = { ...peers[0]!.peer.info, ...(peers[1]?.peer.info['torch'] === undefined ? {} : { torch: peers[1].peer.info['torch'] }) };
+    const torch = peers.find((p) => p.key === 'torch')?.peer.info['torch'];
+    machine.python = { ...peers[0]!.peer.info, ...(torch === undefined ? {} : { torch }) };
     cner = await InProcessCner.open(o.cnerBundle, o.settings);
     const sameModel = o.cnerBundle === o.bundle;
 

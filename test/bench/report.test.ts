@@ -92,6 +92,14 @@ describe('judgeTargets', () => {
     assert.match(judgeTargets(result({ settings })).find((x) => x.name.includes('PyTorch'))!.measured, /F1 on dev records its training saw 91\.80 vs float32 91\.70/);
   });
 
+  it('holds cner to 1.2× the careful Python peer (length-sorted, dynamic padding), not to 2×', () => {
+    const careful = (speedup: number) => judgeTargets(result({ peers: { ...result().peers, 'python-careful': peer(speedup, 0) } })).find((x) => x.name.includes('careful'))!;
+    assert.equal(careful(1.3).pass, true);
+    assert.equal(careful(1.1).pass, false);
+    assert.equal(careful(1.1).target, '≥ 1.2×, 0 mismatches');
+    assert.equal(judgeTargets(result()).find((x) => x.name.includes('careful'))!.pass, null, 'not run');
+  });
+
   it('leaves what did not run unjudged', () => {
     const t = judgeTargets(result());
     assert.equal(t.find((x) => x.name.startsWith('Viterbi'))?.pass, null);
