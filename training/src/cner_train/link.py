@@ -1,0 +1,359 @@
+"""Linking diagnoses to ICD-10 (Beijing clinical edition v601): the CHIP-CDN task.
+
+A diagnosis as a clinician wrote it (``右肺MT``, ``胃癌伴幽门梗阻``) maps to one
+or several standard names of the 40,474-row candidate table. The linker is a
+bi-encoder on bge-small-zh-v1.5: the diagnosis and every candidate name are
+embedded by the same encoder (``[CLS]`` state, L2-normalized), so the names
+are embedded once when the bundle is built and a query costs one short
+forward pass and one matrix product.
+
+Training (``cner-train link-train``): contrastive (InfoNCE) on the training
+pairs, each (diagnosis, gold name) against the other names of the batch and
+the zero-shot encoder's nearest wrong names (hard negatives), at a
+temperature. How many names to keep: the best name of the whole text and of
+each of its parts (split at ``，、；`` and the like, where clinicians list
+diagnoses), each kept when its cosine clears a threshold chosen on a slice of
+the training side, never on the dev split.
+
+Tokenization is the tagger's (docs/contract.md): one token per code point
+through cner's character vocabulary, ``[CLS]``/``[SEP]`` added inside the
+model, so the TypeScript side feeds character ids exactly as it does for the
+tagger.
+
+Metric (CBLUE's): per record the set of predicted names against the set of
+gold names; micro precision, recall and F1 over all records.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .bge import load_encoder, pruned_state_dict, tagger_vocab
+from .models import frame
+from .vocab import PAD_ID, Vocab
+
+log = logging.getLogger(__name__)
+
+# Where a clinician's diagnosis string lists several diagnoses.
+PART_SEPARATORS = re.compile(r"[，,、;；/\\|\s]+|(?<=[^\s])伴(?=[^\s])|(?<=[^\s])并(?=[^\s])")
+MAX_QUERY_LEN = 64
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    codes: tuple[str, ...]  # one name can head several rows (a category and its only subcategory)
+
+
+def read_candidates(path: Path) -> list[Candidate]:
+    """The ``code<TAB>name`` table → one candidate per distinct name, codes in table order."""
+    codes: dict[str, list[str]] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            code, name = line.split("\t", 1)
+            codes.setdefault(name.strip(), []).append(code.strip())
+    return [Candidate(n, tuple(c)) for n, c in codes.items()]
+
+
+def read_pairs(path: Path) -> list[tuple[str, tuple[str, ...]]]:
+    """CHIP-CDN JSON Lines: ``text`` and its ``normalized`` names."""
+    out = []
+    with open(path, encoding="utf-8-sig") as f:
+        for line in f:
+            if line.strip():
+                obj = json.loads(line)
+                norm = obj.get("normalized", [])
+                out.append((obj["text"], tuple(norm if isinstance(norm, list) else str(norm).split("##"))))
+    return out
+
+
+def split_pairs(n: int, dev_size: int, seed: int) -> tuple[list[int], list[int]]:
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return sorted(order[dev_size:]), sorted(order[:dev_size])
+
+
+def set_prf(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict:
+    """CBLUE's CHIP-CDN metric: micro P/R/F1 of per-record name sets (in percent)."""
+    tp = sum(len(set(g) & set(p)) for g, p in zip(gold, pred, strict=True))
+    n_pred = sum(len(set(p)) for p in pred)
+    n_gold = sum(len(set(g)) for g in gold)
+    precision = 100.0 * tp / n_pred if n_pred else 0.0
+    recall = 100.0 * tp / n_gold if n_gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "predicted": n_pred, "gold": n_gold}
+
+
+def query_parts(text: str) -> list[str]:
+    """The whole text, then its parts when it lists several diagnoses (parts of two code points or more)."""
+    parts = [p for p in PART_SEPARATORS.split(text) if len(p) >= 2]
+    return [text] + [p for p in parts if p != text]
+
+
+class LinkEncoder(nn.Module):
+    """BertModel → the ``[CLS]`` state, L2-normalized. input_ids, attention_mask: [batch, seq] → [batch, hidden]."""
+
+    def __init__(self, bert: nn.Module):
+        super().__init__()
+        self.bert = bert
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        ids, mask = frame(input_ids, attention_mask)  # [batch, seq + 2]
+        cls = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]  # [batch, hidden]
+        return nn.functional.normalize(cls.float(), dim=-1)
+
+
+def encode_batch(vocab: Vocab, texts: Sequence[str], max_len: int = MAX_QUERY_LEN) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), each [batch, longest] int64, right-padded, texts cut at ``max_len`` code points."""
+    rows = [vocab.encode(t[:max_len]) or [PAD_ID] for t in texts]
+    seq = max(len(r) for r in rows)
+    ids = np.full((len(rows), seq), PAD_ID, dtype=np.int64)
+    mask = np.zeros((len(rows), seq), dtype=np.int64)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = r
+        mask[i, : len(r)] = 1
+    return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+@torch.no_grad()
+def embed(model: LinkEncoder, vocab: Vocab, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    """[len(texts), hidden] float32, unit rows; texts grouped by length so padding stays small."""
+    model.eval()
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = np.zeros((len(texts), model.bert.config.hidden_size), dtype=np.float32)
+    for b in range(0, len(order), batch_size):
+        idx = order[b : b + batch_size]
+        ids, mask = encode_batch(vocab, [texts[i] for i in idx])
+        out[idx] = model(ids, mask).numpy()
+    return out
+
+
+def top_k(queries: np.ndarray, names: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, cosines), each [queries, k], best first."""
+    scores = queries @ names.T  # [queries, names]
+    k = min(k, names.shape[0])
+    idx = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    part = np.take_along_axis(scores, idx, axis=1)
+    order = np.argsort(-part, axis=1)
+    return np.take_along_axis(idx, order, axis=1), np.take_along_axis(part, order, axis=1)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Which names to keep for one diagnosis string: the best name of the whole text, kept when its cosine
+    is at least ``whole``; the best name of each listed part, kept when at least ``part``; at most ``max_names``."""
+
+    whole: float = 0.0
+    part: float = 0.8
+    max_names: int = 6
+
+    def choose(self, parts: list[tuple[np.ndarray, np.ndarray]]) -> list[int]:
+        """parts: (indices, cosines) of the whole text first, then of each part → chosen name indices, best first."""
+        (w_idx, w_cos), rest = parts[0], parts[1:]
+        scored: dict[int, float] = {}
+        if w_cos[0] >= self.whole or not rest:
+            scored[int(w_idx[0])] = float(w_cos[0])
+        for idx, cos in rest:
+            if cos[0] >= self.part:
+                scored[int(idx[0])] = max(scored.get(int(idx[0]), -1.0), float(cos[0]))
+        if not scored:  # never nothing: the best name of the whole text
+            scored[int(w_idx[0])] = float(w_cos[0])
+        return [i for i, _ in sorted(scored.items(), key=lambda kv: -kv[1])][: self.max_names]
+
+
+def retrieve_parts(model: LinkEncoder, vocab: Vocab, texts: Sequence[str], name_vecs: np.ndarray,
+                   k: int = 1) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """For each text, the top-k (indices, cosines) of the whole text and of each of its parts."""
+    pieces = [query_parts(t) for t in texts]
+    flat = [p for ps in pieces for p in ps]
+    idx, cos = top_k(embed(model, vocab, flat), name_vecs, k)
+    out, at = [], 0
+    for ps in pieces:
+        out.append([(idx[at + j], cos[at + j]) for j in range(len(ps))])
+        at += len(ps)
+    return out
+
+
+def fit_decision(retrieved: list[list[tuple[np.ndarray, np.ndarray]]], gold: Sequence[Sequence[str]],
+                 names: Sequence[str]) -> tuple[Decision, float]:
+    """The thresholds with the best set F1 on these records (a grid over cosines)."""
+    best = (Decision(), -1.0)
+    grid = [round(x, 2) for x in np.arange(0.5, 1.0, 0.02)]
+    for whole in [0.0, *grid]:
+        for part in grid:
+            d = Decision(whole=whole, part=part)
+            f1 = set_prf(gold, [[names[i] for i in d.choose(r)] for r in retrieved])["f1"]
+            if f1 > best[1]:
+                best = (d, f1)
+    return best
+
+
+@dataclass
+class LinkTrainConfig:
+    pairs: str = field(metadata={"help": "CHIP-CDN train.jsonl (text → normalized names)"})
+    candidates: str = field(metadata={"help": "icd10_beijing_clinical_v601_cdn.tsv (code<TAB>name)"})
+    encoder: str = field(metadata={"help": "encoder.pt from cner-train bge"})
+    out: str = field(metadata={"help": "run folder (model.pt, vocab.txt, metrics.json)"})
+    extra_texts: list[str] = field(default_factory=list, metadata={
+        "help": "more text files whose characters join the vocabulary (e.g. the CCKS training files), comma-separated"})
+    dev_size: int = field(default=1000, metadata={"help": "pairs held out as the dev split (seeded)"})
+    split_seed: int = 42
+    tune_size: int = field(default=500, metadata={"help": "training-side pairs held back to choose the thresholds"})
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 3e-5
+    warmup_ratio: float = 0.1
+    temperature: float = 0.05
+    hard_negatives: int = field(default=3, metadata={"help": "wrong names per pair from the zero-shot encoder's nearest"})
+    bf16: bool = False
+    seed: int = 1
+    threads: int = 0
+    max_minutes: float = 0.0
+
+
+def build_vocab(bert_tokens: list[str], texts: Sequence[str]) -> Vocab:
+    return tagger_vocab(bert_tokens, [], texts, min_count=1)
+
+
+def train_linker(cfg: LinkTrainConfig) -> dict:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    started = time.time()
+
+    pairs = read_pairs(Path(cfg.pairs))
+    cands = read_candidates(Path(cfg.candidates))
+    names = [c.name for c in cands]
+    name_index = {n: i for i, n in enumerate(names)}
+    tr_idx, dev_idx = split_pairs(len(pairs), cfg.dev_size, cfg.split_seed)
+    rng = random.Random(cfg.split_seed)
+    rng.shuffle(tr_idx)
+    tune_idx, fit_idx = sorted(tr_idx[: cfg.tune_size]), sorted(tr_idx[cfg.tune_size :])
+    fit, tune, dev = ([pairs[i] for i in ix] for ix in (fit_idx, tune_idx, dev_idx))
+    log.info("pairs: %d train (%d fit, %d tune the thresholds), %d dev; %d candidate names",
+             len(fit) + len(tune), len(fit), len(tune), len(dev), len(names))
+
+    encoder = load_encoder(Path(cfg.encoder))
+    extra = []
+    for p in cfg.extra_texts:
+        extra += Path(p).read_text(encoding="utf-8").splitlines()
+    vocab = build_vocab(encoder["vocab"], names + [t for t, _ in pairs] + extra)
+    from .bge import build_bert
+
+    bert = build_bert(encoder["bert_config"], len(vocab))
+    bert.load_state_dict(pruned_state_dict(encoder, vocab), strict=False)
+    model = LinkEncoder(bert)
+
+    # (text, gold name index) for every gold name that is a candidate
+    examples = [(t, name_index[n]) for t, gold in fit for n in dict.fromkeys(gold) if n in name_index]
+    gold_sets = {t: {name_index[n] for n in gold if n in name_index} for t, gold in fit}
+    log.info("%d (diagnosis, name) training examples", len(examples))
+
+    # Hard negatives: the zero-shot encoder's nearest names that are not gold.
+    name_vecs = embed(model, vocab, names)
+    texts = sorted(gold_sets)
+    near, _ = top_k(embed(model, vocab, texts), name_vecs, cfg.hard_negatives + 8)
+    hard = {t: [int(j) for j in near[i] if int(j) not in gold_sets[t]][: cfg.hard_negatives] for i, t in enumerate(texts)}
+
+    def evaluate(split: list[tuple[str, tuple[str, ...]]], vecs: np.ndarray, k: int = 50) -> dict:
+        idx, _ = top_k(embed(model, vocab, [t for t, _ in split]), vecs, k)
+        gold_total = sum(len(set(g)) for _, g in split)
+        recall = {f"recall@{r}": 100.0 * sum(len(set(g) & {names[j] for j in idx[i, :r]}) for i, (_, g) in enumerate(split))
+                  / gold_total for r in (1, 5, 10, 20, 50)}
+        return recall
+
+    history = [{"epoch": 0, "dev": evaluate(dev, name_vecs)}]
+    log.info("zero-shot dev %s", history[0]["dev"])
+
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    warmup = int(total * cfg.warmup_ratio)
+    step = 0
+    for epoch in range(cfg.epochs):
+        model.train()
+        rng.shuffle(examples)
+        t0, tot = time.time(), 0.0
+        for b in range(0, len(examples), cfg.batch_size):
+            batch = examples[b : b + cfg.batch_size]
+            scale = min(1.0, (step + 1) / max(1, warmup)) * max(0.0, 1 - max(0, step - warmup) / max(1, total - warmup))
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * scale
+            cand = list(dict.fromkeys([n for _, n in batch] + [h for t, _ in batch for h in hard.get(t, [])]))
+            col = {n: j for j, n in enumerate(cand)}
+            q_ids, q_mask = encode_batch(vocab, [t for t, _ in batch])
+            n_ids, n_mask = encode_batch(vocab, [names[n] for n in cand])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                q = model(q_ids, q_mask)  # [batch, hidden]
+                c = model(n_ids, n_mask)  # [candidates, hidden]
+            logits = (q @ c.T) / cfg.temperature  # [batch, candidates]
+            # Another gold name of the same diagnosis is not a negative.
+            other_gold = torch.zeros_like(logits, dtype=torch.bool)
+            for i, (t, n) in enumerate(batch):
+                for g in gold_sets[t]:
+                    if g != n and g in col:
+                        other_gold[i, col[g]] = True
+            logits = logits.masked_fill(other_gold, -1e4)
+            loss = nn.functional.cross_entropy(logits, torch.tensor([col[n] for _, n in batch]))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            tot += loss.item()
+            step += 1
+        name_vecs = embed(model, vocab, names)
+        rec = {"epoch": epoch + 1, "loss": tot / steps_per_epoch, "train_seconds": time.time() - t0,
+               "dev": evaluate(dev, name_vecs)}
+        history.append(rec)
+        log.info("epoch %d loss %.4f dev %s (%.0fs)", epoch + 1, rec["loss"], rec["dev"], rec["train_seconds"])
+        if cfg.max_minutes and time.time() - started > cfg.max_minutes * 60:
+            log.info("time budget reached")
+            break
+
+    # How many names: thresholds chosen on the tune slice, then measured on dev.
+    decision, tune_f1 = fit_decision(retrieve_parts(model, vocab, [t for t, _ in tune], name_vecs),
+                                     [g for _, g in tune], names)
+    dev_pred = [[names[i] for i in decision.choose(r)]
+                for r in retrieve_parts(model, vocab, [t for t, _ in dev], name_vecs)]
+    dev_metrics = set_prf([g for _, g in dev], dev_pred)
+    top1 = set_prf([g for _, g in dev], [[p[0]] for p in dev_pred])
+    log.info("decision %s (tune F1 %.2f); dev set F1 %.2f (P %.2f R %.2f); top-1 only %.2f",
+             decision, tune_f1, dev_metrics["f1"], dev_metrics["precision"], dev_metrics["recall"], top1["f1"])
+
+    torch.save(model.state_dict(), out / "model.pt")
+    vocab.save(out / "vocab.txt")
+    result = {
+        "config": asdict(cfg),
+        "bert_config": {**encoder["bert_config"], "vocab_size": len(vocab)},
+        "encoder": encoder["source"],
+        "protocol": (f"dev = {cfg.dev_size} of the {len(pairs)} CHIP-CDN training pairs (seeded split, seed {cfg.split_seed}); "
+                     f"thresholds chosen on {len(tune)} other training pairs; CBLUE set metric"),
+        "candidates": len(names),
+        "decision": asdict(decision),
+        "tune_f1": tune_f1,
+        "dev": dev_metrics,
+        "dev_top1_only": top1,
+        "history": history,
+        "wall_seconds": time.time() - started,
+    }
+    (out / "metrics.json").write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    return result

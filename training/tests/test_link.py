@@ -1,0 +1,84 @@
+"""The ICD-10 linker's pieces on a tiny BERT and a handful of names: the CBLUE
+set metric, the parts of a diagnosis string, the keep-or-drop decision, and a
+short training run end to end."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cner_train.bge import build_bert
+from cner_train.link import Decision, LinkTrainConfig, query_parts, read_candidates, set_prf, top_k, train_linker
+
+NAMES = ["胃恶性肿瘤", "幽门梗阻", "癌", "高血压", "冠状动脉粥样硬化性心脏病", "肺恶性肿瘤", "糖尿病", "骨质疏松"]
+PAIRS = [
+    ("胃癌伴幽门梗阻", ["胃恶性肿瘤", "幽门梗阻", "癌"]),
+    ("高血压冠心病", ["高血压", "冠状动脉粥样硬化性心脏病"]),
+    ("右肺MT", ["肺恶性肿瘤"]),
+    ("肺Ca", ["肺恶性肿瘤", "癌"]),
+    ("2型糖尿病", ["糖尿病"]),
+    ("骨质疏松症", ["骨质疏松"]),
+    ("高血压病3级", ["高血压"]),
+    ("胃Ca", ["胃恶性肿瘤", "癌"]),
+]
+
+
+def test_set_metric_is_cblues_micro_over_name_sets():
+    m = set_prf([["a", "b"], ["c"]], [["a", "x"], ["c", "c"]])
+    assert (m["tp"], m["predicted"], m["gold"]) == (2, 3, 3)
+    assert m["precision"] == pytest.approx(200 / 3) and m["f1"] == pytest.approx(200 / 3)
+    assert set_prf([["a"]], [[]])["f1"] == 0.0
+
+
+def test_query_parts_split_where_clinicians_list_diagnoses():
+    assert query_parts("胃癌伴幽门梗阻") == ["胃癌伴幽门梗阻", "胃癌", "幽门梗阻"]
+    assert query_parts("糖尿病;骨质疏松、高血压") == ["糖尿病;骨质疏松、高血压", "糖尿病", "骨质疏松", "高血压"]
+    assert query_parts("肺Ca") == ["肺Ca"]
+
+
+def test_decision_keeps_the_best_whole_name_and_sure_parts():
+    whole = (np.array([5, 1]), np.array([0.9, 0.5]))
+    parts = [(np.array([2]), np.array([0.85])), (np.array([3]), np.array([0.6]))]
+    assert Decision(whole=0.8, part=0.8).choose([whole, *parts]) == [5, 2]
+    assert Decision(whole=0.95, part=0.99).choose([whole, *parts]) == [5], "never nothing"
+    assert Decision(whole=0.95, part=0.5).choose([whole, *parts]) == [2, 3]
+
+
+def test_top_k_is_best_first():
+    q = np.array([[1.0, 0.0]])
+    n = np.array([[0.0, 1.0], [1.0, 0.0], [0.6, 0.8]])
+    idx, cos = top_k(q, n, 2)
+    assert idx.tolist() == [[1, 2]] and cos[0, 0] == pytest.approx(1.0)
+
+
+@pytest.fixture()
+def data(tmp_path):
+    (tmp_path / "cand.tsv").write_text("".join(f"C{i:02d}\t{n}\n" for i, n in enumerate(NAMES)) + "C99\t癌\n", encoding="utf-8")
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps({"text": t, "normalized": g}, ensure_ascii=False) + "\n"
+                                                  for t, g in PAIRS * 3), encoding="utf-8")
+    chars = sorted({c for t, g in PAIRS for c in t + "".join(g)} | set("".join(NAMES)))
+    tokens = ["[PAD]"] + [f"[unused{i}]" for i in range(1, 4)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars
+    config = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
+              "max_position_embeddings": 80, "type_vocab_size": 2, "vocab_size": len(tokens)}
+    torch.manual_seed(0)
+    bert = build_bert(config)
+    torch.save({"bert_config": config, "state_dict": bert.state_dict(), "vocab": tokens, "source": {"name": "tiny"}},
+               tmp_path / "encoder.pt")
+    return tmp_path
+
+
+def test_read_candidates_keeps_every_code_of_a_name(data):
+    cands = {c.name: c.codes for c in read_candidates(data / "cand.tsv")}
+    assert cands["癌"] == ("C02", "C99") and len(cands) == len(NAMES)
+
+
+def test_a_short_training_run_measures_dev_and_fits_its_thresholds_on_the_training_side(data):
+    cfg = LinkTrainConfig(pairs=str(data / "pairs.jsonl"), candidates=str(data / "cand.tsv"), encoder=str(data / "encoder.pt"),
+                          out=str(data / "run"), dev_size=6, tune_size=6, epochs=2, batch_size=4, lr=1e-3, hard_negatives=2)
+    result = train_linker(cfg)
+    assert [h["epoch"] for h in result["history"]] == [0, 1, 2]
+    assert 0.0 <= result["dev"]["f1"] <= 100.0 and result["dev"]["gold"] > 0
+    assert result["history"][-1]["dev"]["recall@50"] == pytest.approx(100.0), "every name is within the 50 nearest of 8"
+    assert "dev = 6 of the 24" in result["protocol"] and "6 other training pairs" in result["protocol"]
+    assert (data / "run" / "model.pt").exists() and (data / "run" / "vocab.txt").exists()
