@@ -42,6 +42,7 @@ from torch import nn
 
 from .bge import load_encoder, pruned_state_dict, tagger_vocab
 from .models import frame
+from .train import set_seed, warmup_linear
 from .vocab import PAD_ID, Vocab
 
 log = logging.getLogger(__name__)
@@ -235,9 +236,7 @@ def train_linker(cfg: LinkTrainConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    set_seed(cfg.seed)
     started = time.time()
 
     pairs = read_pairs(Path(cfg.pairs))
@@ -295,7 +294,7 @@ def train_linker(cfg: LinkTrainConfig) -> dict:
         t0, tot = time.time(), 0.0
         for b in range(0, len(examples), cfg.batch_size):
             batch = examples[b : b + cfg.batch_size]
-            scale = min(1.0, (step + 1) / max(1, warmup)) * max(0.0, 1 - max(0, step - warmup) / max(1, total - warmup))
+            scale = warmup_linear(step, warmup, total)
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * scale
             cand = list(dict.fromkeys([n for _, n in batch] + [h for t, _ in batch for h in hard.get(t, [])]))

@@ -21,6 +21,7 @@ import torch
 from .albert import AlbertConfig, AlbertForMLM
 from .corpus import WindowFilter, corpus_lines, dev_split, read_ccks
 from .text import chunk_text
+from .train import set_seed
 from .vocab import MASK_ID, PAD_ID, SPECIAL_TOKENS, Vocab
 
 log = logging.getLogger(__name__)
@@ -151,9 +152,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    set_seed(cfg.seed)
 
     records = read_ccks(Path(cfg.ccks2019))
     _, dev_idx = dev_split(len(records), cfg.dev_size, cfg.split_seed)

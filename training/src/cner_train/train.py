@@ -87,6 +87,11 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def warmup_linear(step: int, warmup: int, total: int) -> float:
+    """The learning-rate factor at ``step``: linear warm-up over ``warmup`` steps, then linear decay to 0 at ``total``."""
+    return min(1.0, (step + 1) / max(1, warmup)) * max(0.0, 1 - max(0, step - warmup) / max(1, total - warmup))
+
+
 def build_optimizer(model: Tagger, cfg: TrainConfig) -> torch.optim.Optimizer:
     emb_params, top_params = [], []
     # The pretrained encoder learns slowly; a hybrid's character vectors learn with the head.
@@ -241,7 +246,7 @@ def train(cfg: TrainConfig) -> dict:
         bar = tqdm(list(train_batches(train_ex, cfg.batch_size, rng)), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    leave=False, mininterval=10)
         for batch in bar:
-            scale = min(1.0, (step + 1) / max(1, warmup)) * max(0.0, 1 - max(0, step - warmup) / max(1, total - warmup))
+            scale = warmup_linear(step, warmup, total)
             for g, lr in zip(opt.param_groups, base_lrs, strict=True):
                 g["lr"] = lr * scale
             ids, mask, tags = pad_batch(batch)
