@@ -17,7 +17,7 @@ import { SchemaRegistry } from '../records/registry.js';
 import { type RunningService, startService } from '../service.js';
 import { createLogger } from '../observability/logger.js';
 import { CnerError } from '../errors.js';
-import type { ClinicalEntitiesEvent } from '../pipeline/event.js';
+import type { ClinicalEntitiesEvent, EventEntity } from '../pipeline/event.js';
 import { ENTITY_TYPES, type EntityCode } from '../pipeline/labels.js';
 import { type Command, type CommandIo, EXIT } from './command.js';
 
@@ -197,7 +197,7 @@ function legend(color: boolean): string {
 }
 
 /** The text with each entity wrapped in its type's colour (or [text|TYPE] without colour). */
-export function highlight(text: string, event: Pick<ClinicalEntitiesEvent, 'entities'>, color: boolean): string {
+export function highlight(text: string, event: { readonly entities: readonly Pick<EventEntity, 'start' | 'end' | 'type'>[] }, color: boolean): string {
   const chars = Array.from(text);
   const starts = new Map(event.entities.map((e) => [e.start, e]));
   let out = '';

@@ -9,6 +9,7 @@
 
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, describe, it } from 'node:test';
@@ -16,12 +17,14 @@ import { COMPRESSIONS, loadConfig } from '../../src/config.js';
 import { SCHEMA_DIR } from '../../src/records/avro.js';
 import { NULL_HEADERS } from '../../src/kafka/adapter.js';
 import { type RunningService, startService } from '../../src/service.js';
+import { SchemaRegistry } from '../../src/records/registry.js';
 import { ROOT, type Services, getServices, runEnv, silentLogger, testRun, tools } from './helpers.js';
 
 const services = await getServices();
 const skip = typeof services === 'string' ? services : false;
 const run = promisify(execFile);
 const RECORDS = 6;
+const V1_SCHEMA = path.join(ROOT, 'schemas', 'history', 'ClinicalEntities.v1.avsc');
 
 interface Read {
   readonly key: string | null;
@@ -43,14 +46,23 @@ describe('interop with Confluent\'s Python client (librdkafka, Avro serializer)'
   // Created on first use (pip, from PyPI), then cached under ~/.cache/cner.
   const python = typeof services === 'string' ? '' : execFileSync('bash', [path.join(ROOT, 'scripts', 'interop-venv.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
 
-  for (const codec of COMPRESSIONS.filter((c) => c !== 'none')) {
-    it(`${codec}: records in, one event each for a read_committed reader, dead letters with every header`, async () => {
+  for (const [i, codec] of COMPRESSIONS.filter((c) => c !== 'none').entries()) {
+    // The first run also plays a consumer that has not upgraded: the output subject already holds
+    // ClinicalEntities v1, the processor registers today's version over it (the registry checks
+    // BACKWARD compatibility), and the Python client reads the events with v1 as its reader schema.
+    const oldReader = i === 0;
+    const title = oldReader ? ', read with the first ClinicalEntities schema by a consumer that has not upgraded' : '';
+    it(`${codec}: records in, one event each for a read_committed reader, dead letters with every header${title}`, async () => {
       const names = testRun(`it.interop.${codec}`);
       topics.push(names.input, names.output, names.dlt);
       const { config } = loadConfig(runEnv(s, names, { KAFKA_TOPIC_PARTITIONS: '1', CNER_HTTP_PORT: '0', KAFKA_COMPRESSION: codec }));
+      const registry = new SchemaRegistry({ url: s.registryUrl, auth: null });
+      const v1 = readFileSync(V1_SCHEMA, 'utf8');
+      const v1Id = oldReader ? await registry.register(`${names.output}-value`, JSON.stringify(JSON.parse(v1))) : null;
       service = await startService({ config, log: silentLogger(), httpHost: '127.0.0.1', backoff: { initialMs: 50, maxMs: 1_000, multiplier: 2, jitter: 0.2 } });
       const script = path.join(ROOT, 'test', 'integration', 'interop', 'confluent_roundtrip.py');
-      const { stdout } = await run(python, [script, s.brokers, s.registryUrl, names.input, names.output, names.dlt, codec, String(RECORDS), path.join(SCHEMA_DIR, 'EmrRecord.avsc')], {
+      const args = [script, s.brokers, s.registryUrl, names.input, names.output, names.dlt, codec, String(RECORDS), path.join(SCHEMA_DIR, 'EmrRecord.avsc')];
+      const { stdout } = await run(python, oldReader ? [...args, V1_SCHEMA] : args, {
         timeout: 240_000,
         maxBuffer: 16 * 1024 * 1024,
       });
@@ -63,6 +75,13 @@ describe('interop with Confluent\'s Python client (librdkafka, Avro serializer)'
         assert.equal(e.value?.recordId, e.key, 'decoded by Confluent\'s Avro deserializer');
         assert.equal(typeof e.value?.modelVersion, 'string');
         assert.ok(e.value.entities.some((x) => x.type === 'DIS'), `entities found in ${e.key}`);
+        const fields = Object.keys(e.value.entities[0]!).sort();
+        if (oldReader) assert.deepEqual(fields, ['confidence', 'end', 'label', 'start', 'text', 'type'], 'the v1 reader sees v1 fields only');
+        else assert.deepEqual(fields, ['codes', 'confidence', 'end', 'label', 'start', 'text', 'type']);
+      }
+      if (v1Id !== null) {
+        const latest = await registry.latestSchemaId(`${names.output}-value`);
+        assert.notEqual(latest, v1Id, 'today\'s schema registered as a new version over v1');
       }
       assert.equal(result.dead.length, 1);
       const d = result.dead[0]!;

@@ -7,7 +7,11 @@ decoded, with a null-valued and a repeated header), then reads the processor's
 events with isolation.level=read_committed and Confluent's Avro deserializer,
 and the dead letters, and prints what it read as one JSON object on stdout.
 
-Usage: confluent_roundtrip.py BROKERS REGISTRY_URL INPUT OUTPUT DLT CODEC N SCHEMA_FILE
+With READER_SCHEMA_FILE the events are read with that schema as the reader's
+(an earlier version of ClinicalEntities: a consumer that has not upgraded),
+resolved by Confluent's deserializer against the writer schema it fetches.
+
+Usage: confluent_roundtrip.py BROKERS REGISTRY_URL INPUT OUTPUT DLT CODEC N SCHEMA_FILE [READER_SCHEMA_FILE]
 """
 
 import json
@@ -44,7 +48,11 @@ def main() -> None:
     if producer.flush(30) != 0:
         raise SystemExit("producer did not deliver everything within 30 s")
 
-    deserialize = AvroDeserializer(registry)
+    reader_schema = None
+    if len(sys.argv) > 9:
+        with open(sys.argv[9], encoding="utf-8") as f:
+            reader_schema = f.read()
+    deserialize = AvroDeserializer(registry, schema_str=reader_schema)
     events = read(brokers, output_topic, n, lambda m: deserialize(m.value(), SerializationContext(output_topic, MessageField.VALUE)))
     dead = read(brokers, dlt_topic, 1, lambda m: None)
     # (default=str: logical types come back as datetimes)
