@@ -75,10 +75,25 @@ def test_read_candidates_keeps_every_code_of_a_name(data):
 
 def test_a_short_training_run_measures_dev_and_fits_its_thresholds_on_the_training_side(data):
     cfg = LinkTrainConfig(pairs=str(data / "pairs.jsonl"), candidates=str(data / "cand.tsv"), encoder=str(data / "encoder.pt"),
-                          out=str(data / "run"), dev_size=6, tune_size=6, epochs=2, batch_size=4, lr=1e-3, hard_negatives=2)
+                          out=str(data / "run"), dev_size=6, tune_size=6, epochs=2, batch_size=4, lr=1e-3, hard_negatives=2, dim=8)
     result = train_linker(cfg)
     assert [h["epoch"] for h in result["history"]] == [0, 1, 2]
     assert 0.0 <= result["dev"]["f1"] <= 100.0 and result["dev"]["gold"] > 0
     assert result["history"][-1]["dev"]["recall@50"] == pytest.approx(100.0), "every name is within the 50 nearest of 8"
     assert "dev = 6 of the 24" in result["protocol"] and "6 other training pairs" in result["protocol"]
     assert (data / "run" / "model.pt").exists() and (data / "run" / "vocab.txt").exists()
+    assert result["dim"] == 8
+
+    from cner_train.link import LinkExportConfig, OnnxLinker, export_linker
+
+    bundle = export_linker(LinkExportConfig(run=str(data / "run"), candidates=str(data / "cand.tsv"), out=str(data / "bundle"),
+                                            pairs=str(data / "pairs.jsonl"), version="link-test", top_k=4))
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["version"] == "link-test" and manifest["parity_max_abs_diff"] < 1e-4
+    assert set(manifest["files"]) == {"linker.onnx", "names.tsv", "vocab.txt", "config.json"}
+    assert manifest["metrics"]["dev"]["gold"] == result["dev"]["gold"]
+    linker = OnnxLinker(bundle)
+    assert linker.codes[linker.names.index("癌")] == ["C02", "C99"]
+    chosen = linker.link(["胃癌伴幽门梗阻", "高血压"])
+    assert all(1 <= len(c) <= 6 for c in chosen)
+    assert all(-1.0 <= s <= 1.0 + 1e-6 for c in chosen for _, s in c)

@@ -7,7 +7,7 @@ from .bge import convert as convert_bge
 from .evaluate import EvaluateConfig, evaluate_bundle
 from .export import ExportConfig, export
 from .golden import GoldenConfig, golden
-from .link import LinkTrainConfig, train_linker
+from .link import LinkExportConfig, LinkTrainConfig, export_linker, train_linker
 from .pretrain import PretrainConfig, pretrain
 from .pseudo import PseudoConfig, pseudo_label
 from .publish import PublishConfig, publish
@@ -26,6 +26,8 @@ COMMANDS = {
                "medical corpus; the chunks it is sure of become CCKS-format records for train --extra"),
     "link-train": (LinkTrainConfig, train_linker, "train the ICD-10 linker (CHIP-CDN): a bge-small-zh bi-encoder, contrastive with "
                    "hard negatives, and the thresholds that decide how many names to keep; dev set F1 on a seeded split"),
+    "link-export": (LinkExportConfig, export_linker, "write the linker bundle (ONNX query encoder with the candidate names embedded "
+                    "and a top-k inside, names.tsv, vocab, decision thresholds, manifest) and score it on the run's dev split"),
     "evaluate": (EvaluateConfig, evaluate_bundle, "strict entity-level P/R/F1 of an exported bundle (ONNX Runtime) on a CCKS-format file"),
     "report": (ReportConfig, report, "markdown tables of the runs in training/results (models, optimizers, heads)"),
     "export": (ExportConfig, export, "write the model bundle (ONNX, CRF, labels, vocab, config, manifest) of a training run"),

@@ -107,16 +107,29 @@ def query_parts(text: str) -> list[str]:
 
 
 class LinkEncoder(nn.Module):
-    """BertModel → the ``[CLS]`` state, L2-normalized. input_ids, attention_mask: [batch, seq] → [batch, hidden]."""
+    """BertModel → the ``[CLS]`` state → (a projection to ``dim``) → L2-normalized.
+    input_ids, attention_mask: [batch, seq] → [batch, dim].
 
-    def __init__(self, bert: nn.Module):
+    The projection keeps the bundle small: the 37,645 names are stored embedded,
+    and at 256 dimensions they take half the room of the encoder's 512. It starts
+    orthogonal (scaled to keep norms), so cosines start as the encoder's own."""
+
+    def __init__(self, bert: nn.Module, dim: int = 0):
         super().__init__()
         self.bert = bert
+        hidden = bert.config.hidden_size
+        self.proj = None
+        if dim:
+            self.proj = nn.Linear(hidden, dim, bias=False)
+            nn.init.orthogonal_(self.proj.weight)
+        self.dim = dim or hidden
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         ids, mask = frame(input_ids, attention_mask)  # [batch, seq + 2]
-        cls = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]  # [batch, hidden]
-        return nn.functional.normalize(cls.float(), dim=-1)
+        x = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]  # [batch, hidden]
+        if self.proj is not None:
+            x = self.proj(x)  # [batch, dim]
+        return nn.functional.normalize(x.float(), dim=-1)
 
 
 def encode_batch(vocab: Vocab, texts: Sequence[str], max_len: int = MAX_QUERY_LEN) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,7 +149,7 @@ def embed(model: LinkEncoder, vocab: Vocab, texts: Sequence[str], batch_size: in
     """[len(texts), hidden] float32, unit rows; texts grouped by length so padding stays small."""
     model.eval()
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out = np.zeros((len(texts), model.bert.config.hidden_size), dtype=np.float32)
+    out = np.zeros((len(texts), model.dim), dtype=np.float32)
     for b in range(0, len(order), batch_size):
         idx = order[b : b + batch_size]
         ids, mask = encode_batch(vocab, [texts[i] for i in idx])
@@ -221,6 +234,7 @@ class LinkTrainConfig:
     warmup_ratio: float = 0.1
     temperature: float = 0.05
     hard_negatives: int = field(default=3, metadata={"help": "wrong names per pair from the zero-shot encoder's nearest"})
+    dim: int = field(default=256, metadata={"help": "embedding size after a learned projection (0: the encoder's own, 512)"})
     bf16: bool = False
     seed: int = 1
     threads: int = 0
@@ -260,7 +274,7 @@ def train_linker(cfg: LinkTrainConfig) -> dict:
 
     bert = build_bert(encoder["bert_config"], len(vocab))
     bert.load_state_dict(pruned_state_dict(encoder, vocab), strict=False)
-    model = LinkEncoder(bert)
+    model = LinkEncoder(bert, cfg.dim)
 
     # (text, gold name index) for every gold name that is a candidate
     examples = [(t, name_index[n]) for t, gold in fit for n in dict.fromkeys(gold) if n in name_index]
@@ -343,6 +357,7 @@ def train_linker(cfg: LinkTrainConfig) -> dict:
     result = {
         "config": asdict(cfg),
         "bert_config": {**encoder["bert_config"], "vocab_size": len(vocab)},
+        "dim": model.dim,
         "encoder": encoder["source"],
         "protocol": (f"dev = {cfg.dev_size} of the {len(pairs)} CHIP-CDN training pairs (seeded split, seed {cfg.split_seed}); "
                      f"thresholds chosen on {len(tune)} other training pairs; CBLUE set metric"),
@@ -356,3 +371,185 @@ def train_linker(cfg: LinkTrainConfig) -> dict:
     }
     (out / "metrics.json").write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
     return result
+
+
+# ---------------------------------------------------------------- the linker bundle
+
+LINKER_FILES = ("linker.onnx", "names.tsv", "vocab.txt", "config.json")
+SYSTEM = "ICD-10-BJ-v601"
+
+
+class LinkerGraph(nn.Module):
+    """What the bundle's ONNX graph computes: a query's ``top_k`` names by cosine.
+    input_ids, attention_mask: [batch, seq] → (scores [batch, k] float32, indices [batch, k] int64)."""
+
+    def __init__(self, encoder: LinkEncoder, names: torch.Tensor, top_k: int):
+        super().__init__()
+        self.encoder = encoder
+        self.register_buffer("names", names.t().contiguous())  # [dim, names]
+        self.top_k = top_k
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q = self.encoder(input_ids, attention_mask)  # [batch, dim]
+        return torch.topk(q @ self.names, self.top_k, dim=1)  # [batch, k] each
+
+
+class OnnxLinker:
+    """The bundle run as cner runs it: ONNX Runtime for the top names of each query and its parts, then the decision."""
+
+    def __init__(self, bundle: Path, threads: int = 0):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(bundle / "linker.onnx"), opts, providers=["CPUExecutionProvider"])
+        self.vocab = Vocab.load(bundle / "vocab.txt")
+        self.config = json.loads((bundle / "config.json").read_text(encoding="utf-8"))
+        self.decision = Decision(**self.config["decision"])
+        self.names, self.codes = [], []
+        for line in (bundle / "names.tsv").read_text(encoding="utf-8").splitlines():
+            name, codes = line.split("\t")
+            self.names.append(name)
+            self.codes.append(codes.split(","))
+
+    def top(self, texts: Sequence[str], batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        k = self.config["top_k"]
+        idx = np.zeros((len(texts), k), dtype=np.int64)
+        cos = np.zeros((len(texts), k), dtype=np.float32)
+        for b in range(0, len(order), batch_size):
+            rows = order[b : b + batch_size]
+            ids, mask = encode_batch(self.vocab, [texts[i] for i in rows], self.config["max_query_length"])
+            scores, indices = self.session.run(["scores", "indices"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
+            idx[rows], cos[rows] = indices, scores
+        return idx, cos
+
+    def link(self, texts: Sequence[str]) -> list[list[tuple[int, float]]]:
+        """Per text, the chosen names as (row, cosine of the text or part that chose it), best first."""
+        pieces = [query_parts(t) for t in texts]
+        flat = [p for ps in pieces for p in ps]
+        idx, cos = self.top(flat)
+        out, at = [], 0
+        for ps in pieces:
+            parts = [(idx[at + j], cos[at + j]) for j in range(len(ps))]
+            best = {}
+            for i, c in parts:
+                for j, s in zip(i, c, strict=True):
+                    best[int(j)] = max(best.get(int(j), -1.0), float(s))
+            out.append([(i, best[i]) for i in self.decision.choose(parts)])
+            at += len(ps)
+        return out
+
+
+def linker_parity(graph: LinkerGraph, onnx_path: Path, vocab_size: int, atol: float = 1e-4) -> float:
+    """Max |torch − ONNX Runtime| of the top-k cosines over a few shapes, and every name ONNX Runtime
+    returns scored the same by torch (ties may order differently); raises above ``atol``."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for batch, seq in ((1, 1), (3, 9), (2, 64)):
+        ids = rng.integers(1, vocab_size, size=(batch, seq)).astype(np.int64)
+        mask = np.ones((batch, seq), dtype=np.int64)
+        if batch > 1:
+            ids[-1, seq // 2 + 1 :] = PAD_ID
+            mask[-1, seq // 2 + 1 :] = 0
+        scores, indices = sess.run(["scores", "indices"], {"input_ids": ids, "attention_mask": mask})
+        with torch.no_grad():
+            q = graph.encoder(torch.from_numpy(ids), torch.from_numpy(mask))  # [batch, dim]
+            every = (q @ graph.names).numpy()  # [batch, names]
+            ref, _ = graph(torch.from_numpy(ids), torch.from_numpy(mask))
+        worst = max(worst, float(np.abs(ref.numpy() - scores).max()),
+                    float(np.abs(np.take_along_axis(every, indices, axis=1) - scores).max()))
+    if worst > atol:
+        raise AssertionError(f"linker parity: max abs difference {worst:.2e} > {atol:.0e}")
+    return worst
+
+
+@dataclass
+class LinkExportConfig:
+    run: str = field(metadata={"help": "link-train run folder"})
+    candidates: str = field(metadata={"help": "icd10_beijing_clinical_v601_cdn.tsv"})
+    out: str = field(metadata={"help": "linker bundle folder to write"})
+    pairs: str | None = field(default=None, metadata={"help": "CHIP-CDN train.jsonl: score the bundle on the run's dev split"})
+    version: str = ""
+    name: str = "cner-icd10-linker-bge-small-zh"
+    top_k: int = 8
+
+
+def export_linker(cfg: LinkExportConfig) -> Path:
+    import datetime as dt
+
+    from .bge import build_bert
+    from .export import OPSET, git_commit, store_float16
+
+    run, out = Path(cfg.run), Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    vocab = Vocab.load(run / "vocab.txt")
+    model = LinkEncoder(build_bert({k: v for k, v in metrics["bert_config"].items() if k != "vocab_size"}, len(vocab)),
+                        metrics["dim"] if metrics["dim"] != metrics["bert_config"]["hidden_size"] else 0)
+    model.load_state_dict(torch.load(run / "model.pt", map_location="cpu"))
+    cands = read_candidates(Path(cfg.candidates))
+    names = [c.name for c in cands]
+    graph = LinkerGraph(model, torch.from_numpy(embed(model, vocab, names)), cfg.top_k).eval()
+
+    onnx_path = out / "linker.onnx"
+    ids, mask = torch.ones(2, 5, dtype=torch.int64), torch.ones(2, 5, dtype=torch.int64)
+    axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}, "scores": {0: "batch"}, "indices": {0: "batch"}}
+    torch.onnx.export(graph, (ids, mask), str(onnx_path), input_names=["input_ids", "attention_mask"],
+                      output_names=["scores", "indices"], dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True,
+                      dynamo=False)
+    parity = linker_parity(graph, onnx_path, len(vocab))
+    saved = store_float16(onnx_path)
+    (out / "names.tsv").write_text("".join(f"{c.name}\t{','.join(c.codes)}\n" for c in cands), encoding="utf-8")
+    vocab.save(out / "vocab.txt")
+    config = {
+        "kind": "linker",
+        "system": SYSTEM,
+        "entity_types": ["DIS"],
+        "inputs": ["input_ids", "attention_mask"],
+        "outputs": ["scores", "indices"],
+        "top_k": cfg.top_k,
+        "max_query_length": MAX_QUERY_LEN,
+        "part_separators": PART_SEPARATORS.pattern,
+        "decision": metrics["decision"],
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
+
+    scored = None
+    if cfg.pairs:
+        pairs = read_pairs(Path(cfg.pairs))
+        _, dev_idx = split_pairs(len(pairs), metrics["config"]["dev_size"], metrics["config"]["split_seed"])
+        dev = [pairs[i] for i in dev_idx]
+        linker = OnnxLinker(out)
+        chosen = linker.link([t for t, _ in dev])
+        scored = set_prf([g for _, g in dev], [[linker.names[i] for i, _ in c] for c in chosen])
+        log.info("bundle on the dev split: set F1 %.2f (P %.2f R %.2f); PyTorch run %.2f",
+                 scored["f1"], scored["precision"], scored["recall"], metrics["dev"]["f1"])
+    sha = metrics.get("config", {})
+    manifest = {
+        "name": cfg.name,
+        "version": cfg.version or f"{dt.date.today():%Y.%m.%d}-link",
+        "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+        "git_commit": git_commit(),
+        "opset": OPSET,
+        "kind": "linker",
+        "system": SYSTEM,
+        "encoder": metrics["encoder"],
+        "training": sha,
+        "metrics": {"protocol": metrics["protocol"], "dev": scored or metrics["dev"],
+                    "dev_pytorch": metrics["dev"], "dev_recall": metrics["history"][-1]["dev"]},
+        "parity_max_abs_diff": parity,
+        "weights": {"float16_bytes_saved": saved},
+        "candidates": {"file": Path(cfg.candidates).name, "names": len(names),
+                       "rows": sum(len(c.codes) for c in cands)},
+        "files": {},
+    }
+    from .corpus import sha256_file
+
+    manifest["files"] = {f: sha256_file(out / f) for f in LINKER_FILES}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+    return out
