@@ -47,8 +47,13 @@ from .vocab import PAD_ID, Vocab
 
 log = logging.getLogger(__name__)
 
-# Where a clinician's diagnosis string lists several diagnoses.
-PART_SEPARATORS = re.compile(r"[，,、;；/\\|\s]+|(?<=[^\s])伴(?=[^\s])|(?<=[^\s])并(?=[^\s])")
+# Where a clinician's diagnosis string lists several diagnoses: punctuation and
+# whitespace (the explicit set of text.py, not \s, which differs between Python
+# and JavaScript), and 伴/并 ("with") between two non-space characters. The
+# pattern goes into the linker bundle and the processor compiles the same text
+# (JavaScript RegExp, flag u); both test suites check it on shared cases.
+_WS = "\\u0020\\t\\n\\r\\u000b\\u000c\\u00a0\\u3000"
+PART_SEPARATORS = re.compile(f"[，,、;；/\\\\|{_WS}]+|(?<=[^{_WS}])[伴并](?=[^{_WS}])")
 MAX_QUERY_LEN = 64
 
 
