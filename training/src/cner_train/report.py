@@ -41,8 +41,10 @@ def model_name(m: dict) -> str:
 
 def recipe(run: dict) -> tuple:
     c = run["config"]
-    return (model_name(run["model"]), c["optimizer"], "CCKS-2019 + 2020" if c.get("ccks2020") else "CCKS-2019",
-            c["epochs"], c["lr"], c["lr_embedder"])
+    data = "CCKS-2019 + 2020" if c.get("ccks2020") else "CCKS-2019"
+    if c.get("extra"):
+        data += " + self-training (" + ", ".join(Path(e).name for e in c["extra"]) + ")"
+    return (model_name(run["model"]), c["optimizer"], data, c["epochs"], c["lr"], c["lr_embedder"])
 
 
 def fmt(values: list[float]) -> str:
@@ -58,6 +60,8 @@ def command_of(runs: list[dict]) -> str:
     parts = ["cner-train train --ccks2019 $DATA/ccks2019/train.jsonl"]
     if c.get("ccks2020"):
         parts.append("--ccks2020 $DATA/ccks2020/train_new.jsonl")
+    if c.get("extra"):
+        parts.append("--extra " + ",".join(f"runs/pseudo/{Path(e).name}" for e in c["extra"]))
     if c["embedder"] == "albert":
         parts.append("--pretrained models/pretrained/encoder.pt")
     elif c.get("vectors"):
