@@ -97,3 +97,11 @@ def test_a_short_training_run_measures_dev_and_fits_its_thresholds_on_the_traini
     chosen = linker.link(["胃癌伴幽门梗阻", "高血压"])
     assert all(1 <= len(c) <= 6 for c in chosen)
     assert all(-1.0 <= s <= 1.0 + 1e-6 for c in chosen for _, s in c)
+
+
+def test_golden_link_fixture_is_what_this_package_computes(fixtures_dir):
+    """fixtures/golden/link.json (checked by the TypeScript suite too) is up to date with query_parts and Decision."""
+    from cner_train.link import golden_link_cases
+
+    on_disk = json.loads((fixtures_dir / "golden" / "link.json").read_text(encoding="utf-8"))
+    assert on_disk == json.loads(json.dumps(golden_link_cases(0), ensure_ascii=False))

@@ -10,6 +10,8 @@
   the same for a tiny random character model that also reads lexicon match
   features, with a small word list written for the fixtures; each chunk also
   carries its features, as ``[position, feature]`` pairs of the ones;
+- ``fixtures/golden/link.json``: the ICD-10 linker's rules (parts of a diagnosis
+  string, the keep-or-drop decision) on shared cases (``link.golden_link_cases``);
 - ``fixtures/tiny-bert-bundle/`` and ``fixtures/golden/golden-bert.json``: a tiny
   random ``transformers`` BERT tagger built the way the bge-small-zh taggers are
   ([CLS]/[SEP] framing inside the graph, lexicon features, IDCNN-MHA-CRF), over
@@ -181,6 +183,9 @@ def golden(cfg: GoldenConfig) -> Path:
     sess = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
     decoder = ConstrainedDecoder.from_json(json.loads((bundle / "crf.json").read_text(encoding="utf-8")))
     cases = golden_cases(sess, decoder, vocab, None)
+    from .link import golden_link_cases
+
+    (gdir / "link.json").write_text(json.dumps(golden_link_cases(cfg.seed), ensure_ascii=False, indent=1), encoding="utf-8")
     (gdir / "golden.json").write_text(json.dumps({"bundle": "tiny-bundle", "cases": cases}, ensure_ascii=False),
                                       encoding="utf-8")
 

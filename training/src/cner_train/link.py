@@ -558,3 +558,33 @@ def export_linker(cfg: LinkExportConfig) -> Path:
     manifest["files"] = {f: sha256_file(out / f) for f in LINKER_FILES}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
     return out
+
+
+# ---------------------------------------------------------------- golden fixtures
+
+GOLDEN_LINK_TEXTS = (
+    "胃癌伴幽门梗阻", "糖尿病;骨质疏松；高血压冠心病不稳定心绞痛", "肺Ca", "伴发热", "高血压 冠心病",
+    "2型糖尿病\u3000肾病", "左膝退变|游离体", "右乳腺癌IV期，骨转移、肝转移", "慢性乙型病毒性肝炎/肝硬化",
+    "𠀀病伴𠀁症", "a/b", "冠心病 伴 心衰", "\u00a0腹痛\t腹泻\n", "癌并",
+)
+
+
+def golden_link_cases(seed: int = 0) -> dict:
+    """Parts of diagnosis strings, and the names the decision keeps for random top-k answers:
+    computed here, checked by test/pipeline/link.test.ts against the TypeScript twin."""
+    rng = np.random.default_rng(seed)
+    decisions = []
+    for _ in range(12):
+        n_parts = int(rng.integers(1, 4))
+        parts = []
+        for _ in range(n_parts):
+            idx = rng.choice(20, size=4, replace=False)
+            cos = np.sort(rng.uniform(0.4, 1.0, size=4))[::-1]
+            parts.append((idx, cos))
+        d = Decision(whole=float(rng.choice([0.0, 0.7, 0.85])), part=float(rng.choice([0.6, 0.8, 0.9])), max_names=int(rng.integers(1, 4)))
+        decisions.append({"decision": asdict(d),
+                          "parts": [{"indices": [int(i) for i in idx], "scores": [round(float(c), 6) for c in cos]} for idx, cos in parts],
+                          "chosen": d.choose([(idx, np.round(cos, 6)) for idx, cos in parts])})
+    return {"part_separators": PART_SEPARATORS.pattern,
+            "parts": [{"text": t, "parts": query_parts(t)} for t in GOLDEN_LINK_TEXTS],
+            "decisions": decisions}

@@ -1,0 +1,53 @@
+// The ICD-10 linker's rules, as the linker bundle states them (config.json):
+// which parts of a diagnosis string are looked up besides the whole, and which
+// of the names found are kept. The twin of training/src/cner_train/link.py
+// (query_parts, Decision.choose); fixtures/golden/link.json holds cases
+// computed there and checked here.
+
+import { codePointLength } from './unicode.js';
+
+/** Thresholds on cosines: the whole text's best name is kept at `whole` or above, a listed part's at `part`. */
+export interface LinkDecision {
+  readonly whole: number;
+  readonly part: number;
+  readonly maxNames: number;
+}
+
+/** One query's nearest names, best first: rows of the bundle's names.tsv and their cosines. */
+export interface NearestNames {
+  readonly indices: ArrayLike<number>;
+  readonly scores: ArrayLike<number>;
+}
+
+/** The bundle's part separators (Python `re` syntax kept to what JavaScript reads the same), compiled once. */
+export const compileSeparators = (pattern: string): RegExp => new RegExp(pattern, 'gu');
+
+/** The whole text, then its parts of two code points or more when it lists several diagnoses. */
+export function queryParts(text: string, separators: RegExp): string[] {
+  const parts = text.split(separators).filter((p) => codePointLength(p) >= 2);
+  return [text, ...parts.filter((p) => p !== text)];
+}
+
+/**
+ * The names kept for one diagnosis string, best first: the whole text's best
+ * name when it clears `whole` (or when no part was listed), each part's best
+ * name when it clears `part`, never none (the whole text's best then), at most
+ * `maxNames`. `nearest[0]` is the whole text's, the rest its parts' in order.
+ */
+export function chooseNames(nearest: readonly NearestNames[], decision: LinkDecision): number[] {
+  const [whole, ...parts] = nearest;
+  if (whole === undefined || whole.indices.length === 0) return [];
+  const scored = new Map<number, number>();
+  if (whole.scores[0]! >= decision.whole || parts.length === 0) scored.set(whole.indices[0]!, whole.scores[0]!);
+  for (const p of parts) {
+    if (p.indices.length > 0 && p.scores[0]! >= decision.part) {
+      const i = p.indices[0]!;
+      scored.set(i, Math.max(scored.get(i) ?? -1, p.scores[0]!));
+    }
+  }
+  if (scored.size === 0) scored.set(whole.indices[0]!, whole.scores[0]!);
+  return [...scored.entries()]
+    .sort((a, b) => b[1] - a[1]) // stable: ties keep the order they were found in
+    .slice(0, decision.maxNames)
+    .map(([i]) => i);
+}

@@ -1,0 +1,43 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { chooseNames, compileSeparators, queryParts } from '../../src/pipeline/link.js';
+import { PACKAGE_ROOT } from '../../src/paths.js';
+
+interface Golden {
+  readonly part_separators: string;
+  readonly parts: readonly { readonly text: string; readonly parts: readonly string[] }[];
+  readonly decisions: readonly {
+    readonly decision: { readonly whole: number; readonly part: number; readonly max_names: number };
+    readonly parts: readonly { readonly indices: number[]; readonly scores: number[] }[];
+    readonly chosen: readonly number[];
+  }[];
+}
+
+const golden = JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'fixtures', 'golden', 'link.json'), 'utf8')) as Golden;
+
+describe('linker rules, against the training package (fixtures/golden/link.json)', () => {
+  const separators = compileSeparators(golden.part_separators);
+
+  it('splits a diagnosis string into the same parts', () => {
+    assert.ok(golden.parts.length >= 10);
+    for (const c of golden.parts) assert.deepEqual(queryParts(c.text, separators), c.parts, JSON.stringify(c.text));
+  });
+
+  it('keeps the same names for the same nearest names and thresholds', () => {
+    assert.ok(golden.decisions.length >= 10);
+    for (const c of golden.decisions) {
+      const d = { whole: c.decision.whole, part: c.decision.part, maxNames: c.decision.max_names };
+      assert.deepEqual(chooseNames(c.parts, d), c.chosen, JSON.stringify(c));
+    }
+  });
+
+  it('never keeps nothing, and never more than asked', () => {
+    const low = { indices: [3, 4], scores: [0.1, 0.05] };
+    assert.deepEqual(chooseNames([low, { indices: [7], scores: [0.2] }], { whole: 0.9, part: 0.9, maxNames: 3 }), [3]);
+    const sure = (i: number, s: number) => ({ indices: [i], scores: [s] });
+    assert.deepEqual(chooseNames([sure(1, 0.99), sure(2, 0.98), sure(3, 0.97)], { whole: 0.5, part: 0.5, maxNames: 2 }), [1, 2]);
+    assert.deepEqual(chooseNames([], { whole: 0, part: 0, maxNames: 2 }), []);
+  });
+});
