@@ -105,3 +105,18 @@ def test_golden_link_fixture_is_what_this_package_computes(fixtures_dir):
 
     on_disk = json.loads((fixtures_dir / "golden" / "link.json").read_text(encoding="utf-8"))
     assert on_disk == json.loads(json.dumps(golden_link_cases(0), ensure_ascii=False))
+
+
+def test_golden_linker_fixture_is_what_the_tiny_linker_bundle_answers(fixtures_dir):
+    """fixtures/golden/golden-linker.json: the committed tiny linker bundle, run by ONNX Runtime here,
+    gives the recorded nearest names (cosines within 1e-5) and keeps the recorded names."""
+    from cner_train.link import golden_linker_cases
+
+    on_disk = json.loads((fixtures_dir / "golden" / "golden-linker.json").read_text(encoding="utf-8"))
+    now = golden_linker_cases(fixtures_dir / "tiny-linker-bundle")
+    assert [c["text"] for c in now] == [c["text"] for c in on_disk["cases"]]
+    for a, b in zip(now, on_disk["cases"], strict=True):
+        assert a["parts"] == b["parts"]
+        assert [n["indices"] for n in a["nearest"]] == [n["indices"] for n in b["nearest"]]
+        assert np.allclose([s for n in a["nearest"] for s in n["scores"]], [s for n in b["nearest"] for s in n["scores"]], atol=1e-5)
+        assert [(c["name"], c["codes"]) for c in a["chosen"]] == [(c["name"], c["codes"]) for c in b["chosen"]]

@@ -12,6 +12,10 @@
   carries its features, as ``[position, feature]`` pairs of the ones;
 - ``fixtures/golden/link.json``: the ICD-10 linker's rules (parts of a diagnosis
   string, the keep-or-drop decision) on shared cases (``link.golden_link_cases``);
+- ``fixtures/tiny-linker-bundle/`` and ``fixtures/golden/golden-linker.json``: a
+  linker bundle over a tiny random BERT and 16 synthetic candidate names, and for
+  each golden diagnosis string the nearest names of its parts through ONNX
+  Runtime and the names kept;
 - ``fixtures/tiny-bert-bundle/`` and ``fixtures/golden/golden-bert.json``: a tiny
   random ``transformers`` BERT tagger built the way the bge-small-zh taggers are
   ([CLS]/[SEP] framing inside the graph, lexicon features, IDCNN-MHA-CRF), over
@@ -183,9 +187,13 @@ def golden(cfg: GoldenConfig) -> Path:
     sess = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
     decoder = ConstrainedDecoder.from_json(json.loads((bundle / "crf.json").read_text(encoding="utf-8")))
     cases = golden_cases(sess, decoder, vocab, None)
-    from .link import golden_link_cases
+    from .link import golden_link_cases, golden_linker_cases, tiny_linker_bundle
 
     (gdir / "link.json").write_text(json.dumps(golden_link_cases(cfg.seed), ensure_ascii=False, indent=1), encoding="utf-8")
+    linker = tiny_linker_bundle(out / "tiny-linker-bundle", cfg.seed)
+    (gdir / "golden-linker.json").write_text(
+        json.dumps({"bundle": "tiny-linker-bundle", "cases": golden_linker_cases(linker)}, ensure_ascii=False, indent=1),
+        encoding="utf-8")
     (gdir / "golden.json").write_text(json.dumps({"bundle": "tiny-bundle", "cases": cases}, ensure_ascii=False),
                                       encoding="utf-8")
 

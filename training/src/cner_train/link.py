@@ -484,23 +484,13 @@ class LinkExportConfig:
     top_k: int = 8
 
 
-def export_linker(cfg: LinkExportConfig) -> Path:
-    import datetime as dt
+def write_linker_files(model: LinkEncoder, vocab: Vocab, cands: Sequence[Candidate], out: Path, decision: dict,
+                       top_k: int) -> dict:
+    """Every linker bundle file but manifest.json; returns the torch parity and the bytes float16 saved."""
+    from .export import OPSET, store_float16
 
-    from .bge import build_bert
-    from .export import OPSET, git_commit, store_float16
-
-    run, out = Path(cfg.run), Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
-    vocab = Vocab.load(run / "vocab.txt")
-    model = LinkEncoder(build_bert({k: v for k, v in metrics["bert_config"].items() if k != "vocab_size"}, len(vocab)),
-                        metrics["dim"] if metrics["dim"] != metrics["bert_config"]["hidden_size"] else 0)
-    model.load_state_dict(torch.load(run / "model.pt", map_location="cpu"))
-    cands = read_candidates(Path(cfg.candidates))
-    names = [c.name for c in cands]
-    graph = LinkerGraph(model, torch.from_numpy(embed(model, vocab, names)), cfg.top_k).eval()
-
+    graph = LinkerGraph(model, torch.from_numpy(embed(model, vocab, [c.name for c in cands])), top_k).eval()
     onnx_path = out / "linker.onnx"
     ids, mask = torch.ones(2, 5, dtype=torch.int64), torch.ones(2, 5, dtype=torch.int64)
     axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}, "scores": {0: "batch"}, "indices": {0: "batch"}}
@@ -517,12 +507,46 @@ def export_linker(cfg: LinkExportConfig) -> Path:
         "entity_types": ["DIS"],
         "inputs": ["input_ids", "attention_mask"],
         "outputs": ["scores", "indices"],
-        "top_k": cfg.top_k,
+        "top_k": top_k,
         "max_query_length": MAX_QUERY_LEN,
         "part_separators": PART_SEPARATORS.pattern,
-        "decision": metrics["decision"],
+        "decision": decision,
     }
     (out / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
+    return {"parity_max_abs_diff": parity, "weights": {"float16_bytes_saved": saved}}
+
+
+def write_linker_manifest(out: Path, extra: dict) -> None:
+    import datetime as dt
+
+    from .corpus import sha256_file
+    from .export import OPSET, git_commit
+
+    manifest = {
+        "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+        "git_commit": git_commit(),
+        "opset": OPSET,
+        "kind": "linker",
+        "system": SYSTEM,
+        **extra,
+        "files": {f: sha256_file(out / f) for f in LINKER_FILES},
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def export_linker(cfg: LinkExportConfig) -> Path:
+    import datetime as dt
+
+    from .bge import build_bert
+
+    run, out = Path(cfg.run), Path(cfg.out)
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    vocab = Vocab.load(run / "vocab.txt")
+    model = LinkEncoder(build_bert({k: v for k, v in metrics["bert_config"].items() if k != "vocab_size"}, len(vocab)),
+                        metrics["dim"] if metrics["dim"] != metrics["bert_config"]["hidden_size"] else 0)
+    model.load_state_dict(torch.load(run / "model.pt", map_location="cpu"))
+    cands = read_candidates(Path(cfg.candidates))
+    written = write_linker_files(model, vocab, cands, out, metrics["decision"], cfg.top_k)
 
     scored = None
     if cfg.pairs:
@@ -534,29 +558,16 @@ def export_linker(cfg: LinkExportConfig) -> Path:
         scored = set_prf([g for _, g in dev], [[linker.names[i] for i, _ in c] for c in chosen])
         log.info("bundle on the dev split: set F1 %.2f (P %.2f R %.2f); PyTorch run %.2f",
                  scored["f1"], scored["precision"], scored["recall"], metrics["dev"]["f1"])
-    sha = metrics.get("config", {})
-    manifest = {
+    write_linker_manifest(out, {
         "name": cfg.name,
         "version": cfg.version or f"{dt.date.today():%Y.%m.%d}-link",
-        "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
-        "git_commit": git_commit(),
-        "opset": OPSET,
-        "kind": "linker",
-        "system": SYSTEM,
         "encoder": metrics["encoder"],
-        "training": sha,
+        "training": metrics.get("config", {}),
         "metrics": {"protocol": metrics["protocol"], "dev": scored or metrics["dev"],
                     "dev_pytorch": metrics["dev"], "dev_recall": metrics["history"][-1]["dev"]},
-        "parity_max_abs_diff": parity,
-        "weights": {"float16_bytes_saved": saved},
-        "candidates": {"file": Path(cfg.candidates).name, "names": len(names),
-                       "rows": sum(len(c.codes) for c in cands)},
-        "files": {},
-    }
-    from .corpus import sha256_file
-
-    manifest["files"] = {f: sha256_file(out / f) for f in LINKER_FILES}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+        **written,
+        "candidates": {"file": Path(cfg.candidates).name, "names": len(cands), "rows": sum(len(c.codes) for c in cands)},
+    })
     return out
 
 
@@ -588,3 +599,50 @@ def golden_link_cases(seed: int = 0) -> dict:
     return {"part_separators": PART_SEPARATORS.pattern,
             "parts": [{"text": t, "parts": query_parts(t)} for t in GOLDEN_LINK_TEXTS],
             "decisions": decisions}
+
+
+# Candidate names written for the test fixtures, with synthetic codes (not the ICD table's).
+GOLDEN_CANDIDATES = (
+    ("胃恶性肿瘤", ("X01.001",)), ("幽门梗阻", ("X02.001",)), ("癌", ("X03.001", "X03.002")), ("高血压", ("X04.001",)),
+    ("冠状动脉粥样硬化性心脏病", ("X05.001",)), ("肺恶性肿瘤", ("X06.001",)), ("2型糖尿病", ("X07.001",)),
+    ("骨质疏松", ("X08.001",)), ("不稳定性心绞痛", ("X09.001",)), ("慢性肾脏病", ("X10.001",)), ("肝硬化", ("X11.001",)),
+    ("慢性乙型病毒性肝炎", ("X12.001",)), ("乳腺恶性肿瘤", ("X13.001",)), ("骨继发恶性肿瘤", ("X14.001",)),
+    ("肝继发恶性肿瘤", ("X15.001",)), ("心力衰竭", ("X16.001",)),
+)
+TINY_LINK_BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                      max_position_embeddings=80, type_vocab_size=2, hidden_act="gelu", layer_norm_eps=1e-12,
+                      initializer_range=0.5)  # wide random weights: distinct embeddings, robust orders
+
+
+def tiny_linker_bundle(out: Path, seed: int = 0) -> Path:
+    """A linker bundle in the real format over a tiny random BERT (16-d projection, top 4), for tests only."""
+    from .bge import build_bert
+    from .vocab import SPECIAL_TOKENS
+
+    chars = sorted({c for n, _ in GOLDEN_CANDIDATES for c in n} | {c for t in GOLDEN_LINK_TEXTS for c in t.strip()} - {" "})
+    vocab = Vocab(list(SPECIAL_TOKENS) + [c for c in dict.fromkeys(chars) if Vocab.build([], [c]).tokens[-1:] == (c,)])
+    torch.manual_seed(seed)
+    model = LinkEncoder(build_bert(TINY_LINK_BERT, len(vocab)), dim=16).eval()
+    cands = [Candidate(n, codes) for n, codes in GOLDEN_CANDIDATES]
+    written = write_linker_files(model, vocab, cands, out, asdict(Decision(whole=0.0, part=0.3, max_names=3)), top_k=4)
+    write_linker_manifest(out, {"name": "cner-tiny-random-linker", "version": "tiny-linker-0",
+                                "metrics": {"note": "random weights, for tests only"}, **written,
+                                "candidates": {"file": "GOLDEN_CANDIDATES (synthetic codes)", "names": len(cands)}})
+    return out
+
+
+def golden_linker_cases(bundle: Path) -> list[dict]:
+    """For each golden text: its parts, each part's nearest names through ONNX Runtime, and the names kept."""
+    linker = OnnxLinker(bundle)
+    cases = []
+    for text in GOLDEN_LINK_TEXTS:
+        parts = query_parts(text)
+        idx, cos = linker.top(parts)
+        chosen = linker.link([text])[0]
+        cases.append({
+            "text": text,
+            "parts": parts,
+            "nearest": [{"indices": [int(i) for i in idx[j]], "scores": [float(c) for c in cos[j]]} for j in range(len(parts))],
+            "chosen": [{"name": linker.names[i], "codes": linker.codes[i], "score": s} for i, s in chosen],
+        })
+    return cases
