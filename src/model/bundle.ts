@@ -43,14 +43,7 @@ export const BUNDLE_FILES = ['model.onnx', 'crf.json', 'labels.json', 'vocab.txt
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 
 export async function loadBundle(dirArg: string): Promise<ModelBundle> {
-  const dir = path.resolve(dirArg);
-  const dirStat = await stat(dir).catch(() => undefined);
-  if (dirStat === undefined || !dirStat.isDirectory()) {
-    throw new CnerError('BUNDLE_NOT_FOUND', `model bundle directory ${dir} does not exist`, { context: { dir } });
-  }
-
-  const manifest = decodeManifest(await readJson(dir, 'manifest.json'), dir);
-  await verifyChecksums(dir, manifest.files);
+  const { dir, manifest } = await openBundleDir(dirArg, BUNDLE_FILES);
 
   const errors: string[] = [];
   const labels = decodeLabels(await readJson(dir, 'labels.json'), errors);
@@ -85,6 +78,22 @@ export async function loadBundle(dirArg: string): Promise<ModelBundle> {
   });
 }
 
+/**
+ * A bundle directory's manifest, decoded, with every file it lists checked
+ * against its sha256 before anything else is read. `required`: the files the
+ * reader of this kind of bundle needs, which the manifest must list.
+ */
+export async function openBundleDir(dirArg: string, required: readonly string[]): Promise<{ readonly dir: string; readonly manifest: BundleManifest }> {
+  const dir = path.resolve(dirArg);
+  const dirStat = await stat(dir).catch(() => undefined);
+  if (dirStat === undefined || !dirStat.isDirectory()) {
+    throw new CnerError('BUNDLE_NOT_FOUND', `model bundle directory ${dir} does not exist`, { context: { dir } });
+  }
+  const manifest = decodeManifest(await readJson(dir, 'manifest.json'), dir, required);
+  await verifyChecksums(dir, manifest.files);
+  return { dir, manifest };
+}
+
 /** Streams the file through sha256 (model.onnx can be hundreds of MB). */
 export async function sha256File(file: string): Promise<string> {
   const hash = createHash('sha256');
@@ -106,7 +115,7 @@ async function verifyChecksums(dir: string, files: Readonly<Record<string, strin
   }
 }
 
-function decodeManifest(json: unknown, dir: string): BundleManifest {
+function decodeManifest(json: unknown, dir: string, required: readonly string[]): BundleManifest {
   const errors: string[] = [];
   const obj = isRecord(json) ? json : {};
   if (!isRecord(json)) errors.push('must be a JSON object');
@@ -134,7 +143,7 @@ function decodeManifest(json: unknown, dir: string): BundleManifest {
       else files[file] = sum;
     }
     // Every file the processor reads must be covered, or a swapped file would go unnoticed.
-    for (const required of BUNDLE_FILES) if (!(required in rawFiles)) errors.push(`files must list ${required}`);
+    for (const file of required) if (!(file in rawFiles)) errors.push(`files must list ${file}`);
   }
   const metrics = isRecord(obj['metrics']) ? obj['metrics'] : {};
   if (errors.length > 0) {
@@ -194,7 +203,7 @@ const LEXICON_FILE = 'lexicon.tsv';
 const readsLexicon = (config: Readonly<Record<string, unknown>>): boolean =>
   Array.isArray(config['inputs']) && config['inputs'].includes('lexicon_features');
 
-async function readText(dir: string, name: string): Promise<string> {
+export async function readText(dir: string, name: string): Promise<string> {
   try {
     return await readFile(path.join(dir, name), 'utf8');
   } catch (cause) {
@@ -202,7 +211,7 @@ async function readText(dir: string, name: string): Promise<string> {
   }
 }
 
-async function readJson(dir: string, name: string): Promise<unknown> {
+export async function readJson(dir: string, name: string): Promise<unknown> {
   const text = await readText(dir, name);
   try {
     return JSON.parse(text) as unknown;

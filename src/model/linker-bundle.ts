@@ -1,0 +1,110 @@
+// Loading a linker bundle directory (`cner-train link-export`): linker.onnx
+// (a diagnosis → its nearest candidate names, by cosine, top k inside the
+// graph), names.tsv (row → standard name and its codes), vocab.txt (cner's
+// character vocabulary), config.json (code system, k, the longest query, the
+// part separators and the keep-or-drop thresholds). As for a tagger bundle,
+// every file is checked against the manifest's sha256 first, and every
+// problem is reported at once.
+
+import path from 'node:path';
+import { isLeft } from 'fp-ts/lib/Either.js';
+import { CnerError } from '../errors.js';
+import { type Vocab, parseVocab } from '../pipeline/encode.js';
+import { type LinkDecision, compileSeparators } from '../pipeline/link.js';
+import { type BundleManifest, openBundleDir, readJson, readText } from './bundle.js';
+
+export const LINKER_FILES = ['linker.onnx', 'names.tsv', 'vocab.txt', 'config.json'] as const;
+
+export interface LinkerBundle {
+  readonly dir: string;
+  readonly modelPath: string;
+  readonly manifest: BundleManifest;
+  readonly version: string;
+  /** The code system of every code (e.g. ICD-10-BJ-v601). */
+  readonly system: string;
+  /** Entity types whose mentions are linked (e.g. DIS). */
+  readonly entityTypes: readonly string[];
+  readonly topK: number;
+  /** Queries are cut to this many code points, as in training. */
+  readonly maxQueryLength: number;
+  readonly separators: RegExp;
+  readonly decision: LinkDecision;
+  /** By row of the graph's indices. */
+  readonly names: readonly string[];
+  readonly codes: readonly (readonly string[])[];
+  readonly vocab: Vocab;
+}
+
+export async function loadLinkerBundle(dirArg: string): Promise<LinkerBundle> {
+  const { dir, manifest } = await openBundleDir(dirArg, LINKER_FILES);
+  const errors: string[] = [];
+  const config = await readJson(dir, 'config.json');
+  const c = typeof config === 'object' && config !== null && !Array.isArray(config) ? (config as Record<string, unknown>) : {};
+  if (c !== config) errors.push('config.json must be a JSON object');
+  const str = (key: string): string => {
+    const v = c[key];
+    if (typeof v !== 'string' || v.length === 0) errors.push(`config.json: ${key} must be a non-empty string`);
+    return typeof v === 'string' ? v : '';
+  };
+  const int = (obj: Record<string, unknown>, key: string, where: string): number => {
+    const v = obj[key];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) errors.push(`config.json: ${where}${key} must be a whole number ≥ 1`);
+    return typeof v === 'number' ? v : 1;
+  };
+  if (c['kind'] !== 'linker') errors.push(`config.json: kind must be "linker", found ${JSON.stringify(c['kind'] ?? null)}`);
+  const system = str('system');
+  const entityTypes = Array.isArray(c['entity_types']) && c['entity_types'].every((t) => typeof t === 'string') ? (c['entity_types']) : [];
+  if (entityTypes.length === 0) errors.push('config.json: entity_types must be a non-empty list of type codes');
+  if (JSON.stringify(c['inputs']) !== JSON.stringify(['input_ids', 'attention_mask'])) errors.push('config.json: inputs must be ["input_ids", "attention_mask"]');
+  if (JSON.stringify(c['outputs']) !== JSON.stringify(['scores', 'indices'])) errors.push('config.json: outputs must be ["scores", "indices"]');
+  const topK = int(c, 'top_k', '');
+  const maxQueryLength = int(c, 'max_query_length', '');
+  let separators = /$^/gu;
+  try {
+    separators = compileSeparators(str('part_separators'));
+  } catch (e) {
+    errors.push(`config.json: part_separators is not a pattern JavaScript can compile: ${e instanceof Error ? e.message : String(e)}`);
+  }
+  const d = typeof c['decision'] === 'object' && c['decision'] !== null ? (c['decision'] as Record<string, unknown>) : {};
+  const cos = (key: string): number => {
+    const v = d[key];
+    if (typeof v !== 'number' || !(v >= -1 && v <= 1)) errors.push(`config.json: decision.${key} must be a cosine, from -1 to 1`);
+    return typeof v === 'number' ? v : 1;
+  };
+  const decision: LinkDecision = { whole: cos('whole'), part: cos('part'), maxNames: int(d, 'max_names', 'decision.') };
+
+  const names: string[] = [];
+  const codes: string[][] = [];
+  for (const [i, line] of (await readText(dir, 'names.tsv')).split('\n').entries()) {
+    if (line === '') continue;
+    const [name, list, ...rest] = line.split('\t');
+    if (name === undefined || name === '' || list === undefined || list === '' || rest.length > 0) {
+      errors.push(`names.tsv line ${i + 1}: must be name<TAB>code[,code…]`);
+      continue;
+    }
+    names.push(name);
+    codes.push(list.split(','));
+  }
+  if (names.length < topK) errors.push(`names.tsv: ${names.length} names, fewer than top_k ${topK}`);
+  const vocab = parseVocab(await readText(dir, 'vocab.txt'));
+  if (isLeft(vocab)) errors.push(...vocab.left.map((e) => `vocab.txt: ${e}`));
+
+  if (errors.length > 0 || isLeft(vocab)) {
+    throw new CnerError('BUNDLE_INVALID', `linker bundle ${dir} is invalid:\n- ${errors.join('\n- ')}`, { context: { dir, errors } });
+  }
+  return Object.freeze({
+    dir,
+    modelPath: path.join(dir, 'linker.onnx'),
+    manifest,
+    version: manifest.version,
+    system,
+    entityTypes: Object.freeze([...entityTypes]),
+    topK,
+    maxQueryLength,
+    separators,
+    decision: Object.freeze(decision),
+    names: Object.freeze(names),
+    codes: Object.freeze(codes.map((x) => Object.freeze(x))),
+    vocab: vocab.right,
+  });
+}

@@ -1,0 +1,65 @@
+import assert from 'node:assert/strict';
+import { cp, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { CnerError } from '../../src/errors.js';
+import { sha256File } from '../../src/model/bundle.js';
+import { loadLinkerBundle } from '../../src/model/linker-bundle.js';
+import { queryParts } from '../../src/pipeline/link.js';
+import { PACKAGE_ROOT } from '../../src/paths.js';
+
+const TINY_LINKER = path.join(PACKAGE_ROOT, 'fixtures', 'tiny-linker-bundle');
+
+/** A copy of the tiny linker with one file rewritten (and, unless `stale`, the manifest's sha256 updated). */
+async function variant(file: string, edit: (text: string) => string, stale = false): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'cner-linker-'));
+  await cp(TINY_LINKER, dir, { recursive: true });
+  await writeFile(path.join(dir, file), edit(await readFile(path.join(dir, file), 'utf8')));
+  if (!stale) {
+    const manifest = JSON.parse(await readFile(path.join(dir, 'manifest.json'), 'utf8')) as { files: Record<string, string> };
+    manifest.files[file] = await sha256File(path.join(dir, file));
+    await writeFile(path.join(dir, 'manifest.json'), JSON.stringify(manifest));
+  }
+  return dir;
+}
+
+describe('loadLinkerBundle', () => {
+  it('reads the tiny linker: names with every code, thresholds, the separators as the training package wrote them', async () => {
+    const b = await loadLinkerBundle(TINY_LINKER);
+    assert.equal(b.version, 'tiny-linker-0');
+    assert.equal(b.system, 'ICD-10-BJ-v601');
+    assert.deepEqual(b.entityTypes, ['DIS']);
+    assert.equal(b.topK, 4);
+    assert.equal(b.names.length, 16);
+    assert.deepEqual(b.codes[b.names.indexOf('癌')], ['X03.001', 'X03.002']);
+    assert.deepEqual(b.decision, { whole: 0, part: 0.3, maxNames: 3 });
+    assert.deepEqual(queryParts('胃癌伴幽门梗阻', b.separators), ['胃癌伴幽门梗阻', '胃癌', '幽门梗阻']);
+    assert.ok(Object.isFrozen(b) && Object.isFrozen(b.names));
+  });
+
+  it('refuses a file changed after export (sha256)', async () => {
+    const dir = await variant('names.tsv', (t) => t.replace('高血压', '低血压'), true);
+    await assert.rejects(loadLinkerBundle(dir), (e: unknown) => e instanceof CnerError && e.code === 'BUNDLE_CHECKSUM_MISMATCH');
+  });
+
+  it('reports every problem of the configuration at once', async () => {
+    const dir = await variant('config.json', (t) => {
+      const c = JSON.parse(t) as Record<string, unknown>;
+      return JSON.stringify({ ...c, kind: 'tagger', top_k: 0, part_separators: '[', decision: { whole: 2, part: 0.5, max_names: 1 } });
+    });
+    await assert.rejects(loadLinkerBundle(dir), (e: unknown) => {
+      const m = e instanceof CnerError && e.code === 'BUNDLE_INVALID' ? e.message : '';
+      return ['kind must be "linker"', 'top_k must be a whole number', 'part_separators is not a pattern', 'decision.whole must be a cosine'].every((p) => m.includes(p));
+    });
+  });
+
+  it('refuses a bundle whose manifest does not cover the linker files', async () => {
+    const dir = await variant('manifest.json', (t) => {
+      const m = JSON.parse(t) as { files: Record<string, string> };
+      delete m.files['names.tsv'];
+      return JSON.stringify(m);
+    }, true);
+    await assert.rejects(loadLinkerBundle(dir), (e: unknown) => e instanceof CnerError && e.code === 'BUNDLE_INVALID' && e.message.includes('files must list names.tsv'));
+  });
+});
