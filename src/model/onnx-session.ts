@@ -50,8 +50,24 @@ const INPUT_IDS = 'input_ids';
 const ATTENTION_MASK = 'attention_mask';
 const LEXICON_FEATURES_INPUT = 'lexicon_features';
 const EMISSIONS = 'emissions';
+const SCORES = 'scores';
+const INDICES = 'indices';
 
 export async function createSession(modelPath: string, config: SessionConfig = DEFAULT_SESSION_CONFIG): Promise<EmissionsSession> {
+  const { session, provider, fallbacks } = await openSession(modelPath, config, [INPUT_IDS, ATTENTION_MASK], [EMISSIONS]);
+  return wrap(session, provider, fallbacks);
+}
+
+/**
+ * One ORT session on the first execution provider that loads the model (CPU
+ * last), checked to have the named inputs and outputs.
+ */
+async function openSession(
+  modelPath: string,
+  config: SessionConfig,
+  inputs: readonly string[],
+  outputs: readonly string[],
+): Promise<{ session: ort.InferenceSession; provider: ExecutionProvider; fallbacks: EmissionsSession['fallbacks'] }> {
   const order: ExecutionProvider[] = [...config.executionProviders.filter((p) => p !== 'cpu'), 'cpu'];
   const fallbacks: { provider: ExecutionProvider; reason: string }[] = [];
   for (const provider of order) {
@@ -79,16 +95,61 @@ export async function createSession(modelPath: string, config: SessionConfig = D
       }
       continue;
     }
-    checkSignature(session, modelPath);
-    return wrap(session, provider, fallbacks);
+    checkSignature(session, modelPath, inputs, outputs);
+    return { session, provider, fallbacks };
   }
   throw new Error('unreachable: the CPU provider is always tried');
 }
 
-function checkSignature(session: ort.InferenceSession, modelPath: string): void {
+/** A linker's answer for a batch of queries: the k nearest names of each, best first. */
+export interface NearestOutput {
+  readonly scores: Float32Array; // [batch, k] cosines
+  readonly indices: Int32Array; // [batch, k] rows of the bundle's names
+  readonly k: number;
+}
+
+export interface LinkerSession {
+  readonly provider: ExecutionProvider;
+  readonly fallbacks: EmissionsSession['fallbacks'];
+  run(inputs: Omit<SessionInputs, 'lexiconFeatures'>): Promise<NearestOutput>;
+  release(): Promise<void>;
+}
+
+/** A linker bundle's graph (`cner-train link-export`): input_ids, attention_mask → scores, indices. */
+export async function createLinkerSession(modelPath: string, config: SessionConfig = DEFAULT_SESSION_CONFIG): Promise<LinkerSession> {
+  const { session, provider, fallbacks } = await openSession(modelPath, config, [INPUT_IDS, ATTENTION_MASK], [SCORES, INDICES]);
+  return {
+    provider,
+    fallbacks,
+    async run({ inputIds, attentionMask, batch, seq }) {
+      if (inputIds.length !== batch * seq || attentionMask.length !== batch * seq) {
+        throw new RangeError(`inputs hold ${inputIds.length}/${attentionMask.length} values, expected ${batch}×${seq}`);
+      }
+      let out: ort.InferenceSession.OnnxValueMapType;
+      try {
+        out = await session.run({ [INPUT_IDS]: new ort.Tensor('int64', inputIds, [batch, seq]), [ATTENTION_MASK]: new ort.Tensor('int64', attentionMask, [batch, seq]) });
+      } catch (cause) {
+        throw new CnerError('INFERENCE_FAILED', `onnxruntime run failed: ${cause instanceof Error ? cause.message : String(cause)}`, { cause, context: { batch, seq, provider } });
+      }
+      const scores = out[SCORES]!;
+      const indices = out[INDICES]!;
+      const k = scores.dims[1] ?? 0;
+      if (scores.type !== 'float32' || indices.type !== 'int64' || scores.dims[0] !== batch || indices.dims[0] !== batch || indices.dims[1] !== k) {
+        throw new CnerError('INFERENCE_FAILED', `linker outputs are ${scores.type} [${scores.dims.join(', ')}] and ${indices.type} [${indices.dims.join(', ')}], expected float32 and int64 [${batch}, k]`, {
+          context: { batch, seq },
+        });
+      }
+      const rows = indices.data as BigInt64Array;
+      return { scores: Float32Array.from(scores.data as Float32Array), indices: Int32Array.from(rows, (v) => Number(v)), k };
+    },
+    release: () => session.release(),
+  };
+}
+
+function checkSignature(session: ort.InferenceSession, modelPath: string, inputs: readonly string[], outputs: readonly string[]): void {
   const missing = [
-    ...[INPUT_IDS, ATTENTION_MASK].filter((n) => !session.inputNames.includes(n)).map((n) => `input ${n}`),
-    ...(session.outputNames.includes(EMISSIONS) ? [] : [`output ${EMISSIONS}`]),
+    ...inputs.filter((n) => !session.inputNames.includes(n)).map((n) => `input ${n}`),
+    ...outputs.filter((n) => !session.outputNames.includes(n)).map((n) => `output ${n}`),
   ];
   if (missing.length > 0) {
     void session.release();
