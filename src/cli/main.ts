@@ -12,6 +12,7 @@ interface CommandEntry {
 export const COMMANDS: Readonly<Record<string, CommandEntry>> = Object.freeze({
   tag: { summary: 'tag JSON Lines from stdin, write entities as JSON Lines', load: () => import('./tag.js') },
   eval: { summary: 'strict entity-level P/R/F1 on a CCKS-format JSONL file', load: () => import('./eval.js') },
+  link: { summary: 'link diagnoses (JSON Lines from stdin) to ICD-10 codes with a linker bundle', load: () => import('./link.js') },
   serve: { summary: 'run the Kafka stream processor (configured by environment variables)', load: () => import('./serve.js') },
   model: { summary: 'publish a model bundle to the model topic, list its versions, select the live one', load: () => import('./model.js') },
   demo: { summary: 'run the processor end to end on synthetic records and print the entities', load: () => import('./demo.js') },

@@ -1,0 +1,84 @@
+// `cner link`: diagnosis strings in (JSON Lines with "text" and an optional
+// "id"), one line out per input line, in order: {"id", "links": [{code, name,
+// score}]}, the ICD-10 (Beijing clinical v601) concepts the text denotes, best
+// first. What the CHIP-CDN evaluation runs.
+
+import { parseArgs } from 'node:util';
+import { CnerError } from '../errors.js';
+import { openLinker } from '../model/linker.js';
+import { firstLoneSurrogate } from '../pipeline/unicode.js';
+import { readLines, write } from './io.js';
+import { type Command, type CommandIo, EXIT } from './command.js';
+import { MODEL_FLAGS_USAGE, MODEL_FLAG_OPTIONS, toolSetup } from './options.js';
+
+const USAGE = `Usage: cner link --linker DIR < in.jsonl > out.jsonl
+
+Reads one JSON object per line with a diagnosis in "text" and an optional
+"id"; writes one line per input line with the id and "links": [{"code",
+"name", "score"}], best first (score: cosine between the text, or the listed
+part that found it, and the standard name). A line that cannot be linked gets
+{"id", "error"} and the exit code is 1.
+
+Options:
+  --linker DIR         linker bundle (cner-train link-export)
+  --batch N            lines linked per onnxruntime call (default 64)
+${MODEL_FLAGS_USAGE}`;
+
+type LineResult = { id?: unknown; links: { code: string; name: string; score: number }[] } | { id?: unknown; error: { code: string; message: string } };
+
+export const command: Command = {
+  usage: USAGE,
+  async run(argv: readonly string[], io: CommandIo): Promise<number> {
+    const { values } = parseArgs({ args: [...argv], options: { ...MODEL_FLAG_OPTIONS, linker: { type: 'string' }, batch: { type: 'string' } }, strict: true });
+    if (values.linker === undefined) {
+      io.stderr.write(`cner link: --linker DIR is required\n\n${USAGE}`);
+      return EXIT.usage;
+    }
+    const batch = Number(values.batch ?? 64);
+    if (!Number.isInteger(batch) || batch < 1) throw new CnerError('INVALID_CONFIG', '--batch must be an integer >= 1');
+    const { modelOptions } = toolSetup(values);
+    const linker = await openLinker(values.linker, modelOptions.session);
+    let failures = 0;
+    try {
+      let pending: { line: string; parsed: ParsedLine }[] = [];
+      const flush = async (): Promise<void> => {
+        const valid = pending.filter((p) => 'text' in p.parsed);
+        const links = await linker.link(valid.map((p) => (p.parsed as { text: string }).text));
+        let v = 0;
+        for (const p of pending) {
+          const out: LineResult = 'text' in p.parsed ? { ...p.parsed.id, links: links[v++]!.map(({ code, name, score }) => ({ code, name, score })) } : p.parsed;
+          if ('error' in out) failures++;
+          await write(io.stdout, `${JSON.stringify(out)}\n`);
+        }
+        pending = [];
+      };
+      for await (const line of readLines(io.stdin)) {
+        if (line.trim().length === 0) continue;
+        pending.push({ line, parsed: parseLine(line) });
+        if (pending.length >= batch) await flush();
+      }
+      await flush();
+    } finally {
+      await linker.close();
+    }
+    return failures > 0 ? EXIT.failures : EXIT.ok;
+  },
+};
+
+type ParsedLine = { id: { id?: unknown }; text: string } | { id?: unknown; error: { code: string; message: string } };
+
+function parseLine(line: string): ParsedLine {
+  let obj: unknown;
+  try {
+    obj = JSON.parse(line);
+  } catch {
+    return { error: { code: 'INVALID_RECORD', message: 'line is not valid JSON' } };
+  }
+  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) return { error: { code: 'INVALID_RECORD', message: 'line is not a JSON object' } };
+  const rec = obj as Record<string, unknown>;
+  const id = 'id' in rec ? { id: rec['id'] } : {};
+  const text = rec['text'];
+  if (typeof text !== 'string' || text.trim().length === 0) return { ...id, error: { code: 'INVALID_RECORD', message: 'needs a non-empty string "text"' } };
+  if (firstLoneSurrogate(text) >= 0) return { ...id, error: { code: 'INVALID_RECORD', message: 'text is not well-formed UTF-16 (lone surrogate)' } };
+  return { id, text };
+}
