@@ -212,7 +212,7 @@ def fit_decision(retrieved: list[list[tuple[np.ndarray, np.ndarray]]], gold: Seq
                  names: Sequence[str]) -> tuple[Decision, float]:
     """The thresholds with the best set F1 on these records (a grid over cosines)."""
     best = (Decision(), -1.0)
-    grid = [round(x, 2) for x in np.arange(0.5, 1.0, 0.02)]
+    grid = [round(float(x), 2) for x in np.arange(0.5, 1.0, 0.02)]  # plain floats: they go into config.json
     for whole in [0.0, *grid]:
         for part in grid:
             d = Decision(whole=whole, part=part)
