@@ -32,7 +32,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -42,6 +42,7 @@ from torch import nn
 
 from .bge import load_encoder, pruned_state_dict, tagger_vocab
 from .models import frame
+from .text import normalize_char
 from .train import set_seed, warmup_linear
 from .vocab import PAD_ID, Vocab
 
@@ -195,17 +196,23 @@ class Decision:
         return [i for i, _ in sorted(scored.items(), key=lambda kv: -kv[1])][: self.max_names]
 
 
-def retrieve_parts(model: LinkEncoder, vocab: Vocab, texts: Sequence[str], name_vecs: np.ndarray,
-                   k: int = 1) -> list[list[tuple[np.ndarray, np.ndarray]]]:
-    """For each text, the top-k (indices, cosines) of the whole text and of each of its parts."""
+def nearest_by_text(texts: Sequence[str], nearest: Callable[[list[str]], tuple[np.ndarray, np.ndarray]]
+                    ) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """For each text, the (indices, cosines) of the whole text and of each of its parts, all
+    queries asked of ``nearest`` in one call."""
     pieces = [query_parts(t) for t in texts]
-    flat = [p for ps in pieces for p in ps]
-    idx, cos = top_k(embed(model, vocab, flat), name_vecs, k)
+    idx, cos = nearest([p for ps in pieces for p in ps])
     out, at = [], 0
     for ps in pieces:
         out.append([(idx[at + j], cos[at + j]) for j in range(len(ps))])
         at += len(ps)
     return out
+
+
+def retrieve_parts(model: LinkEncoder, vocab: Vocab, texts: Sequence[str], name_vecs: np.ndarray,
+                   k: int = 1) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """For each text, the top-k (indices, cosines) of the whole text and of each of its parts."""
+    return nearest_by_text(texts, lambda queries: top_k(embed(model, vocab, queries), name_vecs, k))
 
 
 def fit_decision(retrieved: list[list[tuple[np.ndarray, np.ndarray]]], gold: Sequence[Sequence[str]],
@@ -432,18 +439,13 @@ class OnnxLinker:
 
     def link(self, texts: Sequence[str]) -> list[list[tuple[int, float]]]:
         """Per text, the chosen names as (row, cosine of the text or part that chose it), best first."""
-        pieces = [query_parts(t) for t in texts]
-        flat = [p for ps in pieces for p in ps]
-        idx, cos = self.top(flat)
-        out, at = [], 0
-        for ps in pieces:
-            parts = [(idx[at + j], cos[at + j]) for j in range(len(ps))]
-            best = {}
+        out = []
+        for parts in nearest_by_text(texts, self.top):
+            best: dict[int, float] = {}
             for i, c in parts:
                 for j, s in zip(i, c, strict=True):
                     best[int(j)] = max(best.get(int(j), -1.0), float(s))
             out.append([(i, best[i]) for i in self.decision.choose(parts)])
-            at += len(ps)
         return out
 
 
@@ -620,7 +622,7 @@ def tiny_linker_bundle(out: Path, seed: int = 0) -> Path:
     from .vocab import SPECIAL_TOKENS
 
     chars = sorted({c for n, _ in GOLDEN_CANDIDATES for c in n} | {c for t in GOLDEN_LINK_TEXTS for c in t.strip()} - {" "})
-    vocab = Vocab(list(SPECIAL_TOKENS) + [c for c in dict.fromkeys(chars) if Vocab.build([], [c]).tokens[-1:] == (c,)])
+    vocab = Vocab(list(SPECIAL_TOKENS) + [c for c in chars if normalize_char(c) == c])  # a vocabulary holds normalized characters
     torch.manual_seed(seed)
     model = LinkEncoder(build_bert(TINY_LINK_BERT, len(vocab)), dim=16).eval()
     cands = [Candidate(n, codes) for n, codes in GOLDEN_CANDIDATES]
