@@ -3,6 +3,7 @@
 
 import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
+import { firstLoneSurrogate } from '../pipeline/unicode.js';
 
 export async function* readLines(input: Readable): AsyncGenerator<string> {
   const lines = createInterface({ input, crlfDelay: Infinity });
@@ -28,4 +29,33 @@ export async function* mapOrdered<T, R>(source: AsyncIterable<T>, concurrency: n
 /** Writes, waiting for 'drain' when the stream's buffer is full. */
 export async function write(out: Writable, text: string): Promise<void> {
   if (!out.write(text)) await new Promise<void>((resolve) => out.once('drain', () => resolve()));
+}
+
+/** A line's error, reported in place of its result. */
+export interface LineError {
+  readonly id?: unknown;
+  readonly error: { readonly code: string; readonly message: string };
+}
+
+/**
+ * One input line of the text commands: a JSON object with the text under the
+ * first of `keys` present and an optional "id" (echoed as given); or the
+ * reason it cannot be read.
+ */
+export function parseTextLine(line: string, keys: readonly string[]): { readonly id: { id?: unknown }; readonly text: string } | LineError {
+  let obj: unknown;
+  try {
+    obj = JSON.parse(line);
+  } catch {
+    return { error: { code: 'INVALID_RECORD', message: 'line is not valid JSON' } };
+  }
+  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) {
+    return { error: { code: 'INVALID_RECORD', message: 'line is not a JSON object' } };
+  }
+  const rec = obj as Record<string, unknown>;
+  const id = 'id' in rec ? { id: rec['id'] } : {};
+  const text = keys.map((k) => rec[k]).find((v) => v !== undefined && v !== null);
+  if (typeof text !== 'string') return { ...id, error: { code: 'INVALID_RECORD', message: `needs a string ${keys.map((k) => JSON.stringify(k)).join(' or ')}` } };
+  if (firstLoneSurrogate(text) >= 0) return { ...id, error: { code: 'INVALID_RECORD', message: 'text is not well-formed UTF-16 (lone surrogate)' } };
+  return { id, text };
 }

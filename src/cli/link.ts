@@ -6,8 +6,7 @@
 import { parseArgs } from 'node:util';
 import { CnerError } from '../errors.js';
 import { openLinker } from '../model/linker.js';
-import { firstLoneSurrogate } from '../pipeline/unicode.js';
-import { readLines, write } from './io.js';
+import { type LineError, parseTextLine, readLines, write } from './io.js';
 import { type Command, type CommandIo, EXIT } from './command.js';
 import { MODEL_FLAGS_USAGE, MODEL_FLAG_OPTIONS, toolSetup } from './options.js';
 
@@ -24,7 +23,7 @@ Options:
   --batch N            lines linked per onnxruntime call (default 64)
 ${MODEL_FLAGS_USAGE}`;
 
-type LineResult = { id?: unknown; links: { code: string; name: string; score: number }[] } | { id?: unknown; error: { code: string; message: string } };
+type LineResult = { id?: unknown; links: { code: string; name: string; score: number }[] } | LineError;
 
 export const command: Command = {
   usage: USAGE,
@@ -65,20 +64,10 @@ export const command: Command = {
   },
 };
 
-type ParsedLine = { id: { id?: unknown }; text: string } | { id?: unknown; error: { code: string; message: string } };
+type ParsedLine = { readonly id: { id?: unknown }; readonly text: string } | LineError;
 
 function parseLine(line: string): ParsedLine {
-  let obj: unknown;
-  try {
-    obj = JSON.parse(line);
-  } catch {
-    return { error: { code: 'INVALID_RECORD', message: 'line is not valid JSON' } };
-  }
-  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) return { error: { code: 'INVALID_RECORD', message: 'line is not a JSON object' } };
-  const rec = obj as Record<string, unknown>;
-  const id = 'id' in rec ? { id: rec['id'] } : {};
-  const text = rec['text'];
-  if (typeof text !== 'string' || text.trim().length === 0) return { ...id, error: { code: 'INVALID_RECORD', message: 'needs a non-empty string "text"' } };
-  if (firstLoneSurrogate(text) >= 0) return { ...id, error: { code: 'INVALID_RECORD', message: 'text is not well-formed UTF-16 (lone surrogate)' } };
-  return { id, text };
+  const parsed = parseTextLine(line, ['text']);
+  if ('error' in parsed || parsed.text.trim().length > 0) return parsed;
+  return { ...parsed.id, error: { code: 'INVALID_RECORD', message: 'needs a non-empty string "text"' } };
 }

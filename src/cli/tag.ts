@@ -5,11 +5,10 @@
 
 import { parseArgs } from 'node:util';
 import { CnerError, isCnerError } from '../errors.js';
-import { firstLoneSurrogate } from '../pipeline/unicode.js';
 import type { Entity } from '../pipeline/spans.js';
 import { tagRecord } from '../pipeline/tag.js';
 import { type LoadedModel, openModel } from '../model/model.js';
-import { mapOrdered, readLines, write } from './io.js';
+import { type LineError, mapOrdered, parseTextLine, readLines, write } from './io.js';
 import { type Command, type CommandIo, EXIT } from './command.js';
 import { MODEL_FLAGS_USAGE, MODEL_FLAG_OPTIONS, toolSetup } from './options.js';
 
@@ -65,24 +64,13 @@ export const command: Command = {
   },
 };
 
-type LineResult = { id?: unknown; entities: CcksEntity[] } | { id?: unknown; error: { code: string; message: string } };
+type LineResult = { id?: unknown; entities: CcksEntity[] } | LineError;
 
 /** Tags one input line; never throws for bad input, only for model failures. */
 export async function tagLine(line: string, model: LoadedModel): Promise<LineResult> {
-  let obj: unknown;
-  try {
-    obj = JSON.parse(line);
-  } catch {
-    return { error: { code: 'INVALID_RECORD', message: 'line is not valid JSON' } };
-  }
-  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) {
-    return { error: { code: 'INVALID_RECORD', message: 'line is not a JSON object' } };
-  }
-  const rec = obj as Record<string, unknown>;
-  const id = 'id' in rec ? { id: rec['id'] } : {};
-  const text = rec['text'] ?? rec['originalText'];
-  if (typeof text !== 'string') return { ...id, error: { code: 'INVALID_RECORD', message: 'needs a string "text" or "originalText"' } };
-  if (firstLoneSurrogate(text) >= 0) return { ...id, error: { code: 'INVALID_RECORD', message: 'text is not well-formed UTF-16 (lone surrogate)' } };
+  const parsed = parseTextLine(line, ['text', 'originalText']);
+  if ('error' in parsed) return parsed;
+  const { id, text } = parsed;
   try {
     const entities = await tagRecord(text, model);
     return { ...id, entities: entities.map(toCcksEntity) };
