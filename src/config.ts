@@ -14,6 +14,7 @@ import { sequenceS } from 'fp-ts/lib/Apply.js';
 import { type Either, getApplicativeValidation, isLeft, left, right } from 'fp-ts/lib/Either.js';
 import { type NonEmptyArray, getSemigroup } from 'fp-ts/lib/NonEmptyArray.js';
 import { CnerError } from './errors.js';
+import type { LinkerOptions } from './model/linker.js';
 import type { ModelOptions } from './model/model.js';
 import { DEFAULT_MODEL, PACKAGE_ROOT, resolveModelDir } from './paths.js';
 import { type ExecutionProvider, isExecutionProvider } from './model/session-options.js';
@@ -53,6 +54,7 @@ export const VARIABLES: readonly VariableSpec[] = Object.freeze([
   { name: 'SCHEMA_REGISTRY_PASSWORD', doc: 'Registry basic-auth password. Never logged.' },
   { name: 'CNER_INSTANCE_ID', default: 'the host name', doc: 'Identity of this instance: names its model cache directory and its model-topic reader; in Kubernetes the pod name (the host name). Transactional ids do not depend on it.' },
   { name: 'CNER_MODEL_DIR', default: 'default', doc: 'Model bundle: the name of a bundle shipped in the package (a folder of `models/` with a manifest, e.g. `default`) or a bundle directory; a relative directory is relative to the package root.' },
+  { name: 'CNER_LINKER_DIR', default: 'none', doc: 'ICD-10 linker bundle (`cner-train link-export`): every entity of the types it names (DIS) gets the concepts it denotes in `codes`, and events carry its `linkerVersion`. A bundle shipped in the package by name, or a bundle directory (relative: to the package root); `none` = no linking.' },
   { name: 'CNER_MODEL_CACHE_DIR', doc: 'Writable directory where verified model versions from the model topic are kept (default: a directory under the system temp dir; mount a volume to keep them across restarts).' },
   { name: 'CNER_EXECUTION_PROVIDERS', default: 'cpu', doc: 'onnxruntime execution providers to try in order, comma-separated (e.g. `cuda,cpu`); CPU is always the fallback.' },
   { name: 'CNER_INFERENCE_WORKERS', default: '1', doc: 'Inference worker threads (≥ 1: the Kafka loop never runs the model on its own thread).' },
@@ -96,6 +98,8 @@ export interface RegistryConfig {
 
 export interface ModelConfig {
   readonly dir: string;
+  /** Null: no linking. */
+  readonly linkerDir: string | null;
   readonly cacheDir: string | null;
   readonly executionProviders: readonly ExecutionProvider[];
   readonly workers: number;
@@ -128,6 +132,7 @@ export type ConfigMode = 'serve' | 'demo' | 'tool';
 /** Flags of the commands that load a model, and the variable each one sets. */
 export const MODEL_FLAGS = Object.freeze({
   model: 'CNER_MODEL_DIR',
+  linker: 'CNER_LINKER_DIR',
   workers: 'CNER_INFERENCE_WORKERS',
   providers: 'CNER_EXECUTION_PROVIDERS',
   threads: 'CNER_INTRA_OP_THREADS',
@@ -277,8 +282,10 @@ const redactUrl = (raw: string): string => raw.replace(/\/\/[^/@]*@/, '//***@');
 function modelConfig(get: Getter, mode: ConfigMode): Validated<ModelConfig> {
   // --model is relative to the working directory; CNER_MODEL_DIR to the package root (the image's layout).
   const base = get.flagged('CNER_MODEL_DIR') ? process.cwd() : PACKAGE_ROOT;
+  const linker = get('CNER_LINKER_DIR') ?? NO_LINKER;
   return sequenceS(V)({
     dir: right(resolveModelDir(get('CNER_MODEL_DIR') ?? DEFAULT_MODEL, base)),
+    linkerDir: right(linker.toLowerCase() === NO_LINKER ? null : resolveModelDir(linker, get.flagged('CNER_LINKER_DIR') ? process.cwd() : PACKAGE_ROOT)),
     cacheDir: right(get('CNER_MODEL_CACHE_DIR') ?? null),
     executionProviders: providers(get),
     // The stream loop never runs the model on its own thread; a command may.
@@ -290,6 +297,9 @@ function modelConfig(get: Getter, mode: ConfigMode): Validated<ModelConfig> {
   });
 }
 
+/** CNER_LINKER_DIR's value for no linking. */
+const NO_LINKER = 'none';
+
 /** What a command that loads a model passes to openModel, from the one configuration. */
 export function modelOptionsOf(model: ModelConfig, logger?: ModelOptions['logger']): ModelOptions {
   return {
@@ -300,6 +310,18 @@ export function modelOptionsOf(model: ModelConfig, logger?: ModelOptions['logger
     ...(logger === undefined ? {} : { logger }),
   };
 }
+
+/**
+ * What a command passes to openLinker: the tagger's workers and sessions (a
+ * command may run the linker on its own thread; the stream never does).
+ */
+export function linkerOptionsOf(model: ModelConfig, logger?: LinkerOptions['logger']): LinkerOptions {
+  const { workers, session } = modelOptionsOf(model);
+  return { workers, session, cacheSize: LINK_CACHE_SIZE, ...(logger === undefined ? {} : { logger }) };
+}
+
+/** Texts whose concepts a linker keeps: about 3 MB of short diagnoses and their codes. */
+const LINK_CACHE_SIZE = 20_000;
 
 type Getter = ((name: string) => string | undefined) & { readonly label: (name: string) => string; readonly flagged: (name: string) => boolean };
 

@@ -5,11 +5,12 @@
 // `cner demo` both run this.
 
 import type { Logger } from 'pino';
-import { type Config, describeConfig, modelOptionsOf } from './config.js';
+import { type Config, describeConfig, linkerOptionsOf, modelOptionsOf } from './config.js';
 import { CnerError, describeError } from './errors.js';
 import os from 'node:os';
 import path from 'node:path';
 import { ModelManager } from './versions/manager.js';
+import { type Linker, openLinker } from './model/linker.js';
 import { openModel } from './model/model.js';
 import { Health } from './observability/health.js';
 import { type HttpServer, startHttpServer } from './observability/http.js';
@@ -65,6 +66,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   const abort = new AbortController();
   options.signal?.addEventListener('abort', () => abort.abort(), { once: true });
   let model: ModelManager | null = null;
+  let linker: Linker | null = null;
   let stream: StreamProcessor | null = null;
 
   log.info({ config: describeConfig(config) }, 'starting the stream processor');
@@ -81,6 +83,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     health.shuttingDown();
     await stream?.stop();
     await model?.close().catch((e: unknown) => log.warn({ err: e }, 'closing the model failed'));
+    await linker?.close().catch((e: unknown) => log.warn({ err: e }, 'closing the linker failed'));
     await http.close();
   };
 
@@ -104,6 +107,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       ...(options.modelCatchUpTimeoutMs === undefined ? {} : { catchUpTimeoutMs: options.modelCatchUpTimeoutMs }),
     });
     await model.openDefault();
+    if (config.model.linkerDir !== null) linker = await openLinker(config.model.linkerDir, linkerOptionsOf(config.model, log.child({ component: 'linker' })));
     health.set('modelLoaded', true);
 
     const input = loadSchema('EmrRecord');
@@ -127,6 +131,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     const records = { maxTextLength: config.maxTextLength, avro: new AvroReader(input.type, registry) };
     const encoder = new EventEncoder(output.type, outputSchemaId);
     const models = model;
+    const entityLinker = linker;
     stream = new StreamProcessor({
       kafka,
       inputTopic: config.kafka.inputTopic,
@@ -144,6 +149,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
           dltTopic: config.kafka.dltTopic,
           groupId: config.kafka.groupId,
           models,
+          linker: entityLinker,
           records,
           encoder,
           maxAttempts: options.maxAttempts ?? 5,

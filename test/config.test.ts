@@ -106,6 +106,14 @@ describe('config', () => {
     assert.equal(config.logLevel, 'debug');
   });
 
+  it('links nothing unless a linker is named; a linker directory resolves like a model\'s; --linker wins and is relative to the working directory', () => {
+    assert.equal(loadConfig(REQUIRED).config.model.linkerDir, null);
+    assert.equal(loadConfig({ ...REQUIRED, CNER_LINKER_DIR: 'None' }).config.model.linkerDir, null);
+    assert.equal(loadConfig({ ...REQUIRED, CNER_LINKER_DIR: 'fixtures/tiny-linker-bundle' }).config.model.linkerDir, path.join(PACKAGE_ROOT, 'fixtures', 'tiny-linker-bundle'));
+    assert.equal(loadConfig({ ...REQUIRED, CNER_LINKER_DIR: '/l' }, 'tool', { linker: 'some/dir' }).config.model.linkerDir, path.resolve(process.cwd(), 'some/dir'));
+    assert.equal(loadConfig({ ...REQUIRED, CNER_LINKER_DIR: '/l' }, 'tool', { linker: 'none' }).config.model.linkerDir, null);
+  });
+
   it('resolves a relative model directory against the package root', () => {
     assert.equal(loadConfig({ ...REQUIRED, CNER_MODEL_DIR: 'fixtures/tiny-bundle' }).config.model.dir, path.join(PACKAGE_ROOT, 'fixtures', 'tiny-bundle'));
   });

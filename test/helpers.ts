@@ -73,6 +73,7 @@ export function processorOptions(models: ModelProvider, lines: string[] = [], ov
     dltTopic: 'in.DLT',
     groupId: 'g',
     models,
+    linker: null,
     records: { maxTextLength: 50, avro: reader },
     encoder,
     maxAttempts: 3,

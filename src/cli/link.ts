@@ -10,7 +10,7 @@ import { type LineError, parseTextLine, readLines, write } from './io.js';
 import { type Command, type CommandIo, EXIT } from './command.js';
 import { MODEL_FLAGS_USAGE, MODEL_FLAG_OPTIONS, toolSetup } from './options.js';
 
-const USAGE = `Usage: cner link --linker DIR < in.jsonl > out.jsonl
+const USAGE = `Usage: cner link --linker NAME|DIR < in.jsonl > out.jsonl
 
 Reads one JSON object per line with a diagnosis in "text" and an optional
 "id"; writes one line per input line with the id and "links": [{"code",
@@ -19,8 +19,7 @@ part that found it, and the standard name). A line that cannot be linked gets
 {"id", "error"} and the exit code is 1.
 
 Options:
-  --linker DIR         linker bundle (cner-train link-export)
-  --batch N            lines linked per onnxruntime call (default 64)
+  --batch N            lines read, then linked together (default 64; the linker's own batches are of 64 distinct queries)
 ${MODEL_FLAGS_USAGE}`;
 
 type LineResult = { id?: unknown; links: { code: string; name: string; score: number }[] } | LineError;
@@ -28,15 +27,15 @@ type LineResult = { id?: unknown; links: { code: string; name: string; score: nu
 export const command: Command = {
   usage: USAGE,
   async run(argv: readonly string[], io: CommandIo): Promise<number> {
-    const { values } = parseArgs({ args: [...argv], options: { ...MODEL_FLAG_OPTIONS, linker: { type: 'string' }, batch: { type: 'string' } }, strict: true });
-    if (values.linker === undefined) {
-      io.stderr.write(`cner link: --linker DIR is required\n\n${USAGE}`);
-      return EXIT.usage;
-    }
+    const { values } = parseArgs({ args: [...argv], options: { ...MODEL_FLAG_OPTIONS, batch: { type: 'string' } }, strict: true });
     const batch = Number(values.batch ?? 64);
     if (!Number.isInteger(batch) || batch < 1) throw new CnerError('INVALID_CONFIG', '--batch must be an integer >= 1');
-    const { modelOptions } = toolSetup(values);
-    const linker = await openLinker(values.linker, modelOptions.session);
+    const { linkerDir, linkerOptions } = toolSetup(values);
+    if (linkerDir === null) {
+      io.stderr.write(`cner link: a linker bundle is required (--linker NAME|DIR or CNER_LINKER_DIR)\n\n${USAGE}`);
+      return EXIT.usage;
+    }
+    const linker = await openLinker(linkerDir, linkerOptions);
     let failures = 0;
     try {
       let pending: { line: string; parsed: ParsedLine }[] = [];

@@ -4,13 +4,15 @@
 
 import type { ParseArgsConfig } from 'node:util';
 import type { Logger } from 'pino';
-import { type Config, type ModelFlag, MODEL_FLAGS, VARIABLES, loadConfig, modelOptionsOf } from '../config.js';
+import { type Config, type ModelFlag, MODEL_FLAGS, VARIABLES, linkerOptionsOf, loadConfig, modelOptionsOf } from '../config.js';
+import type { LinkerOptions } from '../model/linker.js';
 import type { ModelOptions } from '../model/model.js';
 import { createLogger } from '../observability/logger.js';
 import { bundledModelNames } from '../paths.js';
 
 export const MODEL_FLAG_OPTIONS = {
   model: { type: 'string' },
+  linker: { type: 'string' },
   workers: { type: 'string' },
   providers: { type: 'string' },
   threads: { type: 'string' },
@@ -21,6 +23,7 @@ export const MODEL_FLAG_OPTIONS = {
 
 const HELP: Readonly<Record<ModelFlag, [string, string]>> = {
   model: ['NAME|DIR', `a bundle shipped in the package by name (${bundledModelNames().join(', ')}) or a bundle directory`],
+  linker: ['NAME|DIR', 'ICD-10 linker bundle (cner-train link-export) for the entities\' codes; none = no linking'],
   workers: ['N', 'inference worker threads (0 = onnxruntime on the command\'s own thread)'],
   providers: ['LIST', 'execution providers to try in order, e.g. cuda,cpu (CPU is always the fallback)'],
   threads: ['N', 'onnxruntime intra-op threads per worker (0 = the usable CPUs divided among the workers)'],
@@ -47,11 +50,21 @@ export interface ToolSetup {
   readonly log: Logger;
   readonly modelDir: string;
   readonly modelOptions: ModelOptions;
+  /** Null: no linking (CNER_LINKER_DIR / --linker none). */
+  readonly linkerDir: string | null;
+  readonly linkerOptions: LinkerOptions;
 }
 
 /** The configuration of a command that loads a model: flags over environment, decoded once; logs go to stderr (stdout carries results). */
 export function toolSetup(values: { readonly [K in ModelFlag]?: string | undefined }, env: NodeJS.ProcessEnv = process.env): ToolSetup {
   const { config } = loadConfig(env, 'tool', values);
   const log = createLogger({ level: config.logLevel, destination: 'stderr' });
-  return { config, log, modelDir: config.model.dir, modelOptions: modelOptionsOf(config.model, log) };
+  return {
+    config,
+    log,
+    modelDir: config.model.dir,
+    modelOptions: modelOptionsOf(config.model, log),
+    linkerDir: config.model.linkerDir,
+    linkerOptions: linkerOptionsOf(config.model, log),
+  };
 }

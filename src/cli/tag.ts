@@ -1,12 +1,15 @@
 // `cner tag`: JSON Lines in ({"text"|"originalText": …, "id"?: …}), one JSON
 // line out per input line, in order: {"id", "entities": [{label_type,
 // start_pos, end_pos, text, score, type}]} with code-point offsets, end
-// exclusive (the CCKS-2019 convention).
+// exclusive (the CCKS-2019 convention). With a linker (--linker or
+// CNER_LINKER_DIR), each entity of a linked type also carries its "codes".
 
 import { parseArgs } from 'node:util';
 import { CnerError, isCnerError } from '../errors.js';
-import type { Entity } from '../pipeline/spans.js';
+import type { ConceptCode, LinkedEntity } from '../pipeline/event.js';
+import { type EntityLinker, linkEntities } from '../pipeline/link.js';
 import { tagRecord } from '../pipeline/tag.js';
+import { type Linker, openLinker } from '../model/linker.js';
 import { type LoadedModel, openModel } from '../model/model.js';
 import { type LineError, mapOrdered, parseTextLine, readLines, write } from './io.js';
 import { type Command, type CommandIo, EXIT } from './command.js';
@@ -17,8 +20,10 @@ const USAGE = `Usage: cner tag [--model DIR] < in.jsonl > out.jsonl
 Reads one JSON object per line with the text in "text" or "originalText" and
 an optional "id"; writes one line per input line with the id and "entities":
 [{"label_type", "start_pos", "end_pos", "text", "score", "type"}]. Offsets are
-code points, end exclusive. A line that cannot be tagged gets {"id", "error"}
-and the exit code is 1.
+code points, end exclusive. With a linker, every entity also has "codes":
+[{"system", "code", "name", "score"}], best first (empty for the types the
+linker does not link). A line that cannot be tagged gets {"id", "error"} and
+the exit code is 1.
 
 Options:
   --concurrency N      lines tagged at once (default 64)
@@ -31,34 +36,39 @@ export interface CcksEntity {
   readonly text: string;
   readonly score: number;
   readonly type: string;
+  readonly codes?: readonly ConceptCode[];
 }
 
-export const toCcksEntity = (e: Entity): CcksEntity => ({
+export const toCcksEntity = (e: LinkedEntity): CcksEntity => ({
   label_type: e.label,
   start_pos: e.start,
   end_pos: e.end,
   text: e.text,
   score: e.confidence,
   type: e.code,
+  ...(e.codes === undefined ? {} : { codes: e.codes }),
 });
 
 export const command: Command = {
   usage: USAGE,
   async run(argv: readonly string[], io: CommandIo): Promise<number> {
     const { values } = parseArgs({ args: [...argv], options: { ...MODEL_FLAG_OPTIONS, concurrency: { type: 'string' } }, strict: true });
-    const { modelDir, modelOptions } = toolSetup(values);
+    const { modelDir, modelOptions, linkerDir, linkerOptions } = toolSetup(values);
     const concurrency = Number(values.concurrency ?? 64);
     if (!Number.isInteger(concurrency) || concurrency < 1) throw new CnerError('INVALID_CONFIG', '--concurrency must be an integer >= 1');
     const model = await openModel(modelDir, modelOptions);
+    let linker: Linker | null = null;
     let failures = 0;
     try {
+      if (linkerDir !== null) linker = await openLinker(linkerDir, linkerOptions);
       const lines = nonEmpty(readLines(io.stdin));
-      for await (const out of mapOrdered(lines, concurrency, (line) => tagLine(line, model))) {
+      for await (const out of mapOrdered(lines, concurrency, (line) => tagLine(line, model, linker))) {
         if ('error' in out) failures++;
         await write(io.stdout, `${JSON.stringify(out)}\n`);
       }
     } finally {
       await model.close();
+      await linker?.close();
     }
     return failures > 0 ? EXIT.failures : EXIT.ok;
   },
@@ -67,13 +77,14 @@ export const command: Command = {
 type LineResult = { id?: unknown; entities: CcksEntity[] } | LineError;
 
 /** Tags one input line; never throws for bad input, only for model failures. */
-export async function tagLine(line: string, model: LoadedModel): Promise<LineResult> {
+export async function tagLine(line: string, model: LoadedModel, linker: EntityLinker | null = null): Promise<LineResult> {
   const parsed = parseTextLine(line, ['text', 'originalText']);
   if ('error' in parsed) return parsed;
   const { id, text } = parsed;
   try {
     const entities = await tagRecord(text, model);
-    return { ...id, entities: entities.map(toCcksEntity) };
+    const linked = linker === null ? entities : await linkEntities(entities, linker);
+    return { ...id, entities: linked.map(toCcksEntity) };
   } catch (e) {
     if (isCnerError(e) && e.code !== 'MODEL_CLOSED') return { ...id, error: { code: e.code, message: e.message } };
     throw e;

@@ -78,12 +78,21 @@ async function poolRunner(bundle: ModelBundle, options: ModelOptions): Promise<R
   // one thread per core.
   const intraOpThreads = options.session.intraOpThreads > 0 ? options.session.intraOpThreads : autoIntraOpThreads(options.workers);
   const pool = await createWorkerPool({
+    kind: 'tagger',
     modelPath: bundle.modelPath,
     size: options.workers,
     session: { ...options.session, intraOpThreads },
     ...(options.logger === undefined ? {} : { logger: options.logger }),
   });
-  return { provider: pool.provider, run: (batch) => pool.run(batch), close: () => pool.close() };
+  return {
+    provider: pool.provider,
+    run: async (batch) => {
+      const out = await pool.run(batch);
+      if (out.kind !== 'emissions') throw new CnerError('INTERNAL', `a tagger's worker answered with ${out.kind}`);
+      return out.emissions;
+    },
+    close: () => pool.close(),
+  };
 }
 
 async function inProcessRunner(bundle: ModelBundle, options: ModelOptions): Promise<Runner> {

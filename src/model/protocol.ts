@@ -1,9 +1,14 @@
 // Messages between the worker pool (main thread) and an inference worker.
 // Plain data and typed arrays only; buffers are transferred, not copied.
+// A worker holds one session of one kind: a tagger's (emissions) or a
+// linker's (each query's nearest names).
 
 import type { SessionConfig } from './onnx-session.js';
 
+export type SessionKind = 'tagger' | 'linker';
+
 export interface WorkerInit {
+  readonly kind: SessionKind;
   readonly modelPath: string;
   readonly session: SessionConfig;
 }
@@ -14,20 +19,28 @@ export interface SerializedError {
   readonly context: Readonly<Record<string, unknown>>;
 }
 
-export type ToWorker =
-  | {
-      readonly type: 'run';
-      readonly id: number;
-      readonly inputIds: BigInt64Array; // [batch, seq]
-      readonly attentionMask: BigInt64Array; // [batch, seq]
-      readonly lexiconFeatures: Float32Array | null; // [batch, seq, features]
-      readonly batch: number;
-      readonly seq: number;
-    }
-  | { readonly type: 'close' };
+/** One batch's inputs; a linker takes no lexicon features. */
+export interface WorkerInputs {
+  readonly inputIds: BigInt64Array; // [batch, seq]
+  readonly attentionMask: BigInt64Array; // [batch, seq]
+  readonly lexiconFeatures: Float32Array | null; // [batch, seq, features]
+  readonly batch: number;
+  readonly seq: number;
+}
+
+/** What a batch gives back, by the kind of session that ran it. */
+export type WorkerOutput =
+  | { readonly kind: 'emissions'; readonly emissions: Float32Array; readonly dims: readonly [number, number, number] } // [batch, seq, tags]
+  | { readonly kind: 'nearest'; readonly scores: Float32Array; readonly indices: Int32Array; readonly k: number }; // [batch, k] each
+
+export type ToWorker = ({ readonly type: 'run'; readonly id: number } & WorkerInputs) | { readonly type: 'close' };
 
 export type FromWorker =
   | { readonly type: 'ready'; readonly provider: string; readonly fallbacks: readonly { provider: string; reason: string }[] }
   | { readonly type: 'start-failed'; readonly error: SerializedError }
-  | { readonly type: 'result'; readonly id: number; readonly emissions: Float32Array; readonly dims: readonly [number, number, number] }
+  | { readonly type: 'result'; readonly id: number; readonly output: WorkerOutput }
   | { readonly type: 'failed'; readonly id: number; readonly error: SerializedError };
+
+/** The buffers of an output, to transfer with it. */
+export const outputBuffers = (o: WorkerOutput): ArrayBuffer[] =>
+  (o.kind === 'emissions' ? [o.emissions.buffer] : [o.scores.buffer, o.indices.buffer]) as ArrayBuffer[];

@@ -1,16 +1,17 @@
-// N inference workers, each with its own onnxruntime session, fed from one
-// queue. Batches go to whichever worker is idle; their buffers are
+// N inference workers, each with its own onnxruntime session (all a
+// tagger's, or all a linker's), fed from one queue. Batches go to whichever worker is idle; their buffers are
 // transferred (not copied) both ways. A worker that dies is replaced, and
 // the batch it held fails with a retriable WORKER_CRASHED.
 
 import { Worker } from 'node:worker_threads';
-import type { PackedBatch } from '../pipeline/encode.js';
 import { CnerError, type ErrorCode, isErrorCode } from '../errors.js';
 import { type Logger, silentLogger } from './log.js';
 import type { SessionConfig } from './onnx-session.js';
-import type { FromWorker, SerializedError, ToWorker, WorkerInit } from './protocol.js';
+import type { FromWorker, SerializedError, SessionKind, ToWorker, WorkerInit, WorkerInputs, WorkerOutput } from './protocol.js';
 
 export interface WorkerPoolOptions {
+  /** What the sessions are: a tagger's (emissions out) or a linker's (nearest names out). */
+  readonly kind: SessionKind;
   readonly modelPath: string;
   readonly size: number;
   readonly session: SessionConfig;
@@ -26,11 +27,11 @@ export interface WorkerPool {
   /** Execution provider the workers' sessions use (e.g. "cpu", "cuda"). */
   readonly provider: string;
   /**
-   * Runs one batch; resolves to its emissions [batch, seq, tags]. Takes
-   * ownership of `batch.inputIds`/`attentionMask`: their buffers are
-   * transferred to the worker and are empty afterwards.
+   * Runs one batch; resolves to what the session gives (emissions [batch,
+   * seq, tags] for a tagger). Takes ownership of the input arrays: their
+   * buffers are transferred to the worker and are empty afterwards.
    */
-  run(batch: PackedBatch): Promise<Float32Array>;
+  run(batch: WorkerInputs): Promise<WorkerOutput>;
   /** Finishes queued and running batches, then stops the workers. */
   close(): Promise<void>;
 }
@@ -50,8 +51,8 @@ export async function createWorkerPool(options: WorkerPoolOptions): Promise<Work
 
 interface Job {
   readonly id: number;
-  readonly batch: PackedBatch;
-  readonly resolve: (emissions: Float32Array) => void;
+  readonly batch: WorkerInputs;
+  readonly resolve: (output: WorkerOutput) => void;
   readonly reject: (error: Error) => void;
 }
 
@@ -77,7 +78,7 @@ class InferenceWorkerPool implements WorkerPool {
     this.#options = options;
     this.#log = options.logger ?? silentLogger;
     this.#url = options.workerUrl ?? DEFAULT_WORKER_URL;
-    this.#init = { modelPath: options.modelPath, session: options.session };
+    this.#init = { kind: options.kind, modelPath: options.modelPath, session: options.session };
   }
 
   get size(): number {
@@ -98,7 +99,7 @@ class InferenceWorkerPool implements WorkerPool {
     }
   }
 
-  run(batch: PackedBatch): Promise<Float32Array> {
+  run(batch: WorkerInputs): Promise<WorkerOutput> {
     if (this.#closing !== null) return Promise.reject(new CnerError('MODEL_CLOSED', 'the inference worker pool is closed'));
     if (this.#fatal !== null) return Promise.reject(this.#fatal);
     return new Promise((resolve, reject) => {
@@ -195,7 +196,7 @@ class InferenceWorkerPool implements WorkerPool {
       return;
     }
     slot.job = null;
-    if (message.type === 'result') job.resolve(message.emissions);
+    if (message.type === 'result') job.resolve(message.output);
     // onnxruntime's own failures arrive as INFERENCE_FAILED already; anything
     // else thrown in the worker (a RangeError on bad inputs) is a bug: never retried.
     else job.reject(deserialize(message.error, 'INTERNAL'));

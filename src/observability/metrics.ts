@@ -19,6 +19,8 @@ export interface Metrics {
   readonly batchSize: Histogram;
   /** Time to tag one record (tagRecord: batcher wait + inference + decoding). */
   readonly inferenceSeconds: Histogram;
+  /** Linking one record's entities (when a linker is configured). */
+  readonly linkingSeconds: Histogram;
   /** Kafka record timestamp → committed publish. */
   readonly endToEndSeconds: Histogram;
   /** Records of the partition not yet committed (high watermark − next offset). */
@@ -65,6 +67,12 @@ export function createMetrics(options: { readonly defaultMetrics?: boolean } = {
       name: 'cner_inference_duration_seconds',
       help: 'Time to tag one record: dynamic-batch wait, inference and decoding.',
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    }),
+    linkingSeconds: new Histogram({
+      name: 'cner_linking_duration_seconds',
+      help: 'Time to link one record\'s entities to their codes: batching wait, inference, decision (answers from the cache included).',
+      buckets: [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers,
     }),
     endToEndSeconds: new Histogram({

@@ -4,6 +4,8 @@
 // (query_parts, Decision.choose); fixtures/golden/link.json holds cases
 // computed there and checked here.
 
+import type { ConceptCode, LinkedEntity } from './event.js';
+import type { Entity } from './spans.js';
 import { codePointLength } from './unicode.js';
 
 /** Thresholds on cosines: the whole text's best name is kept at `whole` or above, a listed part's at `part`. */
@@ -50,4 +52,23 @@ export function chooseNames(nearest: readonly NearestNames[], decision: LinkDeci
     .sort((a, b) => b[1] - a[1]) // stable: ties keep the order they were found in
     .slice(0, decision.maxNames)
     .map(([i]) => i);
+}
+
+/** A linker as the pipeline sees it (the model folder's Linker is one). */
+export interface EntityLinker {
+  /** The linker bundle's version, stamped on events. */
+  readonly version: string;
+  /** Type codes whose mentions are linked (e.g. DIS). */
+  readonly entityTypes: readonly string[];
+  /** Per text, the concepts it denotes, best first. */
+  link(texts: readonly string[]): Promise<readonly (readonly ConceptCode[])[]>;
+}
+
+/** The entities with the concepts of those of a linked type (the others get none), in order. */
+export async function linkEntities(entities: readonly Entity[], linker: EntityLinker): Promise<LinkedEntity[]> {
+  const linked = entities.filter((e) => linker.entityTypes.includes(e.code));
+  if (linked.length === 0) return entities.map((e) => ({ ...e, codes: [] }));
+  const concepts = await linker.link(linked.map((e) => e.text));
+  const byEntity = new Map(linked.map((e, i) => [e, concepts[i]!]));
+  return entities.map((e) => ({ ...e, codes: byEntity.get(e) ?? [] }));
 }

@@ -6,9 +6,9 @@
 
 import { isLeft } from 'fp-ts/lib/Either.js';
 import type { Logger } from 'pino';
-import { describeError } from '../errors.js';
-import { buildEvent } from '../pipeline/event.js';
-import type { Entity } from '../pipeline/spans.js';
+import { CnerError, describeError, isCnerError } from '../errors.js';
+import { type LinkedEntity, buildEvent } from '../pipeline/event.js';
+import { type EntityLinker, linkEntities } from '../pipeline/link.js';
 import { tagRecord } from '../pipeline/tag.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { ModelLease, ModelProvider } from '../versions/leases.js';
@@ -26,6 +26,11 @@ export interface ProcessorOptions {
    * is tagged, and its events stamped, by the model it lent.
    */
   readonly models: ModelProvider;
+  /**
+   * Codes for the entities of the types it links (ICD-10 for DIS), stamped
+   * with its version; null: no linking (empty codes, linkerVersion null).
+   */
+  readonly linker: EntityLinker | null;
   /** How input values decode: the longest text, the Avro reader (registry schemas). */
   readonly records: DecodeOptions;
   /** Events out, with the registered ClinicalEntities schema. */
@@ -76,7 +81,7 @@ export type RecordOutcome =
 /** Kafka's default max.message.bytes (topics and brokers). */
 const KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588;
 
-type Outcome = { readonly kind: 'event'; readonly message: OutputMessage; readonly entities: readonly Entity[] } | { readonly kind: 'dead'; readonly reason: DeadLetterReason };
+type Outcome = { readonly kind: 'event'; readonly message: OutputMessage; readonly entities: readonly LinkedEntity[] } | { readonly kind: 'dead'; readonly reason: DeadLetterReason };
 
 /**
  * Throws (so the slice is aborted and read again) only when the failure is not
@@ -98,6 +103,7 @@ export async function planTransaction(messages: readonly InputMessage[], attempt
 async function plan(messages: readonly InputMessage[], attempt: number, options: ProcessorOptions, lease: ModelLease, shadows: Promise<void>[]): Promise<TransactionPlan> {
   const now = options.now ?? Date.now;
   const model = lease.model;
+  const linker = options.linker;
   const decoded = await Promise.all(messages.map((m) => decodeMessage(m.key, m.value, options.records)));
 
   const tagged = await Promise.allSettled(
@@ -107,7 +113,16 @@ async function plan(messages: readonly InputMessage[], attempt: number, options:
       const entities = await tagRecord(d.right.record.text, model);
       stop();
       if (lease.shadow !== null && lease.shadow.pick()) shadows.push(lease.shadow.compare(d.right.record.text, entities));
-      return entities;
+      if (linker === null) return entities;
+      const stopLinking = options.metrics.linkingSeconds.startTimer();
+      try {
+        return await linkEntities(entities, linker);
+      } catch (e) {
+        // Same code (and so the same retry decision), said to be the linker's.
+        throw isCnerError(e) ? new CnerError(e.code, `linking: ${e.message}`, { cause: e, context: e.context }) : e;
+      } finally {
+        stopLinking();
+      }
     }),
   );
 
@@ -132,7 +147,7 @@ async function plan(messages: readonly InputMessage[], attempt: number, options:
       return { kind: 'dead', reason: { code: 'PROCESSING_FAILED', message: `tagging failed (${info.code}${info.retriable ? ` after ${attempt} attempts` : ''}): ${info.message}` } };
     }
     try {
-      const event = buildEvent(d.right.record.recordId, model.version, t.value ?? [], now());
+      const event = buildEvent(d.right.record.recordId, model.version, t.value ?? [], now(), linker?.version ?? null);
       const out: OutputMessage = {
         topic: options.outputTopic,
         key: message.key ?? Buffer.from(d.right.record.recordId),

@@ -44,6 +44,6 @@ describe('cner link', () => {
   it('needs a linker', async () => {
     const io = memoryIo('');
     assert.equal(await command.run([], io), 2);
-    assert.match(io.err(), /--linker DIR is required/);
+    assert.match(io.err(), /a linker bundle is required/);
   });
 });

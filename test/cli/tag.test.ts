@@ -2,7 +2,10 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
+import path from 'node:path';
+import { command as link } from '../../src/cli/link.js';
 import { command } from '../../src/cli/tag.js';
+import { PACKAGE_ROOT } from '../../src/paths.js';
 import { TABLE_BUNDLE } from '../model/helpers.js';
 import { memoryIo } from './helpers.js';
 
@@ -35,6 +38,26 @@ describe('cner tag', () => {
     assert.ok(!('id' in out[1]!));
     assert.deepEqual((out[1]!['entities'] as Record<string, unknown>[]).map((e) => e['text']), ['头部']);
     assert.deepEqual(out[2], { id: 7, entities: [] });
+  });
+
+  it('with --linker, gives each DIS entity the concepts cner link gives its text, and the others none', async () => {
+    const linker = path.join(PACKAGE_ROOT, 'fixtures', 'tiny-linker-bundle');
+    const io = memoryIo(lines({ id: 'a', text: '患者查ＣＴ示肺炎。' }));
+    assert.equal(await command.run(['--model', TABLE_BUNDLE, '--linker', linker, '--workers', '1'], io), 0);
+    const ents = parse(io.out())[0]!['entities'] as { type: string; text: string; codes: unknown[] }[];
+    assert.deepEqual(ents.map((e) => e.type), ['EXA', 'DIS']);
+    assert.deepEqual(ents[0]!.codes, []);
+    const linkIo = memoryIo(lines({ text: '肺炎' }));
+    assert.equal(await link.run(['--linker', linker, '--workers', '0'], linkIo), 0);
+    const links = parse(linkIo.out())[0]!['links'] as { code: string; name: string; score: number }[];
+    assert.ok(links.length > 0);
+    assert.deepEqual(ents[1]!.codes, links.map((l) => ({ system: 'ICD-10-BJ-v601', ...l })));
+  });
+
+  it('has no codes field without a linker (CNER_LINKER_DIR none)', async () => {
+    const io = memoryIo(lines({ text: '肺炎' }));
+    assert.equal(await command.run(['--model', TABLE_BUNDLE, '--linker', 'none', '--workers', '0'], io), 0);
+    assert.ok((parse(io.out())[0]!['entities'] as object[]).every((e) => !('codes' in e)));
   });
 
   it('reports bad lines in place and exits 1', async () => {

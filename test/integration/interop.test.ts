@@ -6,6 +6,9 @@
 // letters with the same codec (KAFKA_COMPRESSION); the Python client reads the
 // events back with isolation.level=read_committed and Confluent's Avro
 // deserializer. Also: a null-valued and a repeated header from librdkafka.
+// The processor links its DIS entities with the tiny linker: Confluent's
+// deserializer reads the codes (and a consumer on the first schema reads the
+// events without them).
 
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
@@ -14,6 +17,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, describe, it } from 'node:test';
 import { COMPRESSIONS, loadConfig } from '../../src/config.js';
+import { openLinker } from '../../src/model/linker.js';
 import { SCHEMA_DIR } from '../../src/records/avro.js';
 import { NULL_HEADERS } from '../../src/kafka/adapter.js';
 import { type RunningService, startService } from '../../src/service.js';
@@ -25,10 +29,16 @@ const skip = typeof services === 'string' ? services : false;
 const run = promisify(execFile);
 const RECORDS = 6;
 const V1_SCHEMA = path.join(ROOT, 'schemas', 'history', 'ClinicalEntities.v1.avsc');
+const TINY_LINKER = path.join(ROOT, 'fixtures', 'tiny-linker-bundle');
 
 interface Read {
   readonly key: string | null;
-  readonly value: { recordId: string; modelVersion: string; entities: { type: string; start: number; end: number; text: string }[] } | null;
+  readonly value: {
+    recordId: string;
+    modelVersion: string;
+    linkerVersion?: string | null;
+    entities: { type: string; start: number; end: number; text: string; codes?: { system: string; code: string; name: string; score: number }[] }[];
+  } | null;
   readonly headers: [string, string | null][];
 }
 
@@ -55,7 +65,7 @@ describe('interop with Confluent\'s Python client (librdkafka, Avro serializer)'
     it(`${codec}: records in, one event each for a read_committed reader, dead letters with every header${title}`, async () => {
       const names = testRun(`it.interop.${codec}`);
       topics.push(names.input, names.output, names.dlt);
-      const { config } = loadConfig(runEnv(s, names, { KAFKA_TOPIC_PARTITIONS: '1', CNER_HTTP_PORT: '0', KAFKA_COMPRESSION: codec }));
+      const { config } = loadConfig(runEnv(s, names, { KAFKA_TOPIC_PARTITIONS: '1', CNER_HTTP_PORT: '0', KAFKA_COMPRESSION: codec, CNER_LINKER_DIR: TINY_LINKER }));
       const registry = new SchemaRegistry({ url: s.registryUrl, auth: null });
       const v1 = readFileSync(V1_SCHEMA, 'utf8');
       const v1Id = oldReader ? await registry.register(`${names.output}-value`, JSON.stringify(JSON.parse(v1))) : null;
@@ -71,13 +81,29 @@ describe('interop with Confluent\'s Python client (librdkafka, Avro serializer)'
       const result = JSON.parse(stdout) as { sent: string[]; events: Read[]; dead: Read[] };
 
       assert.deepEqual(result.events.map((e) => e.key), result.sent, 'one event per record, in order');
-      for (const e of result.events) {
-        assert.equal(e.value?.recordId, e.key, 'decoded by Confluent\'s Avro deserializer');
-        assert.equal(typeof e.value?.modelVersion, 'string');
-        assert.ok(e.value.entities.some((x) => x.type === 'DIS'), `entities found in ${e.key}`);
-        const fields = Object.keys(e.value.entities[0]!).sort();
-        if (oldReader) assert.deepEqual(fields, ['confidence', 'end', 'label', 'start', 'text', 'type'], 'the v1 reader sees v1 fields only');
-        else assert.deepEqual(fields, ['codes', 'confidence', 'end', 'label', 'start', 'text', 'type']);
+      const linker = await openLinker(TINY_LINKER, { workers: 0 });
+      try {
+        for (const e of result.events) {
+          assert.equal(e.value?.recordId, e.key, 'decoded by Confluent\'s Avro deserializer');
+          assert.equal(typeof e.value?.modelVersion, 'string');
+          assert.ok(e.value.entities.some((x) => x.type === 'DIS'), `entities found in ${e.key}`);
+          const fields = Object.keys(e.value.entities[0]!).sort();
+          if (oldReader) {
+            assert.deepEqual(fields, ['confidence', 'end', 'label', 'start', 'text', 'type'], 'the v1 reader sees v1 fields only');
+            assert.ok(!('linkerVersion' in e.value));
+            continue;
+          }
+          assert.deepEqual(fields, ['codes', 'confidence', 'end', 'label', 'start', 'text', 'type']);
+          assert.equal(e.value.linkerVersion, linker.version);
+          for (const x of e.value.entities) {
+            // What the linker gives the entity's text, to float32 (the schema's score).
+            const expected = x.type === 'DIS' ? (await linker.link([x.text]))[0]! : [];
+            assert.deepEqual(x.codes?.map((c) => [c.system, c.code, c.name]), expected.map((c) => [c.system, c.code, c.name]), x.text);
+            x.codes?.forEach((c, j) => assert.ok(Math.abs(c.score - expected[j]!.score) < 1e-6));
+          }
+        }
+      } finally {
+        await linker.close();
       }
       if (v1Id !== null) {
         const latest = await registry.latestSchemaId(`${names.output}-value`);

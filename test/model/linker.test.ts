@@ -15,12 +15,15 @@ interface GoldenLinker {
   }[];
 }
 
+const SESSION = { executionProviders: ['cpu'] as const, intraOpThreads: 1, graphOptimizationLevel: 'all' as const };
+const TINY_LINKER = path.join(PACKAGE_ROOT, 'fixtures', 'tiny-linker-bundle');
+
 const golden = JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'fixtures', 'golden', 'golden-linker.json'), 'utf8')) as GoldenLinker;
 
 describe('openLinker, against the training package (fixtures/golden/golden-linker.json)', () => {
   let linker: Linker;
   before(async () => {
-    linker = await openLinker(path.join(PACKAGE_ROOT, 'fixtures', 'tiny-linker-bundle'), { executionProviders: ['cpu'], intraOpThreads: 1, graphOptimizationLevel: 'all' });
+    linker = await openLinker(TINY_LINKER, { workers: 0, session: SESSION });
   });
   after(async () => linker.close());
 
@@ -44,5 +47,49 @@ describe('openLinker, against the training package (fixtures/golden/golden-linke
         assert.ok(Math.abs(x.score - c.chosen[j]!.score) < 1e-5);
       });
     });
+  });
+});
+
+describe('openLinker on inference workers (as the stream runs it)', () => {
+  it('gives what the calling thread gives, for concurrent callers, each distinct text once', async () => {
+    const inProcess = await openLinker(TINY_LINKER, { workers: 0, session: SESSION, cacheSize: 0 });
+    const pooled = await openLinker(TINY_LINKER, { workers: 2, session: SESSION });
+    try {
+      const texts = golden.cases.map((c) => c.text);
+      const expected = await inProcess.link(texts);
+      // Many records at once, repeating texts: the queries of one turn go out together.
+      const calls = await Promise.all(Array.from({ length: 12 }, (_, k) => pooled.link([texts[k % texts.length]!, texts[(k * 5) % texts.length]!])));
+      calls.forEach((got, k) => assert.deepEqual(got, [expected[k % texts.length], expected[(k * 5) % texts.length]]));
+      // A text linked before is answered from the cache: the same frozen list.
+      const again = await pooled.link([texts[0]!]);
+      assert.equal(again[0], calls[0]![0]);
+      assert.ok(Object.isFrozen(again[0]));
+    } finally {
+      await Promise.all([inProcess.close(), pooled.close()]);
+    }
+  });
+
+  it('finishes what is pending on close and refuses work afterwards', async () => {
+    const linker = await openLinker(TINY_LINKER, { workers: 1, session: SESSION });
+    const pending = linker.link(['胃癌伴幽门梗阻']);
+    await linker.close();
+    assert.ok((await pending)[0]!.length > 0);
+    await assert.rejects(linker.link(['高血压']), /closed/);
+  });
+
+  it('keeps at most cacheSize texts, dropping the least recently used', async () => {
+    const linker = await openLinker(TINY_LINKER, { workers: 0, session: SESSION, cacheSize: 2 });
+    try {
+      const [a] = await linker.link(['高血压']);
+      const [g] = await linker.link(['胃癌']);
+      await linker.link(['高血压']); // used again: now the most recent
+      await linker.link(['幽门梗阻']); // drops 胃癌
+      assert.equal((await linker.link(['高血压']))[0], a, 'kept: the same list');
+      const [g2] = await linker.link(['胃癌']);
+      assert.notEqual(g2, g, 'dropped: computed again');
+      assert.deepEqual(g2, g);
+    } finally {
+      await linker.close();
+    }
   });
 });

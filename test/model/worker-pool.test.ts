@@ -14,14 +14,14 @@ const randomRows = (n: number, maxLen: number, seed: number): Int32Array[] =>
 
 describe('worker pool (lexicon model, onnxruntime in worker threads)', () => {
   it('runs many batches on several workers concurrently with the right results', async () => {
-    const pool = await createWorkerPool({ modelPath: MODEL, size: 2, session });
+    const pool = await createWorkerPool({ kind: 'tagger', modelPath: MODEL, size: 2, session });
     try {
       assert.equal(pool.size, 2);
       assert.equal(pool.provider, 'cpu');
       const batches = Array.from({ length: 24 }, (_, k) => packBatch(randomRows(1 + (k % 5), 40, k)));
       const expected = batches.map((b) => expectedEmissions(b.inputIds, b.attentionMask));
       const results = await Promise.all(batches.map((b) => pool.run(b)));
-      results.forEach((em, k) => assert.deepEqual(em, expected[k]));
+      results.forEach((out, k) => assert.deepEqual(out, { kind: 'emissions', emissions: expected[k], dims: [batches[k]!.batch, batches[k]!.seq, 13] }));
       // The inputs were transferred to the workers, not copied.
       assert.equal(batches[0]!.inputIds.length, 0);
       assert.equal(batches[0]!.attentionMask.length, 0);
@@ -31,7 +31,7 @@ describe('worker pool (lexicon model, onnxruntime in worker threads)', () => {
   });
 
   it('finishes queued work on close and refuses work afterwards', async () => {
-    const pool = await createWorkerPool({ modelPath: MODEL, size: 1, session });
+    const pool = await createWorkerPool({ kind: 'tagger', modelPath: MODEL, size: 1, session });
     const runs = Array.from({ length: 5 }, (_, k) => pool.run(packBatch(randomRows(3, 20, k))));
     await pool.close();
     assert.equal((await Promise.all(runs)).length, 5);
@@ -40,18 +40,18 @@ describe('worker pool (lexicon model, onnxruntime in worker threads)', () => {
 
   it('fails to start with MODEL_LOAD_FAILED when the model cannot load', async () => {
     await assert.rejects(
-      createWorkerPool({ modelPath: path.join(TABLE_BUNDLE, 'vocab.txt'), size: 2, session }),
+      createWorkerPool({ kind: 'tagger', modelPath: path.join(TABLE_BUNDLE, 'vocab.txt'), size: 2, session }),
       (e: unknown) => e instanceof CnerError && e.code === 'MODEL_LOAD_FAILED',
     );
   });
 
   it('fails the batch of a crashed worker as retriable WORKER_CRASHED and replaces the worker', async () => {
-    const pool = await createWorkerPool({ modelPath: MODEL, size: 1, session, workerUrl: new URL('./fixtures/crashing-worker.ts', import.meta.url) });
+    const pool = await createWorkerPool({ kind: 'tagger', modelPath: MODEL, size: 1, session, workerUrl: new URL('./fixtures/crashing-worker.ts', import.meta.url) });
     try {
       const crash = pool.run(packBatch([new Int32Array(7)])); // seq 7 kills the worker
       await assert.rejects(crash, (e: unknown) => e instanceof CnerError && e.code === 'WORKER_CRASHED' && e.retriable);
-      const em = await pool.run(packBatch([new Int32Array(3)]));
-      assert.equal(em.length, 3 * 13);
+      const out = await pool.run(packBatch([new Int32Array(3)]));
+      assert.equal(out.kind === 'emissions' ? out.emissions.length : -1, 3 * 13);
       assert.equal(pool.size, 1);
     } finally {
       await pool.close();
@@ -59,7 +59,7 @@ describe('worker pool (lexicon model, onnxruntime in worker threads)', () => {
   });
 
   it('rejects a bad size', async () => {
-    await assert.rejects(createWorkerPool({ modelPath: MODEL, size: 0, session }), /size must be an integer >= 1/);
+    await assert.rejects(createWorkerPool({ kind: 'tagger', modelPath: MODEL, size: 0, session }), /size must be an integer >= 1/);
   });
 
   it("drops the parent's entry options from the workers' Node options", () => {

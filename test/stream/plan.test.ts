@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import path from 'node:path';
 import { describe, it } from 'node:test';
 import { AvroReader, EventEncoder, loadSchema, unframe } from '../../src/records/avro.js';
 import { DLT_HEADERS, readDeadLetterHeaders } from '../../src/stream/dead-letter.js';
@@ -7,6 +8,9 @@ import { fixedModel } from '../../src/versions/leases.js';
 import { type ProcessorOptions, type TransactionPlan, planTransaction } from '../../src/stream/plan.js';
 import { CnerError } from '../../src/errors.js';
 import type { TaggingModel } from '../../src/pipeline/tag.js';
+import { openLinker } from '../../src/model/linker.js';
+import type { EntityLinker } from '../../src/pipeline/link.js';
+import { PACKAGE_ROOT } from '../../src/paths.js';
 import { fakeModel, message, processorOptions } from '../helpers.js';
 
 const CANARY = 'CANARY-9c1e-张三';
@@ -165,5 +169,57 @@ describe('planTransaction', () => {
     assert.ok(lines.length > 0);
     for (const line of lines) assert.doesNotMatch(line, /CANARY|张三|MRN-20931-7|enc-fail/, line);
     assert.ok(lines.some((l) => l.includes('"offset":"6"')), 'the failing record is named by its offset');
+  });
+
+  describe('with a linker', () => {
+    type Linked = { linkerVersion: string | null; entities: { type: string; text: string; codes: { system: string; code: string; name: string; score: number }[] }[] };
+    const decode = (plan: TransactionPlan, i: number): Linked => out.type.fromBuffer(unframe(plan.messages[i]!.value!)!.payload) as Linked;
+    const TINY_LINKER = path.join(PACKAGE_ROOT, 'fixtures', 'tiny-linker-bundle');
+
+    it('gives every entity of a linked type its concepts, the others none, and stamps the linker version', async () => {
+      const linker = await openLinker(TINY_LINKER, { workers: 0 });
+      try {
+        const model = await fakeModel(); // B-DIS on the first code point of each chunk
+        const messages = [message(0, 0, json({ recordId: 'a', text: '癌。高血压。' })), message(0, 1, json({ recordId: 'b', text: '胃痛' }))];
+        const plan = await planTransaction(messages, 1, options(model, [], { linker }));
+        for (const i of [0, 1]) {
+          const event = decode(plan, i);
+          assert.equal(event.linkerVersion, linker.version);
+          assert.ok(event.entities.length > 0);
+          for (const e of event.entities) {
+            assert.deepEqual(e.codes.map((c) => ({ ...c })), (await linker.link([e.text]))[0]!.map((c) => ({ ...c, score: Math.fround(c.score) })), e.text);
+            assert.ok(e.codes.length > 0 && e.codes.every((c) => c.system === 'ICD-10-BJ-v601'));
+          }
+        }
+        // A linker of other types leaves DIS unlinked (but still says it ran).
+        const exaOnly: EntityLinker = { version: 'exa-1', entityTypes: ['EXA'], link: (texts) => linker.link(texts) };
+        const unlinked = decode(await planTransaction(messages.slice(0, 1), 1, options(model, [], { linker: exaOnly })), 0);
+        assert.equal(unlinked.linkerVersion, 'exa-1');
+        assert.ok(unlinked.entities.every((e) => e.codes.length === 0));
+      } finally {
+        await linker.close();
+      }
+    });
+
+    it('without a linker: empty codes and linkerVersion null', async () => {
+      const plan = await planTransaction([message(0, 0, json({ recordId: 'a', text: '癌' }))], 1, options(await fakeModel(), []));
+      const event = decode(plan, 0);
+      assert.equal(event.linkerVersion, null);
+      assert.deepEqual(event.entities.map((e) => e.codes), [[]]);
+    });
+
+    it('reads the slice again while linking fails retriably, then dead-letters it saying the linker failed', async () => {
+      const failing: EntityLinker = {
+        version: 'broken-1',
+        entityTypes: ['DIS'],
+        link: () => Promise.reject(new CnerError('WORKER_CRASHED', 'inference worker exited')),
+      };
+      const messages = [message(0, 0, json({ recordId: 'a', text: '腹痛' }))];
+      const o = options(await fakeModel(), [], { linker: failing });
+      await assert.rejects(planTransaction(messages, 1, o), (e: unknown) => e instanceof CnerError && e.code === 'WORKER_CRASHED' && /^linking: /.test(e.message));
+      const plan = await planTransaction(messages, 3, o);
+      assert.equal(deadLetters(plan)[0]?.code, 'PROCESSING_FAILED');
+      assert.match(readDeadLetterHeaders(plan.messages[0]!.headers)!.message, /WORKER_CRASHED after 3 attempts\): linking: inference worker exited/);
+    });
   });
 });
