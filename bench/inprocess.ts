@@ -9,12 +9,15 @@
 // which do nothing but onnxruntime's session.run and the postMessage around
 // it), read per thread from /proc (cpu.ts). Everything else — chunking,
 // encoding, batching, Viterbi, confidences, spans, message passing on the
-// main thread, GC — is "outside inference".
+// main thread, GC — is "outside inference". With a linker, its workers
+// count as inference threads too.
 
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { type Linker, openLinker } from '../src/model/linker.js';
 import { type LoadedModel, openModel } from '../src/model/model.js';
-import type { Entity } from '../src/pipeline/spans.js';
+import type { LinkedEntity } from '../src/pipeline/event.js';
+import { linkEntities } from '../src/pipeline/link.js';
 import { tagRecord } from '../src/pipeline/tag.js';
 import { type ThreadCpu, cpuSecondsOf, newThreads, processCpuSeconds, threadCpu } from './cpu.js';
 
@@ -42,38 +45,43 @@ export interface InProcessRun {
 
 export class InProcessCner {
   readonly model: LoadedModel;
+  /** When set, every record's entities are linked too, as `cner serve` does with CNER_LINKER_DIR. */
+  readonly linker: Linker | null;
   readonly #inferenceThreads: ReadonlySet<string> | null;
   readonly #mainThread = String(process.pid); // the main thread's tid is the pid
   readonly #slice: number;
 
-  private constructor(model: LoadedModel, inferenceThreads: ReadonlySet<string> | null, slice: number) {
+  private constructor(model: LoadedModel, linker: Linker | null, inferenceThreads: ReadonlySet<string> | null, slice: number) {
     this.model = model;
+    this.linker = linker;
     this.#inferenceThreads = inferenceThreads;
     this.#slice = slice;
   }
 
-  static async open(bundle: string, settings: ModelSettings): Promise<InProcessCner> {
+  /**
+   * With `linkerDir`, a linker on as many workers as the model, its cache off:
+   * every run links every entity again, the cost of a stream whose
+   * diagnoses never repeat (a real one's repeat, and cost less).
+   */
+  static async open(bundle: string, settings: ModelSettings, linkerDir: string | null = null): Promise<InProcessCner> {
     // Start libuv's thread pool first, so that only the model's threads are new below.
     await readFile(path.join(bundle, 'config.json'));
     const before = threadCpu();
-    const model = await openModel(bundle, {
-      workers: settings.workers,
-      maxBatchSize: settings.maxBatchSize,
-      maxWaitMs: settings.maxWaitMs,
-      session: { executionProviders: ['cpu'], intraOpThreads: settings.intraOpThreads, graphOptimizationLevel: 'all' },
-    });
+    const session = { executionProviders: ['cpu'] as const, intraOpThreads: settings.intraOpThreads, graphOptimizationLevel: 'all' as const };
+    const model = await openModel(bundle, { workers: settings.workers, maxBatchSize: settings.maxBatchSize, maxWaitMs: settings.maxWaitMs, session });
+    const linker = linkerDir === null ? null : await openLinker(linkerDir, { workers: settings.workers, session, cacheSize: 0 });
     const after = threadCpu();
-    return new InProcessCner(model, before && after ? newThreads(before, after) : null, recordsPerSlice(settings));
+    return new InProcessCner(model, linker, before && after ? newThreads(before, after) : null, recordsPerSlice(settings));
   }
 
   /** Tags every text (timed); returns the timings and each record's entities. */
-  async run(texts: readonly string[], chunks: number): Promise<{ run: InProcessRun; entities: Entity[][] }> {
-    const entities: Entity[][] = [];
+  async run(texts: readonly string[], chunks: number): Promise<{ run: InProcessRun; entities: LinkedEntity[][] }> {
+    const entities: LinkedEntity[][] = [];
     const threads0: ThreadCpu | null = threadCpu();
     const cpu0 = process.cpuUsage();
     const t0 = process.hrtime.bigint();
     for (let i = 0; i < texts.length; i += this.#slice) {
-      entities.push(...(await Promise.all(texts.slice(i, i + this.#slice).map((text) => tagRecord(text, this.model)))));
+      entities.push(...(await Promise.all(texts.slice(i, i + this.#slice).map((text) => this.#process(text)))));
     }
     const wallSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
     const cpuSeconds = processCpuSeconds(cpu0);
@@ -93,7 +101,13 @@ export class InProcessCner {
     };
   }
 
-  close(): Promise<void> {
-    return this.model.close();
+  async #process(text: string): Promise<LinkedEntity[]> {
+    const entities = await tagRecord(text, this.model);
+    return this.linker === null ? entities : linkEntities(entities, this.linker);
+  }
+
+  async close(): Promise<void> {
+    await this.model.close();
+    await this.linker?.close();
   }
 }

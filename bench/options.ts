@@ -19,6 +19,9 @@ model bundle; prints a table and writes the results as JSON.
   --cner-bundle DIR     another bundle for cner alone, e.g. the int8 copy of --bundle
                         (cner-train quantize); its entities are then compared with
                         the float32 peers' as an agreement F1, not required identical
+  --linker NAME|DIR     also run cner with this ICD-10 linker (cache off), interleaved with cner
+                        alone, for the cost of linking (default CNER_LINKER_DIR; --smoke: the
+                        tiny linker of the fixtures; none: leave it out)
   --reps N              timed runs of each contender, interleaved (default 5; --smoke 1)
   --out FILE            results JSON (default bench/results/<timestamp>.json)
   --threads N           onnxruntime intra-op threads, all contenders
@@ -43,6 +46,8 @@ export interface BenchOptions {
   readonly bundle: string;
   /** What cner runs: --bundle unless --cner-bundle names another (an int8 copy). */
   readonly cnerBundle: string;
+  /** A linker bundle for the linking run; null: none. */
+  readonly linker: string | null;
   readonly reps: number;
   readonly out: string;
   readonly settings: ModelSettings;
@@ -59,6 +64,7 @@ export interface BenchOptions {
 
 export const SMOKE_FIXTURE = 'bench/fixtures/smoke.jsonl';
 const CCKS2019 = '../shared/data/ccks2019/train.jsonl';
+const TINY_LINKER = 'fixtures/tiny-linker-bundle';
 
 /** null: --help was asked for. */
 export function parseOptions(argv: readonly string[], root: string, now: Date = new Date()): BenchOptions | null {
@@ -69,6 +75,7 @@ export function parseOptions(argv: readonly string[], root: string, now: Date = 
       limit: { type: 'string' },
       bundle: { type: 'string' },
       'cner-bundle': { type: 'string' },
+      linker: { type: 'string' },
       reps: { type: 'string' },
       out: { type: 'string' },
       threads: { type: 'string' },
@@ -98,7 +105,7 @@ export function parseOptions(argv: readonly string[], root: string, now: Date = 
   if (kafka !== 'auto' && kafka !== 'on' && kafka !== 'off') throw new RangeError(`--kafka must be auto, on or off, got ${kafka}`);
 
   // cner serve's model settings (CNER_* variables or their defaults), so the in-process run is the deployed one.
-  const model = loadConfig(process.env, 'demo').config.model;
+  const model = loadConfig(process.env, 'demo', values.linker === undefined && smoke ? { linker: TINY_LINKER } : { linker: values.linker }).config.model;
   const stamp = now.toISOString().replace(/[:.]/g, '-');
   return {
     root,
@@ -106,6 +113,7 @@ export function parseOptions(argv: readonly string[], root: string, now: Date = 
     limit: values.limit === undefined ? null : int(values.limit, '--limit', 0, 1),
     bundle: abs(values.bundle ?? 'models/default'),
     cnerBundle: abs(values['cner-bundle'] ?? values.bundle ?? 'models/default'),
+    linker: model.linkerDir,
     reps: int(values.reps, '--reps', smoke ? 1 : 5, 1),
     out: abs(values.out ?? `bench/results/${stamp}${smoke ? '-smoke' : ''}.json`),
     settings: {

@@ -66,6 +66,20 @@ export interface PeerResult {
   readonly entities: EntityComparison;
 }
 
+/** cner with an ICD-10 linker (its cache off) against cner alone, interleaved in the same repetitions. */
+export interface LinkingResult {
+  readonly linker: string;
+  readonly linkerVersion: string;
+  /** Entities that got codes in the warm-up run. */
+  readonly linkedEntities: number;
+  readonly runs: readonly InProcessRun[];
+  readonly medianRecordsPerSecond: number;
+  /** With linking ÷ without, one per repetition. */
+  readonly ratios: readonly number[];
+  /** 1 − the median ratio: the share of throughput linking takes. */
+  readonly medianCost: number;
+}
+
 export type KafkaOutcome = { readonly ran: true; readonly result: KafkaResult } | { readonly ran: false; readonly reason: string };
 
 export interface Target {
@@ -86,6 +100,8 @@ export interface BenchResult {
   readonly settings: Settings;
   readonly cner: CnerResult;
   readonly peers: Readonly<Record<string, PeerResult>>;
+  /** Null (or absent, in older results): no linker was run. */
+  readonly linking?: LinkingResult | null;
   readonly viterbi: ViterbiResult | null;
   readonly kafka: KafkaOutcome;
   readonly targets: readonly Target[];
@@ -129,6 +145,13 @@ export function judgeTargets(r: Omit<BenchResult, 'targets'>): Target[] {
   speedup('python', 'onnxruntime Python + numpy', 2);
   speedup('python-careful', 'careful onnxruntime Python (length-sorted, dynamic padding)', 1.2);
   speedup('torch', 'PyTorch eager', 3);
+  const l = r.linking ?? null;
+  targets.push({
+    name: 'Throughput lost to ICD-10 linking (in process, linker cache off)',
+    target: '≤ 15 %',
+    measured: l === null ? 'not run' : `${pct(l.medianCost)} (${l.linkerVersion})`,
+    pass: l === null ? null : l.medianCost <= 0.15,
+  });
   const share = r.cner.cpuOutsideInferenceShare;
   targets.push({ name: 'CPU outside onnxruntime session.run', target: '≤ 5 %', measured: pct(share), pass: share === null ? null : share <= 0.05 });
   const v = r.viterbi;
@@ -172,6 +195,12 @@ function resultRows(r: BenchResult): Row[] {
     rows.push(['', 'time in the model call', pct(median(p.runs.map((r) => r.modelSeconds / r.wallSeconds)))]);
     rows.push(['', 'cner speed-up (median of pairs)', `${f(p.medianSpeedup, 2)}× [${p.speedups.map((s) => f(s, 2)).join(', ')}]`]);
     rows.push(['', 'entities identical to cner', `${p.entities.records - p.entities.mismatchedRecords}/${p.entities.records} records (${p.entities.entities} entities, agreement F1 ${pct(p.entities.agreementF1)})`]);
+  }
+  const l = r.linking ?? null;
+  if (l !== null) {
+    rows.push([`cner + linking (${l.linkerVersion}, cache off)`, 'records/s (median)', f(l.medianRecordsPerSecond)]);
+    rows.push(['', 'with ÷ without linking (per repetition)', `${f(median(l.ratios), 3)} [${l.ratios.map((x) => f(x, 3)).join(', ')}]`]);
+    rows.push(['', 'entities linked (DIS) in the warm-up run', String(l.linkedEntities)]);
   }
   if (r.viterbi !== null) {
     const v = r.viterbi;

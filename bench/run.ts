@@ -16,7 +16,7 @@ import { kafkaBench, kafkaServicesFromEnv } from './kafka.js';
 import { loadAverage, machineFacts } from './machine.js';
 import { type BenchOptions, USAGE, parseOptions } from './options.js';
 import { Peer, type PeerRun } from './peers.js';
-import { type BenchResult, type KafkaOutcome, type PeerResult, type Settings, judgeTargets, renderText } from './report.js';
+import { type BenchResult, type KafkaOutcome, type LinkingResult, type PeerResult, type Settings, judgeTargets, renderText } from './report.js';
 import { median, pairRatios } from './stats.js';
 import { compareViterbi, windowEmissions } from './viterbi.js';
 
@@ -65,6 +65,7 @@ async function main(o: BenchOptions): Promise<number> {
 
   const peers: { key: string; peer: Peer }[] = [];
   let cner: InProcessCner | null = null;
+  let linked: InProcessCner | null = null;
   try {
     progress('starting the Python peers and opening the model');
     const script = (name: string): string => path.join(o.root, 'bench', name);
@@ -86,11 +87,19 @@ async function main(o: BenchOptions): Promise<number> {
     const torch = peers.find((p) => p.key === 'torch')?.peer.info['torch'];
     machine.python = { ...peers[0]!.peer.info, ...(torch === undefined ? {} : { torch }) };
     cner = await InProcessCner.open(o.cnerBundle, o.settings);
+    if (o.linker !== null) linked = await InProcessCner.open(o.cnerBundle, o.settings, o.linker);
     const sameModel = o.cnerBundle === o.bundle;
 
     // Warm-up (JIT, onnxruntime's first runs), and the entities every contender must agree on.
     progress('warm-up run of each contender');
     const { entities } = await cner.run(texts, chunks);
+    let linkedCodes = 0;
+    if (linked !== null) {
+      const warm = await linked.run(texts, chunks);
+      const cmp = compareEntities(entities, warm.entities.map((es) => es.map((e): [number, number, string] => [e.start, e.end, e.code])));
+      if (cmp.mismatchedRecords > 0) problems.push(`cner with linking: ${cmp.mismatchedRecords} of ${cmp.records} records have other entities than without`);
+      linkedCodes = warm.entities.flat().filter((e) => (e.codes?.length ?? 0) > 0).length;
+    }
     const comparisons = new Map<string, ReturnType<typeof compareEntities>>();
     for (const { key, peer } of peers) {
       const warm = await peer.run(true);
@@ -103,15 +112,18 @@ async function main(o: BenchOptions): Promise<number> {
 
     // Interleaved timed runs: cner, peers, then the reverse order, so drifting load hits every contender alike.
     const cnerRuns: InProcessRun[] = [];
+    const linkedRuns: InProcessRun[] = [];
     const peerRuns = new Map<string, PeerResult['runs'][number][]>(peers.map((p) => [p.key, []]));
     for (let rep = 0; rep < o.reps; rep++) {
       const order: (() => Promise<void>)[] = [
         async () => void cnerRuns.push((await cner!.run(texts, chunks)).run),
+        ...(linked === null ? [] : [async () => void linkedRuns.push((await linked!.run(texts, chunks)).run)]),
         ...peers.map(({ key, peer }) => async () => void peerRuns.get(key)!.push(summarizePeerRun(await peer.run(false)))),
       ];
       for (const step of rep % 2 === 0 ? order : order.reverse()) await step();
       const last = cnerRuns[cnerRuns.length - 1]!;
       progress(`repetition ${rep + 1}/${o.reps}: cner ${last.recordsPerSecond.toFixed(1)} records/s` +
+        (linked === null ? '' : `, with linking ${linkedRuns.at(-1)!.recordsPerSecond.toFixed(1)}`) +
         peers.map(({ key }) => `, ${key} ${peerRuns.get(key)!.at(-1)!.recordsPerSecond.toFixed(1)}`).join(''));
     }
     const cnerRates = cnerRuns.map((r) => r.recordsPerSecond);
@@ -138,6 +150,21 @@ async function main(o: BenchOptions): Promise<number> {
     if (viterbi.differentPaths > 0) problems.push(`Viterbi: ${viterbi.differentPaths} of ${viterbi.chunks} windows decode to other paths in numpy than in TypeScript`);
     if (!viterbi.numpyBatchedSamePaths) problems.push('Viterbi: the batched numpy decoder disagrees with the per-chunk one');
     const modelVersion = cner.model.version;
+    let linking: LinkingResult | null = null;
+    if (linked !== null) {
+      const ratios = pairRatios(linkedRuns.map((r) => r.recordsPerSecond), cnerRates);
+      linking = {
+        linker: path.relative(o.root, o.linker!) || '.',
+        linkerVersion: linked.linker!.version,
+        linkedEntities: linkedCodes,
+        runs: linkedRuns,
+        medianRecordsPerSecond: median(linkedRuns.map((r) => r.recordsPerSecond)),
+        ratios,
+        medianCost: 1 - median(ratios),
+      };
+      await linked.close();
+      linked = null;
+    }
     await cner.close();
     cner = null;
     for (const { peer } of peers.splice(0)) await peer.close();
@@ -175,6 +202,7 @@ async function main(o: BenchOptions): Promise<number> {
         cpuMethod: CPU_METHOD,
       },
       peers: peerResults,
+      linking,
       viterbi,
       kafka,
       problems,
@@ -186,6 +214,7 @@ async function main(o: BenchOptions): Promise<number> {
     return problems.length > 0 ? 1 : 0;
   } finally {
     await cner?.close();
+    await linked?.close();
     for (const { peer } of peers) await peer.close();
     await rm(work, { recursive: true, force: true });
   }

@@ -100,6 +100,16 @@ describe('judgeTargets', () => {
     assert.equal(judgeTargets(result()).find((x) => x.name.includes('careful'))!.pass, null, 'not run');
   });
 
+  it('holds linking to 15 % of the throughput, and leaves it unjudged when no linker ran (older results too)', () => {
+    const linking = (medianCost: number) => ({ linker: 'l', linkerVersion: 'l-1', linkedEntities: 3, runs: [], medianRecordsPerSecond: 90, ratios: [1 - medianCost], medianCost });
+    const target = (over: Partial<Omit<BenchResult, 'targets'>>) => judgeTargets(result(over)).find((x) => x.name.includes('linking'))!;
+    assert.equal(target({ linking: linking(0.1) }).pass, true);
+    assert.equal(target({ linking: linking(0.2) }).pass, false);
+    assert.match(target({ linking: linking(0.2) }).measured, /20\.0 % \(l-1\)/);
+    assert.equal(target({ linking: null }).pass, null);
+    assert.equal(target({}).measured, 'not run');
+  });
+
   it('leaves what did not run unjudged', () => {
     const t = judgeTargets(result());
     assert.equal(t.find((x) => x.name.startsWith('Viterbi'))?.pass, null);
