@@ -5,7 +5,7 @@
 
 import { parentPort, workerData } from 'node:worker_threads';
 import { isCnerError } from '../errors.js';
-import { createLinkerSession, createSession } from './onnx-session.js';
+import { createLinkerSession, createRerankerSession, createSession } from './onnx-session.js';
 import { type FromWorker, type SerializedError, type ToWorker, type WorkerInit, type WorkerInputs, type WorkerOutput, outputBuffers } from './protocol.js';
 
 const port = parentPort;
@@ -26,6 +26,17 @@ interface Runner {
 }
 
 async function open(init: WorkerInit): Promise<Runner> {
+  if (init.kind === 'reranker') {
+    const s = await createRerankerSession(init.modelPath, init.session);
+    return {
+      ...s,
+      run: async ({ tokenTypeIds, ...inputs }) => {
+        if (tokenTypeIds == null) throw new RangeError('a re-ranker batch needs token_type_ids');
+        return { kind: 'probabilities', probabilities: await s.run({ ...inputs, tokenTypeIds }) };
+      },
+      release: () => s.release(),
+    };
+  }
   if (init.kind === 'linker') {
     const s = await createLinkerSession(init.modelPath, init.session);
     return { ...s, run: async (inputs) => ({ kind: 'nearest', ...(await s.run(inputs)) }), release: () => s.release() };

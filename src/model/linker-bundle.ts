@@ -2,7 +2,10 @@
 // (a diagnosis → its nearest candidate names, by cosine, top k inside the
 // graph), names.tsv (row → standard name and its codes), vocab.txt (cner's
 // character vocabulary), config.json (code system, k, the longest query, the
-// part separators and the keep-or-drop thresholds). As for a tagger bundle,
+// part separators and the keep-or-drop thresholds), and optionally
+// reranker.onnx (a cross-encoder that scores each (diagnosis, candidate name)
+// pair; config.json's "reranker" then says how many candidates and which
+// probability keeps a name). As for a tagger bundle,
 // every file is checked against the manifest's sha256 first, and every
 // problem is reported at once.
 
@@ -10,10 +13,22 @@ import path from 'node:path';
 import { isLeft } from 'fp-ts/lib/Either.js';
 import { CnerError } from '../errors.js';
 import { type Vocab, parseVocab } from '../pipeline/encode.js';
-import { type LinkDecision, compileSeparators } from '../pipeline/link.js';
+import { type LinkDecision, type RerankDecision, compileSeparators } from '../pipeline/link.js';
 import { type BundleManifest, openBundleDir, readJson, readText } from './bundle.js';
 
 export const LINKER_FILES = ['linker.onnx', 'names.tsv', 'vocab.txt', 'config.json'] as const;
+export const RERANKER_FILE = 'reranker.onnx';
+
+/** The re-ranking stage: candidates from the nearest names, each (text, name) pair scored by the cross-encoder. */
+export interface RerankerConfig {
+  readonly modelPath: string;
+  /** Candidates: the whole text's nearest `kWhole` names and each listed part's nearest `kPart`. */
+  readonly kWhole: number;
+  readonly kPart: number;
+  /** The text and the name are each cut to this many code points in a pair. */
+  readonly maxLength: number;
+  readonly decision: RerankDecision;
+}
 
 export interface LinkerBundle {
   readonly dir: string;
@@ -29,6 +44,8 @@ export interface LinkerBundle {
   readonly maxQueryLength: number;
   readonly separators: RegExp;
   readonly decision: LinkDecision;
+  /** Null: the nearest names and `decision` alone choose. */
+  readonly reranker: RerankerConfig | null;
   /** By row of the graph's indices. */
   readonly names: readonly string[];
   readonly codes: readonly (readonly string[])[];
@@ -72,6 +89,24 @@ export async function loadLinkerBundle(dirArg: string): Promise<LinkerBundle> {
     return typeof v === 'number' ? v : 1;
   };
   const decision: LinkDecision = { whole: cos('whole'), part: cos('part'), maxNames: int(d, 'max_names', 'decision.') };
+  let reranker: RerankerConfig | null = null;
+  if (c['reranker'] !== undefined) {
+    const r = typeof c['reranker'] === 'object' && c['reranker'] !== null ? (c['reranker'] as Record<string, unknown>) : {};
+    if (JSON.stringify(r['inputs']) !== JSON.stringify(['input_ids', 'attention_mask', 'token_type_ids'])) errors.push('config.json: reranker.inputs must be ["input_ids", "attention_mask", "token_type_ids"]');
+    if (JSON.stringify(r['outputs']) !== JSON.stringify(['probabilities'])) errors.push('config.json: reranker.outputs must be ["probabilities"]');
+    const rd = typeof r['decision'] === 'object' && r['decision'] !== null ? (r['decision'] as Record<string, unknown>) : {};
+    const threshold = rd['threshold'];
+    if (typeof threshold !== 'number' || !(threshold >= 0 && threshold <= 1)) errors.push('config.json: reranker.decision.threshold must be a probability, from 0 to 1');
+    if (!(RERANKER_FILE in manifest.files)) errors.push(`manifest.json: files must list ${RERANKER_FILE} (config.json has a reranker)`);
+    reranker = {
+      modelPath: path.join(dir, RERANKER_FILE),
+      kWhole: int(r, 'k_whole', 'reranker.'),
+      kPart: int(r, 'k_part', 'reranker.'),
+      maxLength: int(r, 'max_length', 'reranker.'),
+      decision: { threshold: typeof threshold === 'number' ? threshold : 1, maxNames: int(rd, 'max_names', 'reranker.decision.') },
+    };
+    if (Math.max(reranker.kWhole, reranker.kPart) > topK) errors.push(`config.json: reranker.k_whole and k_part must be at most top_k ${topK}`);
+  }
 
   const names: string[] = [];
   const codes: string[][] = [];
@@ -103,6 +138,7 @@ export async function loadLinkerBundle(dirArg: string): Promise<LinkerBundle> {
     maxQueryLength,
     separators,
     decision: Object.freeze(decision),
+    reranker: reranker === null ? null : Object.freeze({ ...reranker, decision: Object.freeze(reranker.decision) }),
     names: Object.freeze(names),
     codes: Object.freeze(codes.map((x) => Object.freeze(x))),
     vocab: vocab.right,

@@ -1,24 +1,28 @@
 // A linker bundle opened for use: diagnosis strings in, the concepts they
 // denote out (best first), as the training package's OnnxLinker computes
 // them: each string and its listed parts are embedded, the graph returns
-// every query's nearest names, and the bundle's decision keeps some.
+// every query's nearest names, and either the bundle's decision keeps some,
+// or (a bundle with a re-ranker) the candidates among them are scored pair by
+// pair by the cross-encoder and those whose probability clears its threshold
+// are kept.
 //
-// Queries from concurrent callers (the records of one slice) are gathered
-// until the end of the current turn of the event loop, deduplicated, sorted
-// by length and sent in batches, on inference workers (the stream) or on the
-// calling thread (`cner link` with --workers 0). A text's concepts depend on
-// the text alone, so they are kept in a bounded cache: clinical notes repeat
-// the same diagnoses over and over.
+// Queries and pairs from concurrent callers (the records of one slice) are
+// gathered until the end of the current turn of the event loop, deduplicated,
+// sorted by length and sent in batches, on inference workers (the stream) or
+// on the calling thread (`cner link` with --workers 0). A text's concepts
+// depend on the text alone, so they are kept in a bounded cache: clinical
+// notes repeat the same diagnoses over and over.
 
 import { CnerError } from '../errors.js';
 import { autoIntraOpThreads } from './cpus.js';
-import { PAD_ID, tokenId } from '../pipeline/encode.js';
+import { CLS_ID, PAD_ID, SEP_ID, tokenId } from '../pipeline/encode.js';
 import type { ConceptCode } from '../pipeline/event.js';
-import { type EntityLinker, type NearestNames, chooseNames, queryParts } from '../pipeline/link.js';
+import { codePointLength } from '../pipeline/unicode.js';
+import { type EntityLinker, type NearestNames, candidateList, chooseNames, chooseReranked, queryParts } from '../pipeline/link.js';
 import { type LinkerBundle, loadLinkerBundle } from './linker-bundle.js';
 import { type Logger, silentLogger } from './log.js';
-import { DEFAULT_SESSION_CONFIG, type NearestOutput, type SessionConfig, createLinkerSession } from './onnx-session.js';
-import type { WorkerInputs } from './protocol.js';
+import { DEFAULT_SESSION_CONFIG, type SessionConfig, createLinkerSession, createRerankerSession } from './onnx-session.js';
+import type { SessionKind, WorkerInputs, WorkerOutput } from './protocol.js';
 import { createWorkerPool } from './worker-pool.js';
 
 export interface Linker extends EntityLinker {
@@ -53,64 +57,139 @@ export async function openLinker(dir: string, overrides: Partial<LinkerOptions> 
     throw new CnerError('INVALID_CONFIG', `linker workers must be an integer >= 0, got ${options.workers}`);
   }
   const bundle = await loadLinkerBundle(dir);
-  const runner = options.workers === 0 ? await inProcessRunner(bundle, options) : await poolRunner(bundle, options);
-  (options.logger ?? silentLogger).info({ linker: bundle.manifest.name, version: bundle.version, provider: runner.provider, workers: options.workers }, 'linker loaded');
-  return new BundleLinker(bundle, runner, options.cacheSize);
+  const open = (kind: 'linker' | 'reranker', modelPath: string): Promise<Runner> =>
+    options.workers === 0 ? inProcessRunner(kind, modelPath, options) : poolRunner(kind, modelPath, options);
+  const retriever = await open('linker', bundle.modelPath);
+  let reranker: Runner | null = null;
+  try {
+    if (bundle.reranker !== null) reranker = await open('reranker', bundle.reranker.modelPath);
+  } catch (e) {
+    await retriever.close();
+    throw e;
+  }
+  (options.logger ?? silentLogger).info(
+    { linker: bundle.manifest.name, version: bundle.version, reranker: reranker !== null, provider: retriever.provider, workers: options.workers },
+    'linker loaded',
+  );
+  return new BundleLinker(bundle, retriever, reranker, options.cacheSize);
 }
 
+/** One session kind on workers or on the calling thread, as the pool answers. */
 interface Runner {
   readonly provider: string;
-  run(inputs: WorkerInputs): Promise<NearestOutput>;
+  run(inputs: WorkerInputs): Promise<WorkerOutput>;
   close(): Promise<void>;
 }
 
-async function inProcessRunner(bundle: LinkerBundle, options: LinkerOptions): Promise<Runner> {
-  const session = await createLinkerSession(bundle.modelPath, options.session);
-  for (const f of session.fallbacks) options.logger?.warn({ provider: f.provider, reason: f.reason }, 'execution provider unavailable, falling back');
-  return { provider: session.provider, run: (inputs) => session.run(inputs), close: () => session.release() };
+async function inProcessRunner(kind: 'linker' | 'reranker', modelPath: string, options: LinkerOptions): Promise<Runner> {
+  const warn = (fallbacks: readonly { provider: string; reason: string }[]): void => {
+    for (const f of fallbacks) options.logger?.warn({ provider: f.provider, reason: f.reason }, 'execution provider unavailable, falling back');
+  };
+  if (kind === 'reranker') {
+    const session = await createRerankerSession(modelPath, options.session);
+    warn(session.fallbacks);
+    return {
+      provider: session.provider,
+      run: async ({ tokenTypeIds, ...inputs }) => {
+        if (tokenTypeIds == null) throw new RangeError('a re-ranker batch needs token_type_ids');
+        return { kind: 'probabilities', probabilities: await session.run({ ...inputs, tokenTypeIds }) };
+      },
+      close: () => session.release(),
+    };
+  }
+  const session = await createLinkerSession(modelPath, options.session);
+  warn(session.fallbacks);
+  return { provider: session.provider, run: async (inputs) => ({ kind: 'nearest', ...(await session.run(inputs)) }), close: () => session.release() };
 }
 
-async function poolRunner(bundle: LinkerBundle, options: LinkerOptions): Promise<Runner> {
+async function poolRunner(kind: SessionKind, modelPath: string, options: LinkerOptions): Promise<Runner> {
   const pool = await createWorkerPool({
-    kind: 'linker',
-    modelPath: bundle.modelPath,
+    kind,
+    modelPath,
     size: options.workers,
     // As for the tagger's workers: unless told, share the usable CPUs instead of one thread per core each.
     session: { ...options.session, intraOpThreads: options.session.intraOpThreads > 0 ? options.session.intraOpThreads : autoIntraOpThreads(options.workers) },
     ...(options.logger === undefined ? {} : { logger: options.logger }),
   });
-  return {
-    provider: pool.provider,
-    run: async (inputs) => {
-      const out = await pool.run(inputs);
-      if (out.kind !== 'nearest') throw new CnerError('INTERNAL', `a linker's worker answered with ${out.kind}`);
-      return out;
-    },
-    close: () => pool.close(),
-  };
+  return { provider: pool.provider, run: (inputs) => pool.run(inputs), close: () => pool.close() };
 }
 
-interface Pending {
-  readonly query: string;
-  readonly resolve: (nearest: NearestNames) => void;
-  readonly reject: (error: unknown) => void;
+/**
+ * Requests of one turn of the event loop, answered together: each distinct
+ * key once, keys sorted by length and cut into batches that run at once.
+ */
+class TurnBatcher<T> {
+  #pending = new Map<string, { resolve: (value: T) => void; reject: (error: unknown) => void }[]>();
+  #immediate: NodeJS.Immediate | null = null;
+  readonly #inFlight = new Set<Promise<void>>();
+
+  constructor(
+    private readonly batchSize: number,
+    private readonly lengthOf: (key: string) => number,
+    private readonly run: (keys: readonly string[]) => Promise<ArrayLike<T>>,
+  ) {}
+
+  get(keys: readonly string[]): Promise<T[]> {
+    const out = keys.map(
+      (key) =>
+        new Promise<T>((resolve, reject) => {
+          const waiting = this.#pending.get(key);
+          if (waiting === undefined) this.#pending.set(key, [{ resolve, reject }]);
+          else waiting.push({ resolve, reject });
+        }),
+    );
+    if (keys.length > 0) this.#immediate ??= setImmediate(() => this.flush());
+    return Promise.all(out);
+  }
+
+  /** Sends everything pending now. */
+  flush(): void {
+    if (this.#immediate !== null) clearImmediate(this.#immediate);
+    this.#immediate = null;
+    const pending = this.#pending;
+    this.#pending = new Map();
+    const keys = [...pending.keys()].sort((a, b) => this.lengthOf(a) - this.lengthOf(b));
+    for (let b = 0; b < keys.length; b += this.batchSize) {
+      const group = keys.slice(b, b + this.batchSize);
+      const done = this.run(group)
+        .then((values) => group.forEach((key, i) => pending.get(key)!.forEach((w) => w.resolve(values[i]!))))
+        .catch((error: unknown) => group.forEach((key) => pending.get(key)!.forEach((w) => w.reject(error))))
+        .finally(() => this.#inFlight.delete(done));
+      this.#inFlight.add(done);
+    }
+  }
+
+  async drain(): Promise<void> {
+    this.flush();
+    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
+  }
 }
+
+/** A (text, candidate row) pair as one batcher key: the row, a separator no text contains, the text. */
+const pairKey = (text: string, row: number): string => `${row}\u0000${text}`;
+const splitPairKey = (key: string): { row: number; text: string } => {
+  const at = key.indexOf('\u0000');
+  return { row: Number(key.slice(0, at)), text: key.slice(at + 1) };
+};
 
 class BundleLinker implements Linker {
   readonly bundle: LinkerBundle;
-  readonly #runner: Runner;
+  readonly #retriever: Runner;
+  readonly #reranker: Runner | null;
   readonly #cacheSize: number;
   /** Insertion order is recency: a hit is moved to the end, the first entry is the least recently used. */
   readonly #cache = new Map<string, readonly ConceptCode[]>();
-  #pending: Pending[] = [];
-  #immediate: NodeJS.Immediate | null = null;
-  readonly #inFlight = new Set<Promise<void>>();
+  readonly #queries: TurnBatcher<NearestNames>;
+  readonly #pairs: TurnBatcher<number>;
   #closed = false;
 
-  constructor(bundle: LinkerBundle, runner: Runner, cacheSize: number) {
+  constructor(bundle: LinkerBundle, retriever: Runner, reranker: Runner | null, cacheSize: number) {
     this.bundle = bundle;
-    this.#runner = runner;
+    this.#retriever = retriever;
+    this.#reranker = reranker;
     this.#cacheSize = cacheSize;
+    this.#queries = new TurnBatcher(BATCH, codePointLength, (queries) => this.#nearestBatch(queries));
+    this.#pairs = new TurnBatcher(BATCH, (key) => codePointLength(key) + this.bundle.names[splitPairKey(key).row]!.length, (keys) => this.#rerankBatch(keys));
   }
 
   get version(): string {
@@ -122,14 +201,12 @@ class BundleLinker implements Linker {
   }
 
   get provider(): string {
-    return this.#runner.provider;
+    return this.#retriever.provider;
   }
 
   nearest(queries: readonly string[]): Promise<NearestNames[]> {
     if (this.#closed) return Promise.reject(new CnerError('MODEL_CLOSED', 'the linker is closed'));
-    const out = queries.map((query) => new Promise<NearestNames>((resolve, reject) => this.#pending.push({ query, resolve, reject })));
-    if (queries.length > 0) this.#immediate ??= setImmediate(() => this.#flush());
-    return Promise.all(out);
+    return this.#queries.get(queries);
   }
 
   async link(texts: readonly string[]): Promise<readonly (readonly ConceptCode[])[]> {
@@ -143,12 +220,11 @@ class BundleLinker implements Linker {
       const parts = missing.map((t) => queryParts(t, this.bundle.separators));
       const nearest = await this.nearest(parts.flat());
       let at = 0;
+      const byText = missing.map((_, i) => nearest.slice(at, (at += parts[i]!.length)));
+      const concepts = this.bundle.reranker === null ? byText.map((n) => this.#chosen(n)) : await this.#reranked(missing, byText);
       missing.forEach((text, i) => {
-        const mine = nearest.slice(at, at + parts[i]!.length);
-        at += parts[i]!.length;
-        const concepts = this.#concepts(mine);
-        known.set(text, concepts);
-        this.#remember(text, concepts);
+        known.set(text, concepts[i]!);
+        this.#remember(text, concepts[i]!);
       });
     }
     return texts.map((t) => known.get(t)!);
@@ -157,27 +233,35 @@ class BundleLinker implements Linker {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    if (this.#immediate !== null) clearImmediate(this.#immediate);
-    this.#flush();
-    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
-    await this.#runner.close();
+    await this.#queries.drain();
+    await this.#pairs.drain();
+    await this.#retriever.close();
+    await this.#reranker?.close();
   }
 
-  /** The kept names of one text, from its own and its parts' nearest names. */
-  #concepts(nearest: readonly NearestNames[]): readonly ConceptCode[] {
+  #concept(row: number, score: number): ConceptCode {
+    // A name heading several rows of the table: its first code (the table's order).
+    return Object.freeze({ system: this.bundle.system, code: this.bundle.codes[row]![0]!, name: this.bundle.names[row]!, score });
+  }
+
+  /** Without a re-ranker: the decision over the nearest names of the text and its parts. */
+  #chosen(nearest: readonly NearestNames[]): readonly ConceptCode[] {
     // A kept name's score: its best cosine to the text or any of its parts.
     const best = new Map<number, number>();
     for (const n of nearest) for (let j = 0; j < n.indices.length; j++) best.set(n.indices[j]!, Math.max(best.get(n.indices[j]!) ?? -1, n.scores[j]!));
-    return Object.freeze(
-      chooseNames(nearest, this.bundle.decision).map((i) =>
-        Object.freeze({
-          system: this.bundle.system,
-          code: this.bundle.codes[i]![0]!, // a name heading several rows: its first (the table's order)
-          name: this.bundle.names[i]!,
-          score: best.get(i)!,
-        }),
-      ),
-    );
+    return Object.freeze(chooseNames(nearest, this.bundle.decision).map((i) => this.#concept(i, best.get(i)!)));
+  }
+
+  /** With a re-ranker: every text's candidates scored pair by pair, those that clear its threshold kept. */
+  async #reranked(texts: readonly string[], nearest: readonly (readonly NearestNames[])[]): Promise<(readonly ConceptCode[])[]> {
+    const r = this.bundle.reranker!;
+    const candidates = nearest.map((n) => candidateList(n, r.kWhole, r.kPart));
+    const probabilities = await this.#pairs.get(texts.flatMap((t, i) => candidates[i]!.map((row) => pairKey(t, row))));
+    let at = 0;
+    return candidates.map((c) => {
+      const p = probabilities.slice(at, (at += c.length));
+      return Object.freeze(chooseReranked(c, p, r.decision).map(({ index, score }) => this.#concept(index, score)));
+    });
   }
 
   #recall(text: string): readonly ConceptCode[] | undefined {
@@ -195,40 +279,8 @@ class BundleLinker implements Linker {
     if (this.#cache.size > this.#cacheSize) this.#cache.delete(this.#cache.keys().next().value!);
   }
 
-  /** Sends everything pending: each distinct query once, in batches of similar length. */
-  #flush(): void {
-    this.#immediate = null;
-    const pending = this.#pending;
-    this.#pending = [];
-    if (pending.length === 0) return;
-    const waiting = new Map<string, Pending[]>();
-    for (const p of pending) {
-      const list = waiting.get(p.query);
-      if (list === undefined) waiting.set(p.query, [p]);
-      else list.push(p);
-    }
-    const rows = [...waiting.keys()].map((q) => Array.from(q).slice(0, this.bundle.maxQueryLength));
-    const queries = [...waiting.keys()];
-    const order = rows.map((_, i) => i).sort((a, b) => rows[a]!.length - rows[b]!.length);
-    for (let b = 0; b < order.length; b += BATCH) {
-      const group = order.slice(b, b + BATCH);
-      const done = this.#runner
-        .run(this.#encode(group.map((i) => rows[i]!)))
-        .then(({ scores, indices, k }) => {
-          group.forEach((i, r) => {
-            const n: NearestNames = { indices: indices.subarray(r * k, (r + 1) * k), scores: scores.subarray(r * k, (r + 1) * k) };
-            for (const p of waiting.get(queries[i]!)!) p.resolve(n);
-          });
-        })
-        .catch((error: unknown) => {
-          for (const i of group) for (const p of waiting.get(queries[i]!)!) p.reject(error);
-        })
-        .finally(() => this.#inFlight.delete(done));
-      this.#inFlight.add(done);
-    }
-  }
-
-  #encode(rows: readonly (readonly string[])[]): WorkerInputs {
+  async #nearestBatch(queries: readonly string[]): Promise<NearestNames[]> {
+    const rows = queries.map((q) => Array.from(q).slice(0, this.bundle.maxQueryLength));
     const seq = Math.max(1, ...rows.map((r) => r.length));
     const inputIds = new BigInt64Array(rows.length * seq).fill(BigInt(PAD_ID)); // [batch, seq]
     const attentionMask = new BigInt64Array(rows.length * seq); // [batch, seq]
@@ -239,6 +291,34 @@ class BundleLinker implements Linker {
       });
       if (chars.length === 0) attentionMask[i * seq] = 1n; // an empty query reads one [PAD], as the training package encodes it
     });
-    return { inputIds, attentionMask, lexiconFeatures: null, batch: rows.length, seq };
+    const out = await this.#retriever.run({ inputIds, attentionMask, lexiconFeatures: null, batch: rows.length, seq });
+    if (out.kind !== 'nearest') throw new CnerError('INTERNAL', `a linker session answered with ${out.kind}`);
+    const { scores, indices, k } = out;
+    return rows.map((_, i) => ({ indices: indices.subarray(i * k, (i + 1) * k), scores: scores.subarray(i * k, (i + 1) * k) }));
+  }
+
+  /** [CLS] text [SEP] name [SEP] per pair (each cut to the bundle's length), token types 0 then 1, right-padded. */
+  async #rerankBatch(keys: readonly string[]): Promise<Float32Array> {
+    const max = this.bundle.reranker!.maxLength;
+    const rows = keys.map((key) => {
+      const { row, text } = splitPairKey(key);
+      const a = Array.from(text).slice(0, max).map((ch) => tokenId(ch, this.bundle.vocab));
+      const b = Array.from(this.bundle.names[row]!).slice(0, max).map((ch) => tokenId(ch, this.bundle.vocab));
+      return { ids: [CLS_ID, ...a, SEP_ID, ...b, SEP_ID], first: a.length + 2 };
+    });
+    const seq = Math.max(...rows.map((r) => r.ids.length));
+    const inputIds = new BigInt64Array(rows.length * seq).fill(BigInt(PAD_ID)); // [batch, seq]
+    const attentionMask = new BigInt64Array(rows.length * seq); // [batch, seq]
+    const tokenTypeIds = new BigInt64Array(rows.length * seq); // [batch, seq]
+    rows.forEach(({ ids, first }, i) => {
+      ids.forEach((id, j) => {
+        inputIds[i * seq + j] = BigInt(id);
+        attentionMask[i * seq + j] = 1n;
+        if (j >= first) tokenTypeIds[i * seq + j] = 1n;
+      });
+    });
+    const out = await this.#reranker!.run({ inputIds, attentionMask, tokenTypeIds, lexiconFeatures: null, batch: rows.length, seq });
+    if (out.kind !== 'probabilities') throw new CnerError('INTERNAL', `a re-ranker session answered with ${out.kind}`);
+    return out.probabilities;
   }
 }

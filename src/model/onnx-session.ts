@@ -52,6 +52,8 @@ const LEXICON_FEATURES_INPUT = 'lexicon_features';
 const EMISSIONS = 'emissions';
 const SCORES = 'scores';
 const INDICES = 'indices';
+const TOKEN_TYPE_IDS = 'token_type_ids';
+const PROBABILITIES = 'probabilities';
 
 export async function createSession(modelPath: string, config: SessionConfig = DEFAULT_SESSION_CONFIG): Promise<EmissionsSession> {
   const { session, provider, fallbacks } = await openSession(modelPath, config, [INPUT_IDS, ATTENTION_MASK], [EMISSIONS]);
@@ -141,6 +143,54 @@ export async function createLinkerSession(modelPath: string, config: SessionConf
       }
       const rows = indices.data as BigInt64Array;
       return { scores: Float32Array.from(scores.data as Float32Array), indices: Int32Array.from(rows, (v) => Number(v)), k };
+    },
+    release: () => session.release(),
+  };
+}
+
+/** One batch of (text, name) pairs: [CLS] text [SEP] name [SEP], token types 0 then 1, right-padded. */
+export interface PairInputs {
+  readonly inputIds: BigInt64Array; // [batch, seq]
+  readonly attentionMask: BigInt64Array; // [batch, seq]
+  readonly tokenTypeIds: BigInt64Array; // [batch, seq]
+  readonly batch: number;
+  readonly seq: number;
+}
+
+export interface RerankerSession {
+  readonly provider: ExecutionProvider;
+  readonly fallbacks: EmissionsSession['fallbacks'];
+  /** Each pair's probability that the name is one of the text's standard names: [batch]. */
+  run(inputs: PairInputs): Promise<Float32Array>;
+  release(): Promise<void>;
+}
+
+/** A linker bundle's re-ranker (`cner-train rerank-export`): input_ids, attention_mask, token_type_ids → probabilities. */
+export async function createRerankerSession(modelPath: string, config: SessionConfig = DEFAULT_SESSION_CONFIG): Promise<RerankerSession> {
+  const { session, provider, fallbacks } = await openSession(modelPath, config, [INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS], [PROBABILITIES]);
+  return {
+    provider,
+    fallbacks,
+    async run({ inputIds, attentionMask, tokenTypeIds, batch, seq }) {
+      const size = batch * seq;
+      if (inputIds.length !== size || attentionMask.length !== size || tokenTypeIds.length !== size) {
+        throw new RangeError(`inputs hold ${inputIds.length}/${attentionMask.length}/${tokenTypeIds.length} values, expected ${batch}×${seq}`);
+      }
+      let out: ort.InferenceSession.OnnxValueMapType;
+      try {
+        out = await session.run({
+          [INPUT_IDS]: new ort.Tensor('int64', inputIds, [batch, seq]),
+          [ATTENTION_MASK]: new ort.Tensor('int64', attentionMask, [batch, seq]),
+          [TOKEN_TYPE_IDS]: new ort.Tensor('int64', tokenTypeIds, [batch, seq]),
+        });
+      } catch (cause) {
+        throw new CnerError('INFERENCE_FAILED', `onnxruntime run failed: ${cause instanceof Error ? cause.message : String(cause)}`, { cause, context: { batch, seq, provider } });
+      }
+      const p = out[PROBABILITIES]!;
+      if (p.type !== 'float32' || p.dims.length !== 1 || p.dims[0] !== batch) {
+        throw new CnerError('INFERENCE_FAILED', `reranker output is ${p.type} [${p.dims.join(', ')}], expected float32 [${batch}]`, { context: { batch, seq } });
+      }
+      return Float32Array.from(p.data as Float32Array);
     },
     release: () => session.release(),
   };

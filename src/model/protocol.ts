@@ -1,11 +1,11 @@
 // Messages between the worker pool (main thread) and an inference worker.
 // Plain data and typed arrays only; buffers are transferred, not copied.
-// A worker holds one session of one kind: a tagger's (emissions) or a
-// linker's (each query's nearest names).
+// A worker holds one session of one kind: a tagger's (emissions), a linker's
+// (each query's nearest names) or a linker's re-ranker (each pair's probability).
 
 import type { SessionConfig } from './onnx-session.js';
 
-export type SessionKind = 'tagger' | 'linker';
+export type SessionKind = 'tagger' | 'linker' | 'reranker';
 
 export interface WorkerInit {
   readonly kind: SessionKind;
@@ -19,11 +19,12 @@ export interface SerializedError {
   readonly context: Readonly<Record<string, unknown>>;
 }
 
-/** One batch's inputs; a linker takes no lexicon features. */
+/** One batch's inputs; lexicon features only for a tagger that reads them, token types only for a re-ranker. */
 export interface WorkerInputs {
   readonly inputIds: BigInt64Array; // [batch, seq]
   readonly attentionMask: BigInt64Array; // [batch, seq]
   readonly lexiconFeatures: Float32Array | null; // [batch, seq, features]
+  readonly tokenTypeIds?: BigInt64Array | null; // [batch, seq]
   readonly batch: number;
   readonly seq: number;
 }
@@ -31,7 +32,8 @@ export interface WorkerInputs {
 /** What a batch gives back, by the kind of session that ran it. */
 export type WorkerOutput =
   | { readonly kind: 'emissions'; readonly emissions: Float32Array; readonly dims: readonly [number, number, number] } // [batch, seq, tags]
-  | { readonly kind: 'nearest'; readonly scores: Float32Array; readonly indices: Int32Array; readonly k: number }; // [batch, k] each
+  | { readonly kind: 'nearest'; readonly scores: Float32Array; readonly indices: Int32Array; readonly k: number } // [batch, k] each
+  | { readonly kind: 'probabilities'; readonly probabilities: Float32Array }; // [batch]
 
 export type ToWorker = ({ readonly type: 'run'; readonly id: number } & WorkerInputs) | { readonly type: 'close' };
 
@@ -43,4 +45,8 @@ export type FromWorker =
 
 /** The buffers of an output, to transfer with it. */
 export const outputBuffers = (o: WorkerOutput): ArrayBuffer[] =>
-  (o.kind === 'emissions' ? [o.emissions.buffer] : [o.scores.buffer, o.indices.buffer]) as ArrayBuffer[];
+  (o.kind === 'emissions' ? [o.emissions.buffer] : o.kind === 'nearest' ? [o.scores.buffer, o.indices.buffer] : [o.probabilities.buffer]) as ArrayBuffer[];
+
+/** The buffers of a batch's inputs, to transfer with it. */
+export const inputBuffers = (i: WorkerInputs): ArrayBuffer[] =>
+  [i.inputIds.buffer, i.attentionMask.buffer, ...(i.lexiconFeatures === null ? [] : [i.lexiconFeatures.buffer]), ...(i.tokenTypeIds == null ? [] : [i.tokenTypeIds.buffer])] as ArrayBuffer[];

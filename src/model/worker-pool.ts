@@ -7,10 +7,10 @@ import { Worker } from 'node:worker_threads';
 import { CnerError, type ErrorCode, isErrorCode } from '../errors.js';
 import { type Logger, silentLogger } from './log.js';
 import type { SessionConfig } from './onnx-session.js';
-import type { FromWorker, SerializedError, SessionKind, ToWorker, WorkerInit, WorkerInputs, WorkerOutput } from './protocol.js';
+import { type FromWorker, type SerializedError, type SessionKind, type ToWorker, type WorkerInit, type WorkerInputs, type WorkerOutput, inputBuffers } from './protocol.js';
 
 export interface WorkerPoolOptions {
-  /** What the sessions are: a tagger's (emissions out) or a linker's (nearest names out). */
+  /** What the sessions are: a tagger's (emissions out), a linker's (nearest names out) or its re-ranker's (probabilities out). */
   readonly kind: SessionKind;
   readonly modelPath: string;
   readonly size: number;
@@ -138,10 +138,9 @@ class InferenceWorkerPool implements WorkerPool {
       if (slot.job !== null) continue;
       const job = this.#queue.shift()!;
       slot.job = job;
-      const { inputIds, attentionMask, lexiconFeatures, batch, seq } = job.batch;
-      const message: ToWorker = { type: 'run', id: job.id, inputIds, attentionMask, lexiconFeatures, batch, seq };
-      const buffers = [inputIds.buffer, attentionMask.buffer, ...(lexiconFeatures === null ? [] : [lexiconFeatures.buffer])];
-      slot.worker.postMessage(message, buffers as ArrayBuffer[]);
+      const { inputIds, attentionMask, lexiconFeatures, tokenTypeIds, batch, seq } = job.batch;
+      const message: ToWorker = { type: 'run', id: job.id, inputIds, attentionMask, lexiconFeatures, tokenTypeIds: tokenTypeIds ?? null, batch, seq };
+      slot.worker.postMessage(message, inputBuffers(job.batch));
     }
     if (this.#onIdle !== null && this.#isIdle()) {
       this.#onIdle();

@@ -13,6 +13,8 @@ export { normalizeChar };
 export const SPECIAL_TOKENS = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', '[SPACE]'] as const;
 export const PAD_ID = 0;
 export const UNK_ID = 1;
+export const CLS_ID = 2;
+export const SEP_ID = 3;
 export const SPACE_ID = 5;
 
 export interface Vocab {

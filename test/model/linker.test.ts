@@ -93,3 +93,36 @@ describe('openLinker on inference workers (as the stream runs it)', () => {
     }
   });
 });
+
+interface GoldenReranked {
+  readonly bundle: string;
+  readonly cases: readonly {
+    readonly text: string;
+    readonly candidates: readonly number[];
+    readonly probabilities: readonly number[];
+    readonly chosen: readonly { readonly name: string; readonly codes: readonly string[]; readonly score: number }[];
+  }[];
+}
+
+describe('openLinker with a re-ranker, against the training package (fixtures/golden/golden-reranked-linker.json)', () => {
+  const reranked = JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'fixtures', 'golden', 'golden-reranked-linker.json'), 'utf8')) as GoldenReranked;
+  const dir = path.join(PACKAGE_ROOT, 'fixtures', reranked.bundle);
+
+  for (const workers of [0, 2]) {
+    it(`keeps the same names with the same probabilities (${workers === 0 ? 'on the calling thread' : 'on inference workers'})`, async () => {
+      const linker = await openLinker(dir, { workers, session: SESSION, cacheSize: 0 });
+      try {
+        assert.notEqual(linker.bundle.reranker, null);
+        // All texts at once, as the records of one slice: candidates and pairs are batched across them.
+        const linked = await Promise.all(reranked.cases.map((c) => linker.link([c.text])));
+        reranked.cases.forEach((c, i) => {
+          const got = linked[i]![0]!;
+          assert.deepEqual(got.map((x) => [x.name, x.code]), c.chosen.map((x) => [x.name, x.codes[0]]), c.text);
+          got.forEach((x, j) => assert.ok(Math.abs(x.score - c.chosen[j]!.score) < 1e-5, `${c.text}: ${x.score} vs ${c.chosen[j]!.score}`));
+        });
+      } finally {
+        await linker.close();
+      }
+    });
+  }
+});

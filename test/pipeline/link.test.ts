@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { chooseNames, compileSeparators, queryParts } from '../../src/pipeline/link.js';
+import { candidateList, chooseNames, chooseReranked, compileSeparators, queryParts } from '../../src/pipeline/link.js';
 import { PACKAGE_ROOT } from '../../src/paths.js';
 
 interface Golden {
@@ -39,5 +39,22 @@ describe('linker rules, against the training package (fixtures/golden/link.json)
     const sure = (i: number, s: number) => ({ indices: [i], scores: [s] });
     assert.deepEqual(chooseNames([sure(1, 0.99), sure(2, 0.98), sure(3, 0.97)], { whole: 0.5, part: 0.5, maxNames: 2 }), [1, 2]);
     assert.deepEqual(chooseNames([], { whole: 0, part: 0, maxNames: 2 }), []);
+  });
+});
+
+describe('candidateList and chooseReranked (twins of cner_train.rerank)', () => {
+  it('takes the whole text\'s top kWhole and each part\'s top kPart, each once, by best cosine', () => {
+    const whole = { indices: [5, 1, 2, 9], scores: [0.9, 0.8, 0.7, 0.6] };
+    const part = { indices: [3, 1, 4], scores: [0.95, 0.85, 0.5] };
+    assert.deepEqual(candidateList([whole, part], 3, 2), [3, 5, 1, 2]);
+    assert.deepEqual(candidateList([whole], 10, 2), [5, 1, 2, 9]);
+  });
+
+  it('keeps what clears the threshold, best first, never none, at most maxNames', () => {
+    const d = { threshold: 0.5, maxNames: 2 };
+    assert.deepEqual(chooseReranked([1, 2, 3], [0.6, 0.9, 0.7], d), [{ index: 2, score: 0.9 }, { index: 3, score: 0.7 }]);
+    assert.deepEqual(chooseReranked([1, 2], [0.1, 0.3], d), [{ index: 2, score: 0.3 }]);
+    assert.deepEqual(chooseReranked([7, 8], [0.6, 0.6], d), [{ index: 7, score: 0.6 }, { index: 8, score: 0.6 }], 'ties keep candidate order');
+    assert.deepEqual(chooseReranked([], [], d), []);
   });
 });

@@ -13,6 +13,7 @@ from .pseudo import PseudoConfig, pseudo_label
 from .publish import PublishConfig, publish
 from .quantize import QuantizeConfig, quantize
 from .report import ReportConfig, report
+from .rerank import RerankExportConfig, RerankTrainConfig, export_reranker, train_reranker
 from .train import TrainConfig, train
 from .w2v import W2VConfig, train_w2v
 
@@ -28,6 +29,10 @@ COMMANDS = {
                    "hard negatives, and the thresholds that decide how many names to keep; dev set F1 on a seeded split"),
     "link-export": (LinkExportConfig, export_linker, "write the linker bundle (ONNX query encoder with the candidate names embedded "
                     "and a top-k inside, names.tsv, vocab, decision thresholds, manifest) and score it on the run's dev split"),
+    "rerank-train": (RerankTrainConfig, train_reranker, "train the ICD-10 linker's re-ranker (CHIP-CDN): a bge-small-zh cross-encoder "
+                     "over the linker bundle's candidates, and the probability threshold that decides how many names to keep"),
+    "rerank-export": (RerankExportConfig, export_reranker, "add the re-ranker to its linker bundle (reranker.onnx, config, manifest) "
+                      "and score the result on the run's dev split"),
     "evaluate": (EvaluateConfig, evaluate_bundle, "strict entity-level P/R/F1 of an exported bundle (ONNX Runtime) on a CCKS-format file"),
     "report": (ReportConfig, report, "markdown tables of the runs in training/results (models, optimizers, heads)"),
     "export": (ExportConfig, export, "write the model bundle (ONNX, CRF, labels, vocab, config, manifest) of a training run"),

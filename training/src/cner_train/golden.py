@@ -16,6 +16,9 @@
   linker bundle over a tiny random BERT and 16 synthetic candidate names, and for
   each golden diagnosis string the nearest names of its parts through ONNX
   Runtime and the names kept;
+- ``fixtures/tiny-reranked-linker-bundle/`` and ``fixtures/golden/golden-reranked-linker.json``:
+  the tiny linker with a tiny random cross-encoder re-ranker added, and for each
+  golden string its candidates, their probabilities and the names kept;
 - ``fixtures/tiny-bert-bundle/`` and ``fixtures/golden/golden-bert.json``: a tiny
   random ``transformers`` BERT tagger built the way the bge-small-zh taggers are
   ([CLS]/[SEP] framing inside the graph, lexicon features, IDCNN-MHA-CRF), over
@@ -193,6 +196,12 @@ def golden(cfg: GoldenConfig) -> Path:
     linker = tiny_linker_bundle(out / "tiny-linker-bundle", cfg.seed)
     (gdir / "golden-linker.json").write_text(
         json.dumps({"bundle": "tiny-linker-bundle", "cases": golden_linker_cases(linker)}, ensure_ascii=False, indent=1),
+        encoding="utf-8")
+    from .rerank import golden_reranked_cases, tiny_reranked_linker_bundle
+
+    reranked = tiny_reranked_linker_bundle(linker, out / "tiny-reranked-linker-bundle", cfg.seed)
+    (gdir / "golden-reranked-linker.json").write_text(
+        json.dumps({"bundle": "tiny-reranked-linker-bundle", "cases": golden_reranked_cases(reranked)}, ensure_ascii=False, indent=1),
         encoding="utf-8")
     (gdir / "golden.json").write_text(json.dumps({"bundle": "tiny-bundle", "cases": cases}, ensure_ascii=False),
                                       encoding="utf-8")

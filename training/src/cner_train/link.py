@@ -95,6 +95,17 @@ def split_pairs(n: int, dev_size: int, seed: int) -> tuple[list[int], list[int]]
     return sorted(order[dev_size:]), sorted(order[:dev_size])
 
 
+def fit_tune_dev(pairs: list, dev_size: int, tune_size: int, seed: int) -> tuple[list, list, list, random.Random]:
+    """The pairs split three ways: fitting, tuning the keep decision (``tune_size`` training-side pairs),
+    dev (``split_pairs``); and the generator that shuffled them, for the training loop to go on with."""
+    tr_idx, dev_idx = split_pairs(len(pairs), dev_size, seed)
+    rng = random.Random(seed)
+    rng.shuffle(tr_idx)
+    tune_idx, fit_idx = sorted(tr_idx[:tune_size]), sorted(tr_idx[tune_size:])
+    fit, tune, dev = ([pairs[i] for i in ix] for ix in (fit_idx, tune_idx, dev_idx))
+    return fit, tune, dev, rng
+
+
 def set_prf(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict:
     """CBLUE's CHIP-CDN metric: micro P/R/F1 of per-record name sets (in percent)."""
     tp = sum(len(set(g) & set(p)) for g, p in zip(gold, pred, strict=True))
@@ -269,11 +280,7 @@ def train_linker(cfg: LinkTrainConfig) -> dict:
     cands = read_candidates(Path(cfg.candidates))
     names = [c.name for c in cands]
     name_index = {n: i for i, n in enumerate(names)}
-    tr_idx, dev_idx = split_pairs(len(pairs), cfg.dev_size, cfg.split_seed)
-    rng = random.Random(cfg.split_seed)
-    rng.shuffle(tr_idx)
-    tune_idx, fit_idx = sorted(tr_idx[: cfg.tune_size]), sorted(tr_idx[cfg.tune_size :])
-    fit, tune, dev = ([pairs[i] for i in ix] for ix in (fit_idx, tune_idx, dev_idx))
+    fit, tune, dev, rng = fit_tune_dev(pairs, cfg.dev_size, cfg.tune_size, cfg.split_seed)
     log.info("pairs: %d train (%d fit, %d tune the thresholds), %d dev; %d candidate names",
              len(fit) + len(tune), len(fit), len(tune), len(dev), len(names))
 
@@ -424,6 +431,9 @@ class OnnxLinker:
             name, codes = line.split("\t")
             self.names.append(name)
             self.codes.append(codes.split(","))
+        self.reranker = None
+        if "reranker" in self.config:
+            self.reranker = ort.InferenceSession(str(bundle / "reranker.onnx"), opts, providers=["CPUExecutionProvider"])
 
     def top(self, texts: Sequence[str], batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -437,8 +447,23 @@ class OnnxLinker:
             idx[rows], cos[rows] = indices, scores
         return idx, cos
 
+    def rerank(self, texts: Sequence[str], names: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """[pairs] the re-ranker's probability that each name is one of its text's standard names."""
+        from .rerank import RERANKER_INPUTS, RERANKER_OUTPUT, pair_batch
+
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]) + len(names[i]))
+        out = np.zeros(len(texts), dtype=np.float32)
+        for b in range(0, len(order), batch_size):
+            rows = order[b : b + batch_size]
+            batch = pair_batch(self.vocab, [texts[i] for i in rows], [names[i] for i in rows], self.config["reranker"]["max_length"])
+            (out[rows],) = self.reranker.run([RERANKER_OUTPUT], {n: x.numpy() for n, x in zip(RERANKER_INPUTS, batch, strict=True)})
+        return out
+
     def link(self, texts: Sequence[str]) -> list[list[tuple[int, float]]]:
-        """Per text, the chosen names as (row, cosine of the text or part that chose it), best first."""
+        """Per text, the chosen names as (row, score), best first: with a re-ranker its probability,
+        else the cosine of the text or part that chose it."""
+        if self.reranker is not None:
+            return self._link_reranked(texts)
         out = []
         for parts in nearest_by_text(texts, self.top):
             best: dict[int, float] = {}
@@ -446,6 +471,20 @@ class OnnxLinker:
                 for j, s in zip(i, c, strict=True):
                     best[int(j)] = max(best.get(int(j), -1.0), float(s))
             out.append([(i, best[i]) for i in self.decision.choose(parts)])
+        return out
+
+
+    def _link_reranked(self, texts: Sequence[str]) -> list[list[tuple[int, float]]]:
+        from .rerank import RerankDecision, candidate_list
+
+        r = self.config["reranker"]
+        decision = RerankDecision(**r["decision"])
+        cands = [candidate_list(p, r["k_whole"], r["k_part"]) for p in nearest_by_text(texts, self.top)]
+        probs = self.rerank([t for t, c in zip(texts, cands, strict=True) for _ in c], [self.names[i] for c in cands for i in c])
+        out, at = [], 0
+        for c in cands:
+            out.append(decision.choose(c, probs[at : at + len(c)]))
+            at += len(c)
         return out
 
 
@@ -518,7 +557,7 @@ def write_linker_files(model: LinkEncoder, vocab: Vocab, cands: Sequence[Candida
     return {"parity_max_abs_diff": parity, "weights": {"float16_bytes_saved": saved}}
 
 
-def write_linker_manifest(out: Path, extra: dict) -> None:
+def write_linker_manifest(out: Path, extra: dict, files: Sequence[str] = LINKER_FILES) -> None:
     import datetime as dt
 
     from .corpus import sha256_file
@@ -531,7 +570,7 @@ def write_linker_manifest(out: Path, extra: dict) -> None:
         "kind": "linker",
         "system": SYSTEM,
         **extra,
-        "files": {f: sha256_file(out / f) for f in LINKER_FILES},
+        "files": {f: sha256_file(out / f) for f in files},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
 
