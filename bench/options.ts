@@ -19,9 +19,10 @@ model bundle; prints a table and writes the results as JSON.
   --cner-bundle DIR     another bundle for cner alone, e.g. the int8 copy of --bundle
                         (cner-train quantize); its entities are then compared with
                         the float32 peers' as an agreement F1, not required identical
-  --linker NAME|DIR     also run cner with this ICD-10 linker (cache off), interleaved with cner
-                        alone, for the cost of linking (default CNER_LINKER_DIR; --smoke: the
-                        tiny linker of the fixtures; none: leave it out)
+  --linker NAME|DIR     also run cner with this ICD-10 linker, interleaved with cner alone, for the
+                        cost of linking; its cache starts empty at each pass, as in a processor
+                        that has just started (default CNER_LINKER_DIR; --smoke: the tiny linker
+                        of the fixtures; none: leave it out)
   --reps N              timed runs of each contender, interleaved (default 5; --smoke 1)
   --out FILE            results JSON (default bench/results/<timestamp>.json)
   --threads N           onnxruntime intra-op threads, all contenders

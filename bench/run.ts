@@ -155,7 +155,7 @@ async function main(o: BenchOptions): Promise<number> {
       const ratios = pairRatios(linkedRuns.map((r) => r.recordsPerSecond), cnerRates);
       linking = {
         linker: path.relative(o.root, o.linker!) || '.',
-        linkerVersion: linked.linker!.version,
+        linkerVersion: linked.linker?.version ?? '?',
         linkedEntities: linkedCodes,
         runs: linkedRuns,
         medianRecordsPerSecond: median(linkedRuns.map((r) => r.recordsPerSecond)),

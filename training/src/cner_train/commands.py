@@ -7,7 +7,7 @@ from .bge import convert as convert_bge
 from .evaluate import EvaluateConfig, evaluate_bundle
 from .export import ExportConfig, export
 from .golden import GoldenConfig, golden
-from .link import LinkExportConfig, LinkTrainConfig, export_linker, train_linker
+from .link import LinkExportConfig, LinkQuantizeConfig, LinkTrainConfig, export_linker, quantize_linker, train_linker
 from .pretrain import PretrainConfig, pretrain
 from .pseudo import PseudoConfig, pseudo_label
 from .publish import PublishConfig, publish
@@ -29,6 +29,8 @@ COMMANDS = {
                    "hard negatives, and the thresholds that decide how many names to keep; dev set F1 on a seeded split"),
     "link-export": (LinkExportConfig, export_linker, "write the linker bundle (ONNX query encoder with the candidate names embedded "
                     "and a top-k inside, names.tsv, vocab, decision thresholds, manifest) and score it on the run's dev split"),
+    "link-quantize": (LinkQuantizeConfig, quantize_linker, "static int8 copy of a linker bundle (its query encoder and re-ranker; "
+                      "the embedded names stay float), scored against the float bundle on the dev split"),
     "rerank-train": (RerankTrainConfig, train_reranker, "train the ICD-10 linker's re-ranker (CHIP-CDN): a bge-small-zh cross-encoder "
                      "over the linker bundle's candidates, and the probability threshold that decides how many names to keep"),
     "rerank-export": (RerankExportConfig, export_reranker, "add the re-ranker to its linker bundle (reranker.onnx, config, manifest) "

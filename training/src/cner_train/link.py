@@ -687,3 +687,103 @@ def golden_linker_cases(bundle: Path) -> list[dict]:
             "chosen": [{"name": linker.names[i], "codes": linker.codes[i], "score": s} for i, s in chosen],
         })
     return cases
+
+
+# ---------------------------------------------------------------- int8
+
+@dataclass
+class LinkQuantizeConfig:
+    bundle: str = field(metadata={"help": "linker bundle (link-export, or rerank-export with its re-ranker)"})
+    out: str = field(metadata={"help": "folder of the int8 copy"})
+    pairs: str = field(metadata={"help": "CHIP-CDN train.jsonl: calibration texts from the fitting side, and the dev score"})
+    calibration_texts: int = field(default=1000, metadata={"help": "training-side diagnoses whose activations set the int8 ranges"})
+    exclude: str = field(default="", metadata={"help": "regular expression: MatMul nodes whose name matches stay float32 "
+                                                      "(the product with the embedded names always does)"})
+    version_suffix: str = "-int8"
+
+
+def _names_matmul(path: Path, n_names: int) -> list[str]:
+    """The MatMul of a query with the embedded names: its second input is the [dim, names] initializer."""
+    import onnx
+
+    model = onnx.load(str(path))
+    shapes = {i.name: tuple(i.dims) for i in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and any(shapes.get(x, (0, 0))[-1:] == (n_names,) for x in n.input)]
+
+
+def quantize_linker(cfg: LinkQuantizeConfig) -> Path:
+    """Static int8 (QDQ, calibrated, so a query's names never depend on its batch mates) of a linker
+    bundle's graphs, the names product kept float; scored against the float bundle on the dev split."""
+    import re
+    import shutil
+    import tempfile
+
+    import onnx
+
+    from .export import store_float16
+    from .quantize import QUANTIZED_OPS, quantize_static_graph, restore_float32
+
+    src, out = Path(cfg.bundle), Path(cfg.out)
+    if out.resolve() == src.resolve():
+        raise SystemExit("--out must be another folder than the bundle")
+    manifest = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
+    train = manifest["training"]
+    fit, _, dev, _ = fit_tune_dev(read_pairs(Path(cfg.pairs)), train["dev_size"], train["tune_size"], train["split_seed"])
+    calib = [t for t, _ in fit[: cfg.calibration_texts]]
+    base = OnnxLinker(src)
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(src, out)
+
+    rx = re.compile(cfg.exclude) if cfg.exclude else None
+    report = {}
+    graphs = [("linker.onnx", [p for t in calib for p in query_parts(t)])]
+    if base.reranker is not None:
+        graphs.append(("reranker.onnx", calib))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, texts in graphs:
+            f32 = Path(tmp) / name
+            restore_float32(src / name, f32)
+            nodes = [n.name for n in onnx.load(str(f32)).graph.node if n.op_type in QUANTIZED_OPS]
+            exclude = _names_matmul(f32, len(base.names)) + [n for n in nodes if rx is not None and rx.search(n)]
+            feeds = []
+            if name == "linker.onnx":
+                order = sorted(texts, key=len)
+                for b in range(0, len(order), 64):
+                    ids, mask = encode_batch(base.vocab, order[b : b + 64], base.config["max_query_length"])
+                    feeds.append({"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
+            else:
+                from .rerank import RERANKER_INPUTS, candidate_list, pair_batch
+
+                r = base.config["reranker"]
+                cands = [candidate_list(p, r["k_whole"], r["k_part"]) for p in nearest_by_text(texts, base.top)]
+                pairs = sorted(((t, base.names[i]) for t, c in zip(texts, cands, strict=True) for i in c),
+                               key=lambda p: len(p[0]) + len(p[1]))
+                for b in range(0, len(pairs), 64):
+                    batch = pair_batch(base.vocab, [t for t, _ in pairs[b : b + 64]], [n for _, n in pairs[b : b + 64]], r["max_length"])
+                    feeds.append({k: x.numpy() for k, x in zip(RERANKER_INPUTS, batch, strict=True)})
+            quantize_static_graph(f32, out / name, feeds, exclude)
+            saved = store_float16(out / name)
+            report[name] = {"int8_nodes": len(nodes) - len(exclude), "float_nodes": exclude, "calibration_batches": len(feeds),
+                            "float16_bytes_saved": saved}
+
+    def score(linker: OnnxLinker) -> dict:
+        return set_prf([g for _, g in dev], [[linker.names[i] for i, _ in c] for c in linker.link([t for t, _ in dev])])
+
+    f, q = score(base), score(OnnxLinker(out))
+    log.info("dev set F1: float %.2f, int8 %.2f", f["f1"], q["f1"])
+    from .corpus import sha256_file
+
+    manifest["version"] = manifest["version"] + cfg.version_suffix
+    manifest["quantization"] = {
+        "method": (f"onnxruntime.quantization.quantize_static, QDQ, weights QInt8 per channel, activations QUInt8 with MinMax "
+                   f"ranges from {len(calib)} training-side diagnoses (batch-invariant); the product with the embedded names "
+                   "and the embeddings stay float (stored as float16)"),
+        "graphs": report,
+        "float_dev": f,
+        "int8_dev": q,
+    }
+    manifest["metrics"] = {**manifest.get("metrics", {}), "dev": q, "dev_float": f}
+    manifest["files"] = {name: sha256_file(out / name) for name in manifest["files"]}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+    return out

@@ -31,6 +31,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .corpus import sha256_file
 from .evaluate import dev_records, score_bundle
 
@@ -81,11 +83,6 @@ def excluded_nodes(model_path: Path, pattern: str) -> list[str]:
 def quantize_static_qdq(src: Path, dst: Path, cfg: QuantizeConfig, exclude: list[str]) -> str:
     """Calibrated int8 (QDQ): MinMax ranges of every MatMul input over the chunks of
     ``calibration_records`` records from the training side of the dev split."""
-    import tempfile
-
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     from .corpus import dev_split, read_ccks
     from .data import eval_batches, make_examples, pad_batch, pad_features
     from .lexicon import Lexicon
@@ -96,28 +93,14 @@ def quantize_static_qdq(src: Path, dst: Path, cfg: QuantizeConfig, exclude: list
     calib = [records[i] for i in train_idx[: cfg.calibration_records]]
     lexicon = Lexicon.load(src / "lexicon.tsv") if (src / "lexicon.tsv").exists() else None
     examples = make_examples(calib, Vocab.load(src / "vocab.txt"), lexicon=lexicon)
-
-    class Chunks(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter([b for _, b in eval_batches(examples, 16)])
-
-        def get_next(self) -> dict | None:
-            batch = next(self.batches, None)
-            if batch is None:
-                return None
-            ids, mask, _ = pad_batch(batch)
-            feeds = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
-            if lexicon is not None:
-                feeds["lexicon_features"] = pad_features(batch).numpy()
-            return feeds
-
-    with tempfile.TemporaryDirectory() as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(src / "model.onnx"), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(dst), Chunks(), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=exclude, per_channel=True,
-                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+    feeds = []
+    for _, batch in eval_batches(examples, 16):
+        ids, mask, _ = pad_batch(batch)
+        feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+        if lexicon is not None:
+            feed["lexicon_features"] = pad_features(batch).numpy()
+        feeds.append(feed)
+    quantize_static_graph(src / "model.onnx", dst, feeds, exclude)
     return (f"onnxruntime.quantization.quantize_static, QDQ, weights QInt8 per channel, activations QUInt8 with "
             f"MinMax scales from the {len(examples)} chunks of {len(calib)} training-side records (batch-invariant)")
 
@@ -185,3 +168,49 @@ def quantize(cfg: QuantizeConfig) -> Path:
     manifest["files"] = {name: sha256_file(out / name) for name in manifest["files"]}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
     return out
+
+
+def restore_float32(src: Path, dst: Path) -> None:
+    """The graph of ``src`` with its float16-stored weights (``store_float16``: an initializer
+    ``X.float16`` and a Cast to ``X``) back as float32 initializers ``X``: a quantizer only
+    quantizes weights that are initializers."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    casts = [n for n in graph.node if n.op_type == "Cast" and len(n.input) == 1 and n.input[0].endswith(".float16")
+             and n.input[0] in inits and n.output[0] == n.input[0][: -len(".float16")]]
+    for n in casts:
+        half = inits[n.input[0]]
+        half.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(half).astype(np.float32), n.output[0]))
+    keep = [n for n in graph.node if n not in casts]
+    del graph.node[:]
+    graph.node.extend(keep)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
+
+
+def quantize_static_graph(src: Path, dst: Path, feeds: list[dict], exclude: list[str]) -> None:
+    """Calibrated int8 (QDQ, weights per channel, MinMax activation ranges over ``feeds``) of the
+    MatMul/Gemm nodes of a float32 graph, but those named in ``exclude``."""
+    import tempfile
+
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Feeds(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(feeds)
+
+        def get_next(self) -> dict | None:
+            return next(self.it, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), str(dst), Feeds(), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=exclude, per_channel=True,
+                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
