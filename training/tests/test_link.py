@@ -120,3 +120,25 @@ def test_golden_linker_fixture_is_what_the_tiny_linker_bundle_answers(fixtures_d
         assert [n["indices"] for n in a["nearest"]] == [n["indices"] for n in b["nearest"]]
         assert np.allclose([s for n in a["nearest"] for s in n["scores"]], [s for n in b["nearest"] for s in n["scores"]], atol=1e-5)
         assert [(c["name"], c["codes"]) for c in a["chosen"]] == [(c["name"], c["codes"]) for c in b["chosen"]]
+
+
+def test_restore_float32_gives_the_same_answers_and_finds_the_names_product(fixtures_dir, tmp_path):
+    """link-quantize's first steps on the tiny linker: float16-stored weights back as float32 initializers
+    (the same nearest names and cosines), and the MatMul with the embedded names found (it stays float)."""
+    import onnx
+    import onnxruntime as ort
+
+    from cner_train.link import _names_matmul
+    from cner_train.quantize import restore_float32
+
+    src = fixtures_dir / "tiny-linker-bundle" / "linker.onnx"
+    dst = tmp_path / "f32.onnx"
+    restore_float32(src, dst)
+    graph = onnx.load(str(dst)).graph
+    assert not any(n.op_type == "Cast" and n.input[0].endswith(".float16") for n in graph.node)
+    feeds = {"input_ids": np.array([[6, 7, 8], [9, 10, 0]], dtype=np.int64),
+             "attention_mask": np.array([[1, 1, 1], [1, 1, 0]], dtype=np.int64)}
+    a = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, feeds)
+    b = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(None, feeds)
+    assert np.array_equal(a[1], b[1]) and np.allclose(a[0], b[0], atol=1e-6)
+    assert len(_names_matmul(dst)) == 1

@@ -702,13 +702,13 @@ class LinkQuantizeConfig:
     version_suffix: str = "-int8"
 
 
-def _names_matmul(path: Path, n_names: int) -> list[str]:
-    """The MatMul of a query with the embedded names: its second input is the [dim, names] initializer."""
+def _names_matmul(path: Path) -> list[str]:
+    """The MatMul of a query with the embedded names: the one whose output the TopK reads."""
     import onnx
 
-    model = onnx.load(str(path))
-    shapes = {i.name: tuple(i.dims) for i in model.graph.initializer}
-    return [n.name for n in model.graph.node if n.op_type == "MatMul" and any(shapes.get(x, (0, 0))[-1:] == (n_names,) for x in n.input)]
+    nodes = onnx.load(str(path)).graph.node
+    topk_inputs = {x for n in nodes if n.op_type == "TopK" for x in n.input}
+    return [n.name for n in nodes if n.op_type == "MatMul" and n.output[0] in topk_inputs]
 
 
 def quantize_linker(cfg: LinkQuantizeConfig) -> Path:
@@ -745,7 +745,7 @@ def quantize_linker(cfg: LinkQuantizeConfig) -> Path:
             f32 = Path(tmp) / name
             restore_float32(src / name, f32)
             nodes = [n.name for n in onnx.load(str(f32)).graph.node if n.op_type in QUANTIZED_OPS]
-            exclude = _names_matmul(f32, len(base.names)) + [n for n in nodes if rx is not None and rx.search(n)]
+            exclude = _names_matmul(f32) + [n for n in nodes if rx is not None and rx.search(n)]
             feeds = []
             if name == "linker.onnx":
                 order = sorted(texts, key=len)
