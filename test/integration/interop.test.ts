@@ -6,7 +6,7 @@
 // letters with the same codec (KAFKA_COMPRESSION); the Python client reads the
 // events back with isolation.level=read_committed and Confluent's Avro
 // deserializer. Also: a null-valued and a repeated header from librdkafka.
-// The processor links its DIS entities with the tiny linker: Confluent's
+// The processor links its DIS entities with the tiny re-ranked linker: Confluent's
 // deserializer reads the codes (and a consumer on the first schema reads the
 // events without them).
 
@@ -29,7 +29,8 @@ const skip = typeof services === 'string' ? services : false;
 const run = promisify(execFile);
 const RECORDS = 6;
 const V1_SCHEMA = path.join(ROOT, 'schemas', 'history', 'ClinicalEntities.v1.avsc');
-const TINY_LINKER = path.join(ROOT, 'fixtures', 'tiny-linker-bundle');
+// The tiny linker with a re-ranker: retrieval and re-ranking both on the processor's inference workers.
+const TINY_LINKER = path.join(ROOT, 'fixtures', 'tiny-reranked-linker-bundle');
 
 interface Read {
   readonly key: string | null;
