@@ -146,8 +146,11 @@ export const command: Command = {
         const event = out.type.fromBuffer(framed.payload) as ClinicalEntitiesEvent;
         const record = byId.get(event.recordId);
         if (record === undefined) continue;
-        io.stdout.write(`${event.recordId}  (model ${event.modelVersion}, ${event.entities.length} entities)\n`);
-        io.stdout.write(`  ${highlight(record.text, event, color)}\n\n`);
+        const linker = event.linkerVersion === null ? '' : `, linker ${event.linkerVersion}`;
+        io.stdout.write(`${event.recordId}  (model ${event.modelVersion}${linker}, ${event.entities.length} entities)\n`);
+        io.stdout.write(`  ${highlight(record.text, event, color)}\n`);
+        for (const line of codeLines(event)) io.stdout.write(`    ${line}\n`);
+        io.stdout.write('\n');
       }
       for (const m of deadLetters) {
         const info = readDeadLetterHeaders(m.headers);
@@ -194,6 +197,13 @@ function stopLocalStack(say: (line: string) => void): void {
 
 function legend(color: boolean): string {
   return ENTITY_TYPES.map((t) => (color ? `${COLORS[t.code]}${t.code} ${t.label}${RESET}` : `[${t.code} ${t.label}]`)).join('  ');
+}
+
+/** One line per entity that has codes: its text → each concept's code, name and score. */
+export function codeLines(event: { readonly entities: readonly Pick<EventEntity, 'text' | 'codes'>[] }): string[] {
+  return event.entities
+    .filter((e) => e.codes.length > 0)
+    .map((e) => `${e.text} → ${e.codes.map((c) => `${c.code} ${c.name} (${c.score.toFixed(2)})`).join('; ')}`);
 }
 
 /** The text with each entity wrapped in its type's colour (or [text|TYPE] without colour). */

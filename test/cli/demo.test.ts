@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { highlight } from '../../src/cli/demo.js';
+import { codeLines, highlight } from '../../src/cli/demo.js';
 import { PACKAGE_ROOT } from '../../src/config.js';
 
 describe('cner demo', () => {
@@ -24,5 +24,10 @@ describe('cner demo', () => {
     assert.ok(records.length >= 5);
     for (const r of records) assert.deepEqual(Object.keys(r).sort(), ['metadata', 'recordId', 'sourceSystem', 'text', 'timestamp']);
     assert.equal(records.filter((r) => r['text'] === '').length, 1);
+  });
+
+  it('lists the codes of the entities that have them', () => {
+    const codes = [{ system: 'ICD-10-BJ-v601', code: 'I10.x00', name: '高血压', score: 0.9712 }];
+    assert.deepEqual(codeLines({ entities: [{ text: '高血压', codes }, { text: '𠀀地平', codes: [] }] }), ['高血压 → I10.x00 高血压 (0.97)']);
   });
 });
