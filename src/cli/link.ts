@@ -14,9 +14,10 @@ const USAGE = `Usage: cner link --linker NAME|DIR < in.jsonl > out.jsonl
 
 Reads one JSON object per line with a diagnosis in "text" and an optional
 "id"; writes one line per input line with the id and "links": [{"code",
-"name", "score"}], best first (score: cosine between the text, or the listed
-part that found it, and the standard name). A line that cannot be linked gets
-{"id", "error"} and the exit code is 1.
+"name", "score"}], best first (score: with a re-ranking bundle, the
+re-ranker's probability that the name is one of the text's standard names;
+else the cosine between the text, or the listed part that found it, and the
+name). A line that cannot be linked gets {"id", "error"} and the exit code is 1.
 
 Options:
   --batch N            lines read, then linked together (default 64; the linker's own batches are of 64 distinct queries)
