@@ -107,7 +107,10 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       ...(options.modelCatchUpTimeoutMs === undefined ? {} : { catchUpTimeoutMs: options.modelCatchUpTimeoutMs }),
     });
     await model.openDefault();
-    if (config.model.linkerDir !== null) linker = await openLinker(config.model.linkerDir, linkerOptionsOf(config.model, log.child({ component: 'linker' })));
+    if (config.model.linkerDir !== null) {
+      linker = await openLinker(config.model.linkerDir, linkerOptionsOf(config.model, log.child({ component: 'linker' })));
+      metrics.linkerInfo.set({ version: linker.version, reranker: String(linker.bundle.reranker !== null) }, 1);
+    }
     health.set('modelLoaded', true);
 
     const input = loadSchema('EmrRecord');

@@ -41,6 +41,8 @@ export interface Metrics {
   readonly modelLive: Gauge<'version'>;
   /** From seeing a new live selection to serving it (download, verify, load, switch). */
   readonly modelSwitchSeconds: Histogram;
+  /** 1 for the linker bundle in use (absent without one). */
+  readonly linkerInfo: Gauge<'version' | 'reranker'>;
   /** Shadow run: entity-level F1 of the candidate against the live model, per type (and `all`). */
   readonly shadowF1: Gauge<'type' | 'candidate' | 'live'>;
   /** Records also tagged by the candidate model in shadow. */
@@ -94,6 +96,7 @@ export function createMetrics(options: { readonly defaultMetrics?: boolean } = {
     ready: new Gauge({ name: 'cner_ready', help: '1 while /readyz answers 200.', registers }),
     modelRejected: new Counter({ name: 'cner_model_versions_rejected_total', help: 'Model versions that failed verification, by reason.', labelNames: ['reason'], registers }),
     modelLive: new Gauge({ name: 'cner_model_live_info', help: '1 for the model version serving live traffic, 0 for versions served before.', labelNames: ['version'], registers }),
+    linkerInfo: new Gauge({ name: 'cner_linker_info', help: '1 for the ICD-10 linker bundle in use; reranker="true" when it re-ranks its candidates.', labelNames: ['version', 'reranker'], registers }),
     modelSwitchSeconds: new Histogram({
       name: 'cner_model_switch_seconds',
       help: 'From seeing a new live model version to serving it: reassemble, verify, load, switch.',

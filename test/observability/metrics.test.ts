@@ -15,6 +15,8 @@ describe('metrics', () => {
       'cner_entities_total',
       'cner_batch_size',
       'cner_inference_duration_seconds',
+      'cner_linking_duration_seconds',
+      'cner_linker_info',
       'cner_end_to_end_latency_seconds',
       'cner_consumer_lag',
       'cner_transactions_total',
