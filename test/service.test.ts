@@ -97,4 +97,18 @@ describe('startService', () => {
     const { config: c } = loadConfig({ KAFKA_BROKERS: 'a:1', SCHEMA_REGISTRY_URL: 'http://127.0.0.1:9', CNER_MODEL_DIR: '/nonexistent/bundle', CNER_HTTP_PORT: '0' });
     await assert.rejects(startService({ config: c, log: silent(), kafka: new FakeKafka(), httpHost: '127.0.0.1' }), (e: unknown) => (e as { code?: string }).code === 'BUNDLE_NOT_FOUND');
   });
+
+  it('fails at once on a missing linker bundle, after closing the model it opened', async () => {
+    const { config: c } = loadConfig({
+      KAFKA_BROKERS: 'a:1',
+      SCHEMA_REGISTRY_URL: 'http://127.0.0.1:9',
+      CNER_MODEL_DIR: 'fixtures/tiny-bundle',
+      CNER_LINKER_DIR: '/nonexistent/linker',
+      CNER_HTTP_PORT: '0',
+    });
+    await assert.rejects(
+      startService({ config: c, log: silent(), kafka: new FakeKafka(), modelTopic: null, httpHost: '127.0.0.1' }),
+      (e: unknown) => (e as { code?: string }).code === 'BUNDLE_NOT_FOUND',
+    );
+  });
 });
