@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { cp, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { CnerError } from '../../src/errors.js';
 import { sha256File } from '../../src/model/bundle.js';
 import { loadLinkerBundle } from '../../src/model/linker-bundle.js';
@@ -11,9 +11,13 @@ import { PACKAGE_ROOT } from '../../src/paths.js';
 
 const TINY_LINKER = path.join(PACKAGE_ROOT, 'fixtures', 'tiny-linker-bundle');
 
+const copies: string[] = [];
+after(() => Promise.all(copies.map((d) => rm(d, { recursive: true, force: true }))));
+
 /** A copy of the tiny linker with one file rewritten (and, unless `stale`, the manifest's sha256 updated). */
 async function variant(file: string, edit: (text: string) => string, stale = false): Promise<string> {
   const dir = await mkdtemp(path.join(tmpdir(), 'cner-linker-'));
+  copies.push(dir);
   await cp(TINY_LINKER, dir, { recursive: true });
   await writeFile(path.join(dir, file), edit(await readFile(path.join(dir, file), 'utf8')));
   if (!stale) {
