@@ -15,8 +15,8 @@ const USAGE = `Usage: cner link --linker NAME|DIR < in.jsonl > out.jsonl
 Reads one JSON object per line with a diagnosis in "text" and an optional
 "id"; writes one line per input line with the id and "links": [{"code",
 "name", "score"}], best first (score: with a re-ranking bundle, the
-re-ranker's probability that the name is one of the text's standard names;
-else the cosine between the text, or the listed part that found it, and the
+re-ranker's probability that the name is one of the text's standard names,
+fused with the cosine by the bundle's weight; else the cosine between the text, or the listed part that found it, and the
 name). A line that cannot be linked gets {"id", "error"} and the exit code is 1.
 
 Options:

@@ -96,14 +96,17 @@ export async function loadLinkerBundle(dirArg: string): Promise<LinkerBundle> {
     if (JSON.stringify(r['outputs']) !== JSON.stringify(['probabilities'])) errors.push('config.json: reranker.outputs must be ["probabilities"]');
     const rd = typeof r['decision'] === 'object' && r['decision'] !== null ? (r['decision'] as Record<string, unknown>) : {};
     const threshold = rd['threshold'];
-    if (typeof threshold !== 'number' || !(threshold >= 0 && threshold <= 1)) errors.push('config.json: reranker.decision.threshold must be a probability, from 0 to 1');
+    if (typeof threshold !== 'number' || !(threshold >= -1 && threshold <= 1)) errors.push('config.json: reranker.decision.threshold must be a score, from -1 to 1');
+    // Absent in bundles written before the cosine was fused in: probabilities alone.
+    const weight = rd['cosine_weight'] ?? 0;
+    if (typeof weight !== 'number' || !(weight >= 0 && weight <= 1)) errors.push('config.json: reranker.decision.cosine_weight must be a weight, from 0 to 1');
     if (!(RERANKER_FILE in manifest.files)) errors.push(`manifest.json: files must list ${RERANKER_FILE} (config.json has a reranker)`);
     reranker = {
       modelPath: path.join(dir, RERANKER_FILE),
       kWhole: int(r, 'k_whole', 'reranker.'),
       kPart: int(r, 'k_part', 'reranker.'),
       maxLength: int(r, 'max_length', 'reranker.'),
-      decision: { threshold: typeof threshold === 'number' ? threshold : 1, maxNames: int(rd, 'max_names', 'reranker.decision.') },
+      decision: { threshold: typeof threshold === 'number' ? threshold : 1, maxNames: int(rd, 'max_names', 'reranker.decision.'), cosineWeight: typeof weight === 'number' ? weight : 0 },
     };
     if (Math.max(reranker.kWhole, reranker.kPart) > topK) errors.push(`config.json: reranker.k_whole and k_part must be at most top_k ${topK}`);
   }

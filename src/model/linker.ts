@@ -256,7 +256,7 @@ class BundleLinker implements Linker {
   async #reranked(texts: readonly string[], nearest: readonly (readonly NearestNames[])[]): Promise<(readonly ConceptCode[])[]> {
     const r = this.bundle.reranker!;
     const candidates = nearest.map((n) => candidateList(n, r.kWhole, r.kPart));
-    const probabilities = await this.#pairs.get(texts.flatMap((t, i) => candidates[i]!.map((row) => pairKey(t, row))));
+    const probabilities = await this.#pairs.get(texts.flatMap((t, i) => candidates[i]!.map((c) => pairKey(t, c.index))));
     let at = 0;
     return candidates.map((c) => {
       const p = probabilities.slice(at, (at += c.length));

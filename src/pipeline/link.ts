@@ -54,29 +54,44 @@ export function chooseNames(nearest: readonly NearestNames[], decision: LinkDeci
     .map(([i]) => i);
 }
 
-/** Which re-ranked candidates are kept: those whose probability is at least `threshold`; never none (the best), at most `maxNames`. */
+/**
+ * Which re-ranked candidates are kept. A candidate's score is
+ * `(1 − cosineWeight) × probability + cosineWeight × cosine` (its best cosine
+ * among the nearest names); kept: those scoring at least `threshold`, never
+ * none (the best), at most `maxNames`.
+ */
 export interface RerankDecision {
   readonly threshold: number;
   readonly maxNames: number;
+  readonly cosineWeight: number;
+}
+
+/** A candidate for the re-ranker: a row of the names and its best cosine to the text or a part. */
+export interface Candidate {
+  readonly index: number;
+  readonly cosine: number;
 }
 
 /**
- * One text's candidates for the re-ranker, as rows: the whole text's nearest
- * `kWhole` names, then each part's nearest `kPart`, each once, ordered by its
- * best cosine (ties: the order found). `nearest[0]` is the whole text's.
+ * One text's candidates for the re-ranker: the whole text's nearest `kWhole`
+ * names, then each part's nearest `kPart`, each once, ordered by its best
+ * cosine (ties: the order found). `nearest[0]` is the whole text's.
  */
-export function candidateList(nearest: readonly NearestNames[], kWhole: number, kPart: number): number[] {
+export function candidateList(nearest: readonly NearestNames[], kWhole: number, kPart: number): Candidate[] {
   const best = new Map<number, number>();
   nearest.forEach((n, j) => {
     const k = Math.min(j === 0 ? kWhole : kPart, n.indices.length);
     for (let r = 0; r < k; r++) best.set(n.indices[r]!, Math.max(best.get(n.indices[r]!) ?? -2, n.scores[r]!));
   });
-  return [...best.entries()].sort((a, b) => b[1] - a[1]).map(([i]) => i);
+  return [...best.entries()].sort((a, b) => b[1] - a[1]).map(([index, cosine]) => ({ index, cosine }));
 }
 
-/** The kept candidates with their probabilities, best first (`probabilities[k]` is `candidates[k]`'s). */
-export function chooseReranked(candidates: readonly number[], probabilities: ArrayLike<number>, decision: RerankDecision): { index: number; score: number }[] {
-  const ranked = candidates.map((index, k) => ({ index, score: probabilities[k]! })).sort((a, b) => b.score - a.score); // stable: ties keep candidate order
+/** The kept candidates with their scores, best first (`probabilities[k]` is `candidates[k]`'s). */
+export function chooseReranked(candidates: readonly Candidate[], probabilities: ArrayLike<number>, decision: RerankDecision): { index: number; score: number }[] {
+  const w = decision.cosineWeight;
+  const ranked = candidates
+    .map(({ index, cosine }, k) => ({ index, score: w === 0 ? probabilities[k]! : (1 - w) * probabilities[k]! + w * cosine }))
+    .sort((a, b) => b.score - a.score); // stable: ties keep candidate order
   if (ranked.length === 0) return [];
   const kept = ranked.filter((c) => c.score >= decision.threshold).slice(0, decision.maxNames);
   return kept.length > 0 ? kept : [ranked[0]!];

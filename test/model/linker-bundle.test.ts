@@ -44,19 +44,19 @@ describe('loadLinkerBundle', () => {
 
   it('reads a re-ranker\'s stage, and has none without one', async () => {
     const b = await loadLinkerBundle(path.join(PACKAGE_ROOT, 'fixtures', 'tiny-reranked-linker-bundle'));
-    assert.deepEqual({ ...b.reranker, modelPath: path.basename(b.reranker!.modelPath) }, { modelPath: 'reranker.onnx', kWhole: 3, kPart: 2, maxLength: 64, decision: { threshold: 0.71, maxNames: 2 } });
+    assert.deepEqual({ ...b.reranker, modelPath: path.basename(b.reranker!.modelPath) }, { modelPath: 'reranker.onnx', kWhole: 3, kPart: 2, maxLength: 64, decision: { threshold: 0.71, maxNames: 2, cosineWeight: 0 } });
     assert.equal((await loadLinkerBundle(TINY_LINKER)).reranker, null);
   });
 
   it('refuses a re-ranker stage that is not in the manifest or asks for more candidates than the graph gives', async () => {
     const dir = await variant('config.json', (t) => {
       const c = JSON.parse(t) as Record<string, unknown>;
-      const reranker = { inputs: ['input_ids', 'attention_mask', 'token_type_ids'], outputs: ['probabilities'], k_whole: 5, k_part: 1, max_length: 64, decision: { threshold: 1.5, max_names: 2 } };
+      const reranker = { inputs: ['input_ids', 'attention_mask', 'token_type_ids'], outputs: ['probabilities'], k_whole: 5, k_part: 1, max_length: 64, decision: { threshold: 1.5, max_names: 2, cosine_weight: -0.5 } };
       return JSON.stringify({ ...c, reranker });
     });
     await assert.rejects(loadLinkerBundle(dir), (e: unknown) => {
       const m = e instanceof CnerError && e.code === 'BUNDLE_INVALID' ? e.message : '';
-      return ['threshold must be a probability', 'files must list reranker.onnx', 'at most top_k 4'].every((p) => m.includes(p));
+      return ['threshold must be a score', 'cosine_weight must be a weight', 'files must list reranker.onnx', 'at most top_k 4'].every((p) => m.includes(p));
     });
   });
 

@@ -31,6 +31,15 @@ def test_decision_keeps_what_clears_the_threshold_never_none_at_most_max():
     assert d.choose([], []) == []
 
 
+def test_decision_fuses_the_probability_with_the_cosine_by_its_weight():
+    """The same numbers as test/pipeline/link.test.ts."""
+    d = RerankDecision(threshold=0.6, max_names=3, cosine_weight=0.5)
+    got = d.choose([1, 2, 3], [0.4, 0.9, 0.6], [0.9, 0.1, 0.8])  # by probability alone: 2, 3, 1
+    assert [i for i, _ in got] == [3, 1]
+    assert np.allclose([s for _, s in got], [0.7, 0.65])
+    assert [i for i, _ in RerankDecision(0.9, 3, 0.5).choose([1, 2], [0.1, 0.9], [0.9, 0.1])] == [1]
+
+
 def test_golden_reranked_fixture_is_what_the_tiny_bundle_answers(fixtures_dir):
     """fixtures/golden/golden-reranked-linker.json (checked by the TypeScript suite too)."""
     on_disk = json.loads((fixtures_dir / "golden" / "golden-reranked-linker.json").read_text(encoding="utf-8"))

@@ -475,15 +475,15 @@ class OnnxLinker:
 
 
     def _link_reranked(self, texts: Sequence[str]) -> list[list[tuple[int, float]]]:
-        from .rerank import RerankDecision, candidate_list
+        from .rerank import RerankDecision, candidate_cosines
 
         r = self.config["reranker"]
         decision = RerankDecision(**r["decision"])
-        cands = [candidate_list(p, r["k_whole"], r["k_part"]) for p in nearest_by_text(texts, self.top)]
-        probs = self.rerank([t for t, c in zip(texts, cands, strict=True) for _ in c], [self.names[i] for c in cands for i in c])
+        cands = [candidate_cosines(p, r["k_whole"], r["k_part"]) for p in nearest_by_text(texts, self.top)]
+        probs = self.rerank([t for t, c in zip(texts, cands, strict=True) for _ in c], [self.names[i] for c in cands for i, _ in c])
         out, at = [], 0
         for c in cands:
-            out.append(decision.choose(c, probs[at : at + len(c)]))
+            out.append(decision.choose([i for i, _ in c], probs[at : at + len(c)], [x for _, x in c]))
             at += len(c)
         return out
 

@@ -89,40 +89,58 @@ class RerankerGraph(nn.Module):
         return torch.sigmoid(self.model(input_ids, attention_mask, token_type_ids))
 
 
-def candidate_list(parts: list[tuple[np.ndarray, np.ndarray]], k_whole: int, k_part: int) -> list[int]:
-    """One text's candidates: the whole text's top ``k_whole`` names, then each part's top ``k_part``,
-    ordered by their best cosine (ties: the order found), each once."""
+def candidate_cosines(parts: list[tuple[np.ndarray, np.ndarray]], k_whole: int, k_part: int) -> list[tuple[int, float]]:
+    """One text's candidates and their best cosines: the whole text's top ``k_whole`` names, then each
+    part's top ``k_part``, ordered by their best cosine (ties: the order found), each once."""
     best: dict[int, float] = {}
     for j, (idx, cos) in enumerate(parts):
         for i, c in list(zip(idx, cos, strict=True))[: k_whole if j == 0 else k_part]:
             best[int(i)] = max(best.get(int(i), -2.0), float(c))
-    return [i for i, _ in sorted(best.items(), key=lambda kv: -kv[1])]
+    return sorted(best.items(), key=lambda kv: -kv[1])
+
+
+def candidate_list(parts: list[tuple[np.ndarray, np.ndarray]], k_whole: int, k_part: int) -> list[int]:
+    """The rows of ``candidate_cosines``."""
+    return [i for i, _ in candidate_cosines(parts, k_whole, k_part)]
 
 
 @dataclass(frozen=True)
 class RerankDecision:
-    """Keep the candidates whose probability is at least ``threshold``; never none (the best), at most ``max_names``."""
+    """Each candidate's score is ``(1 - cosine_weight) × probability + cosine_weight × cosine`` (its best
+    cosine from the nearest names); keep the candidates scoring at least ``threshold``, never none (the
+    best), at most ``max_names``, best first."""
 
     threshold: float = 0.5
     max_names: int = 4
+    cosine_weight: float = 0.0
 
-    def choose(self, candidates: Sequence[int], probs: Sequence[float]) -> list[tuple[int, float]]:
-        ranked = sorted(zip(candidates, probs, strict=True), key=lambda cp: -cp[1])  # stable: ties keep candidate order
+    def choose(self, candidates: Sequence[int], probs: Sequence[float], cosines: Sequence[float] | None = None
+               ) -> list[tuple[int, float]]:
+        w = self.cosine_weight
+        cos = cosines if cosines is not None else [0.0] * len(candidates)
+        scores = [float(p) if w == 0 else (1 - w) * float(p) + w * float(c) for p, c in zip(probs, cos, strict=True)]
+        ranked = sorted(zip(candidates, scores, strict=True), key=lambda cp: -cp[1])  # stable: ties keep candidate order
         if not ranked:
             return []
-        kept = [(int(c), float(p)) for c, p in ranked if p >= self.threshold][: self.max_names]
-        return kept or [(int(ranked[0][0]), float(ranked[0][1]))]
+        kept = [(int(c), p) for c, p in ranked if p >= self.threshold][: self.max_names]
+        return kept or [(int(ranked[0][0]), ranked[0][1])]
 
 
-def fit_rerank_decision(cands: list[list[int]], probs: list[np.ndarray], gold: Sequence[Sequence[str]],
+def fit_rerank_decision(cands: list[list[tuple[int, float]]], probs: list[np.ndarray], gold: Sequence[Sequence[str]],
                         names: Sequence[str]) -> tuple[RerankDecision, float]:
+    """The threshold, cap and cosine weight with the best set F1 on these texts (a grid);
+    ``cands``: each text's candidates with their best cosines (``candidate_cosines``)."""
     best = (RerankDecision(), -1.0)
-    for threshold in [round(float(x), 2) for x in np.arange(0.05, 0.96, 0.05)]:
-        for max_names in (1, 2, 3, 4, 6):
-            d = RerankDecision(threshold, max_names)
-            f1 = set_prf(gold, [[names[i] for i, _ in d.choose(c, p)] for c, p in zip(cands, probs, strict=True)])["f1"]
-            if f1 > best[1]:
-                best = (d, f1)
+    rows = [[i for i, _ in c] for c in cands]
+    cosines = [[x for _, x in c] for c in cands]
+    for weight in (0.0, 0.2, 0.4, 0.5, 0.6, 0.8):
+        for threshold in [round(float(x), 2) for x in np.arange(0.05, 0.96, 0.05)]:
+            for max_names in (1, 2, 3, 4, 6):
+                d = RerankDecision(threshold, max_names, weight)
+                chosen = [d.choose(r, p, c) for r, p, c in zip(rows, probs, cosines, strict=True)]
+                f1 = set_prf(gold, [[names[i] for i, _ in ch] for ch in chosen])["f1"]
+                if f1 > best[1]:
+                    best = (d, f1)
     return best
 
 
@@ -187,10 +205,11 @@ def train_reranker(cfg: RerankTrainConfig) -> dict:
     pairs = read_pairs(Path(cfg.pairs))
     fit, tune, dev, rng = fit_tune_dev(pairs, cfg.dev_size, cfg.tune_size, cfg.split_seed)
 
-    def candidates(split: list[tuple[str, tuple[str, ...]]]) -> list[list[int]]:
-        return [candidate_list(p, cfg.k_whole, cfg.k_part) for p in nearest_by_text([t for t, _ in split], linker.top)]
+    def candidates(split: list[tuple[str, tuple[str, ...]]]) -> list[list[tuple[int, float]]]:
+        return [candidate_cosines(p, cfg.k_whole, cfg.k_part) for p in nearest_by_text([t for t, _ in split], linker.top)]
 
-    fit_c, tune_c, dev_c = candidates(fit), candidates(tune), candidates(dev)
+    fit_cc, tune_cc, dev_cc = candidates(fit), candidates(tune), candidates(dev)
+    fit_c, tune_c, dev_c = ([[i for i, _ in x] for x in cc] for cc in (fit_cc, tune_cc, dev_cc))
 
     def oracle(split, cands) -> float:  # the recall a perfect re-ranker could reach
         kept = [[names[i] for i in c if names[i] in g] or [names[c[0]]] for (_, g), c in zip(split, cands, strict=True)]
@@ -253,9 +272,10 @@ def train_reranker(cfg: RerankTrainConfig) -> dict:
             break
 
     tune_p, _ = evaluate(tune, tune_c)
-    decision, tune_f1 = fit_rerank_decision(tune_c, tune_p, [g for _, g in tune], names)
+    decision, tune_f1 = fit_rerank_decision(tune_cc, tune_p, [g for _, g in tune], names)
     dev_p, dev_top1 = evaluate(dev, dev_c)
-    dev_metrics = set_prf([g for _, g in dev], [[names[i] for i, _ in decision.choose(c, p)] for c, p in zip(dev_c, dev_p, strict=True)])
+    dev_chosen = [decision.choose([i for i, _ in cc], p, [x for _, x in cc]) for cc, p in zip(dev_cc, dev_p, strict=True)]
+    dev_metrics = set_prf([g for _, g in dev], [[names[i] for i, _ in ch] for ch in dev_chosen])
     log.info("decision %s (tune F1 %.2f); dev set F1 %.2f (P %.2f R %.2f); re-ranked top-1 only %.2f",
              decision, tune_f1, dev_metrics["f1"], dev_metrics["precision"], dev_metrics["recall"], dev_top1["f1"])
 
@@ -362,6 +382,8 @@ class RerankExportConfig:
     pairs: str | None = field(default=None, metadata={"help": "CHIP-CDN train.jsonl: score the bundle on the run's dev split"})
     version: str = ""
     name: str = "cner-icd10-linker-bge-small-zh-reranked"
+    refit_decision: bool = field(default=True, metadata={"help": "fit the keep decision again on the run's tune split "
+                                                                    "(with --pairs), the cosine weight included"})
 
 
 def export_reranker(cfg: RerankExportConfig) -> Path:
@@ -375,7 +397,16 @@ def export_reranker(cfg: RerankExportConfig) -> Path:
     model.load_state_dict(torch.load(run / "model.pt", map_location="cpu"))
     model.eval()
     c = metrics["config"]
-    add_reranker(linker_dir, out, model, c["k_whole"], c["k_part"], RerankDecision(**metrics["decision"]), {
+    decision = RerankDecision(**metrics["decision"])
+    if cfg.pairs and cfg.refit_decision:
+        # The decision fitted again on the tune split, with the cosine weight in the grid (runs older than it had none).
+        linker = OnnxLinker(linker_dir)
+        _, tune, _, _ = fit_tune_dev(read_pairs(Path(cfg.pairs)), c["dev_size"], c["tune_size"], c["split_seed"])
+        tune_cc = [candidate_cosines(p, c["k_whole"], c["k_part"]) for p in nearest_by_text([t for t, _ in tune], linker.top)]
+        probs = rerank_texts(model, vocab, [t for t, _ in tune], [[i for i, _ in x] for x in tune_cc], linker.names)
+        decision, tune_f1 = fit_rerank_decision(tune_cc, probs, [g for _, g in tune], linker.names)
+        log.info("decision fitted again on the tune split: %s (tune F1 %.2f)", decision, tune_f1)
+    add_reranker(linker_dir, out, model, c["k_whole"], c["k_part"], decision, {
         "name": cfg.name,
         "version": cfg.version or f"{dt.date.today():%Y.%m.%d}-link-reranked",
         "reranker_training": c,
