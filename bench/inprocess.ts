@@ -43,6 +43,9 @@ export interface InProcessRun {
   readonly mainThreadCpuSeconds: number | null;
 }
 
+/** The onnxruntime session settings of every contender's model: CPU, the bench's threads, full graph optimization. */
+const sessionOf = (s: ModelSettings) => ({ executionProviders: ['cpu'] as const, intraOpThreads: s.intraOpThreads, graphOptimizationLevel: 'all' as const });
+
 export class InProcessCner {
   readonly model: LoadedModel;
   /** When set, every record's entities are linked too, as `cner serve` does with CNER_LINKER_DIR. */
@@ -72,8 +75,7 @@ export class InProcessCner {
     // Start libuv's thread pool first, so that only the model's threads are new below.
     await readFile(path.join(bundle, 'config.json'));
     const before = threadCpu();
-    const session = { executionProviders: ['cpu'] as const, intraOpThreads: settings.intraOpThreads, graphOptimizationLevel: 'all' as const };
-    const model = await openModel(bundle, { workers: settings.workers, maxBatchSize: settings.maxBatchSize, maxWaitMs: settings.maxWaitMs, session });
+    const model = await openModel(bundle, { workers: settings.workers, maxBatchSize: settings.maxBatchSize, maxWaitMs: settings.maxWaitMs, session: sessionOf(settings) });
     const after = threadCpu();
     return new InProcessCner(model, linkerDir, settings, before && after ? newThreads(before, after) : null, recordsPerSlice(settings));
   }
@@ -83,8 +85,7 @@ export class InProcessCner {
     const entities: LinkedEntity[][] = [];
     if (this.linkerDir !== null) {
       await this.linker?.close();
-      const session = { executionProviders: ['cpu'] as const, intraOpThreads: this.#settings.intraOpThreads, graphOptimizationLevel: 'all' as const };
-      this.linker = await openLinker(this.linkerDir, { workers: this.#settings.workers, session });
+      this.linker = await openLinker(this.linkerDir, { workers: this.#settings.workers, session: sessionOf(this.#settings) });
     }
     const threads0: ThreadCpu | null = threadCpu();
     const cpu0 = process.cpuUsage();

@@ -313,15 +313,15 @@ export function modelOptionsOf(model: ModelConfig, logger?: ModelOptions['logger
 
 /**
  * What a command passes to openLinker: the tagger's workers and sessions (a
- * command may run the linker on its own thread; the stream never does).
+ * command may run the linker on its own thread; the stream never does); the
+ * cache keeps openLinker's default.
  */
-export function linkerOptionsOf(model: ModelConfig, logger?: LinkerOptions['logger']): LinkerOptions {
+export function linkerOptionsOf(model: ModelConfig, logger?: LinkerOptions['logger']): LinkerSetup {
   const { workers, session } = modelOptionsOf(model);
-  return { workers, session, cacheSize: LINK_CACHE_SIZE, ...(logger === undefined ? {} : { logger }) };
+  return { workers, session, ...(logger === undefined ? {} : { logger }) };
 }
 
-/** Texts whose concepts a linker keeps: about 3 MB of short diagnoses and their codes. */
-const LINK_CACHE_SIZE = 20_000;
+export type LinkerSetup = Pick<LinkerOptions, 'workers' | 'session' | 'logger'>;
 
 type Getter = ((name: string) => string | undefined) & { readonly label: (name: string) => string; readonly flagged: (name: string) => boolean };
 

@@ -4,8 +4,7 @@
 
 import type { ParseArgsConfig } from 'node:util';
 import type { Logger } from 'pino';
-import { type Config, type ModelFlag, MODEL_FLAGS, VARIABLES, linkerOptionsOf, loadConfig, modelOptionsOf } from '../config.js';
-import type { LinkerOptions } from '../model/linker.js';
+import { type Config, type LinkerSetup, type ModelFlag, MODEL_FLAGS, VARIABLES, linkerOptionsOf, loadConfig, modelOptionsOf } from '../config.js';
 import type { ModelOptions } from '../model/model.js';
 import { createLogger } from '../observability/logger.js';
 import { bundledModelNames } from '../paths.js';
@@ -52,7 +51,7 @@ export interface ToolSetup {
   readonly modelOptions: ModelOptions;
   /** Null: no linking (CNER_LINKER_DIR / --linker none). */
   readonly linkerDir: string | null;
-  readonly linkerOptions: LinkerOptions;
+  readonly linkerOptions: LinkerSetup;
 }
 
 /** The configuration of a command that loads a model: flags over environment, decoded once; logs go to stderr (stdout carries results). */

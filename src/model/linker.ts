@@ -21,8 +21,9 @@ import { codePointLength } from '../pipeline/unicode.js';
 import { type EntityLinker, type NearestNames, candidateList, chooseNames, chooseReranked, queryParts } from '../pipeline/link.js';
 import { type LinkerBundle, loadLinkerBundle } from './linker-bundle.js';
 import { type Logger, silentLogger } from './log.js';
-import { DEFAULT_SESSION_CONFIG, type SessionConfig, createLinkerSession, createRerankerSession } from './onnx-session.js';
+import { DEFAULT_SESSION_CONFIG, type SessionConfig } from './onnx-session.js';
 import type { SessionKind, WorkerInputs, WorkerOutput } from './protocol.js';
+import { openSessionRunner } from './session-runner.js';
 import { createWorkerPool } from './worker-pool.js';
 
 export interface Linker extends EntityLinker {
@@ -41,7 +42,7 @@ export interface LinkerOptions {
   /** Inference worker threads; 0 runs onnxruntime on the calling thread. */
   readonly workers: number;
   readonly session: SessionConfig;
-  /** Texts whose concepts are kept (least recently used dropped first); 0 keeps none. */
+  /** Texts whose concepts are kept (least recently used dropped first); 0 keeps none. Default 20,000: about 3 MB of short diagnoses and their codes. */
   readonly cacheSize: number;
   readonly logger?: Logger;
 }
@@ -82,24 +83,9 @@ interface Runner {
 }
 
 async function inProcessRunner(kind: 'linker' | 'reranker', modelPath: string, options: LinkerOptions): Promise<Runner> {
-  const warn = (fallbacks: readonly { provider: string; reason: string }[]): void => {
-    for (const f of fallbacks) options.logger?.warn({ provider: f.provider, reason: f.reason }, 'execution provider unavailable, falling back');
-  };
-  if (kind === 'reranker') {
-    const session = await createRerankerSession(modelPath, options.session);
-    warn(session.fallbacks);
-    return {
-      provider: session.provider,
-      run: async ({ tokenTypeIds, ...inputs }) => {
-        if (tokenTypeIds == null) throw new RangeError('a re-ranker batch needs token_type_ids');
-        return { kind: 'probabilities', probabilities: await session.run({ ...inputs, tokenTypeIds }) };
-      },
-      close: () => session.release(),
-    };
-  }
-  const session = await createLinkerSession(modelPath, options.session);
-  warn(session.fallbacks);
-  return { provider: session.provider, run: async (inputs) => ({ kind: 'nearest', ...(await session.run(inputs)) }), close: () => session.release() };
+  const session = await openSessionRunner({ kind, modelPath, session: options.session });
+  for (const f of session.fallbacks) options.logger?.warn({ provider: f.provider, reason: f.reason }, 'execution provider unavailable, falling back');
+  return { provider: session.provider, run: (inputs) => session.run(inputs), close: () => session.release() };
 }
 
 async function poolRunner(kind: SessionKind, modelPath: string, options: LinkerOptions): Promise<Runner> {
@@ -148,7 +134,8 @@ class TurnBatcher<T> {
     this.#immediate = null;
     const pending = this.#pending;
     this.#pending = new Map();
-    const keys = [...pending.keys()].sort((a, b) => this.lengthOf(a) - this.lengthOf(b));
+    const lengths = new Map([...pending.keys()].map((k) => [k, this.lengthOf(k)]));
+    const keys = [...lengths.keys()].sort((a, b) => lengths.get(a)! - lengths.get(b)!);
     for (let b = 0; b < keys.length; b += this.batchSize) {
       const group = keys.slice(b, b + this.batchSize);
       const done = this.run(group)
@@ -165,7 +152,7 @@ class TurnBatcher<T> {
   }
 }
 
-/** A (text, candidate row) pair as one batcher key: the row, a separator no text contains, the text. */
+/** A (text, candidate row) pair as one batcher key: the row, NUL, the text (the first NUL splits: digits hold none). */
 const pairKey = (text: string, row: number): string => `${row}\u0000${text}`;
 const splitPairKey = (key: string): { row: number; text: string } => {
   const at = key.indexOf('\u0000');

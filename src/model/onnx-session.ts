@@ -127,12 +127,7 @@ export async function createLinkerSession(modelPath: string, config: SessionConf
       if (inputIds.length !== batch * seq || attentionMask.length !== batch * seq) {
         throw new RangeError(`inputs hold ${inputIds.length}/${attentionMask.length} values, expected ${batch}×${seq}`);
       }
-      let out: ort.InferenceSession.OnnxValueMapType;
-      try {
-        out = await session.run({ [INPUT_IDS]: new ort.Tensor('int64', inputIds, [batch, seq]), [ATTENTION_MASK]: new ort.Tensor('int64', attentionMask, [batch, seq]) });
-      } catch (cause) {
-        throw new CnerError('INFERENCE_FAILED', `onnxruntime run failed: ${cause instanceof Error ? cause.message : String(cause)}`, { cause, context: { batch, seq, provider } });
-      }
+      const out = await runSession(session, { [INPUT_IDS]: new ort.Tensor('int64', inputIds, [batch, seq]), [ATTENTION_MASK]: new ort.Tensor('int64', attentionMask, [batch, seq]) }, { batch, seq, provider });
       const scores = out[SCORES]!;
       const indices = out[INDICES]!;
       const k = scores.dims[1] ?? 0;
@@ -176,16 +171,15 @@ export async function createRerankerSession(modelPath: string, config: SessionCo
       if (inputIds.length !== size || attentionMask.length !== size || tokenTypeIds.length !== size) {
         throw new RangeError(`inputs hold ${inputIds.length}/${attentionMask.length}/${tokenTypeIds.length} values, expected ${batch}×${seq}`);
       }
-      let out: ort.InferenceSession.OnnxValueMapType;
-      try {
-        out = await session.run({
+      const out = await runSession(
+        session,
+        {
           [INPUT_IDS]: new ort.Tensor('int64', inputIds, [batch, seq]),
           [ATTENTION_MASK]: new ort.Tensor('int64', attentionMask, [batch, seq]),
           [TOKEN_TYPE_IDS]: new ort.Tensor('int64', tokenTypeIds, [batch, seq]),
-        });
-      } catch (cause) {
-        throw new CnerError('INFERENCE_FAILED', `onnxruntime run failed: ${cause instanceof Error ? cause.message : String(cause)}`, { cause, context: { batch, seq, provider } });
-      }
+        },
+        { batch, seq, provider },
+      );
       const p = out[PROBABILITIES]!;
       if (p.type !== 'float32' || p.dims.length !== 1 || p.dims[0] !== batch) {
         throw new CnerError('INFERENCE_FAILED', `reranker output is ${p.type} [${p.dims.join(', ')}], expected float32 [${batch}]`, { context: { batch, seq } });
@@ -194,6 +188,15 @@ export async function createRerankerSession(modelPath: string, config: SessionCo
     },
     release: () => session.release(),
   };
+}
+
+/** One run; onnxruntime's failures become INFERENCE_FAILED (retriable) with the batch's shape. */
+async function runSession(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>, context: Record<string, unknown>): Promise<ort.InferenceSession.OnnxValueMapType> {
+  try {
+    return await session.run(feeds);
+  } catch (cause) {
+    throw new CnerError('INFERENCE_FAILED', `onnxruntime run failed: ${cause instanceof Error ? cause.message : String(cause)}`, { cause, context });
+  }
 }
 
 function checkSignature(session: ort.InferenceSession, modelPath: string, inputs: readonly string[], outputs: readonly string[]): void {
@@ -231,15 +234,7 @@ function wrap(session: ort.InferenceSession, provider: ExecutionProvider, fallba
         if (size === 0 || lexiconFeatures.length % size !== 0) throw new RangeError(`${LEXICON_FEATURES_INPUT} hold ${lexiconFeatures.length} values, not a multiple of ${batch}×${seq}`);
         feeds[LEXICON_FEATURES_INPUT] = new ort.Tensor('float32', lexiconFeatures, [batch, seq, lexiconFeatures.length / size]);
       }
-      let out: ort.InferenceSession.OnnxValueMapType;
-      try {
-        out = await session.run(feeds);
-      } catch (cause) {
-        throw new CnerError('INFERENCE_FAILED', `onnxruntime run failed: ${cause instanceof Error ? cause.message : String(cause)}`, {
-          cause,
-          context: { batch, seq, provider },
-        });
-      }
+      const out = await runSession(session, feeds, { batch, seq, provider });
       const tensor = out[EMISSIONS]!;
       const [b, s, tags] = tensor.dims;
       if (tensor.type !== 'float32' || tensor.dims.length !== 3 || b !== batch || s !== seq) {

@@ -447,17 +447,14 @@ class OnnxLinker:
             idx[rows], cos[rows] = indices, scores
         return idx, cos
 
-    def rerank(self, texts: Sequence[str], names: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    def rerank(self, texts: Sequence[str], names: Sequence[str]) -> np.ndarray:
         """[pairs] the re-ranker's probability that each name is one of its text's standard names."""
-        from .rerank import RERANKER_INPUTS, RERANKER_OUTPUT, pair_batch
+        from .rerank import RERANKER_INPUTS, RERANKER_OUTPUT, pairs_by_length
 
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]) + len(names[i]))
-        out = np.zeros(len(texts), dtype=np.float32)
-        for b in range(0, len(order), batch_size):
-            rows = order[b : b + batch_size]
-            batch = pair_batch(self.vocab, [texts[i] for i in rows], [names[i] for i in rows], self.config["reranker"]["max_length"])
-            (out[rows],) = self.reranker.run([RERANKER_OUTPUT], {n: x.numpy() for n, x in zip(RERANKER_INPUTS, batch, strict=True)})
-        return out
+        def score(*batch: torch.Tensor) -> np.ndarray:
+            return self.reranker.run([RERANKER_OUTPUT], {n: x.numpy() for n, x in zip(RERANKER_INPUTS, batch, strict=True)})[0]
+
+        return pairs_by_length(self.vocab, texts, names, score, self.config["reranker"]["max_length"])
 
     def link(self, texts: Sequence[str]) -> list[list[tuple[int, float]]]:
         """Per text, the chosen names as (row, score), best first: with a re-ranker its probability,

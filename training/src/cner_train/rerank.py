@@ -26,7 +26,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -144,17 +144,23 @@ def fit_rerank_decision(cands: list[list[tuple[int, float]]], probs: list[np.nda
     return best
 
 
-@torch.no_grad()
-def score_pairs(model: CrossEncoder, vocab: Vocab, texts: Sequence[str], names: Sequence[str], batch_size: int = 256) -> np.ndarray:
-    """[pairs] probabilities; pairs grouped by length so padding stays small."""
-    model.eval()
+def pairs_by_length(vocab: Vocab, texts: Sequence[str], names: Sequence[str], score: Callable[..., np.ndarray],
+                    max_len: int = MAX_QUERY_LEN, batch_size: int = 256) -> np.ndarray:
+    """[pairs] ``score(input_ids, attention_mask, token_type_ids)`` of each (text, name) pair, the pairs
+    grouped by length so padding stays small (PyTorch and ONNX Runtime alike)."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]) + len(names[i]))
     out = np.zeros(len(texts), dtype=np.float32)
     for b in range(0, len(order), batch_size):
         idx = order[b : b + batch_size]
-        ids, mask, types = pair_batch(vocab, [texts[i] for i in idx], [names[i] for i in idx])
-        out[idx] = torch.sigmoid(model(ids, mask, types)).numpy()
+        out[idx] = score(*pair_batch(vocab, [texts[i] for i in idx], [names[i] for i in idx], max_len))
     return out
+
+
+@torch.no_grad()
+def score_pairs(model: CrossEncoder, vocab: Vocab, texts: Sequence[str], names: Sequence[str]) -> np.ndarray:
+    """[pairs] probabilities of the PyTorch model."""
+    model.eval()
+    return pairs_by_length(vocab, texts, names, lambda ids, mask, types: torch.sigmoid(model(ids, mask, types)).numpy())
 
 
 def rerank_texts(model: CrossEncoder, vocab: Vocab, texts: Sequence[str], cands: list[list[int]], names: Sequence[str]
