@@ -1,8 +1,9 @@
 // cner in process, through the production path: openModel (inference worker
-// threads + dynamic batcher) and tagRecord, driven the way the processor
+// threads + dynamic batcher) and tagAndLink, driven the way the processor
 // drives them (src/stream/plan.ts: every record of a transaction's
-// slice is tagged concurrently, so the batcher fills batches across records;
-// the next slice starts when the whole slice is done).
+// slice is tagged concurrently, so the batcher fills batches across records,
+// and each chunk's entities are linked as soon as it is tagged; the next
+// slice starts when the whole slice is done).
 //
 // CPU: process.cpuUsage() for the whole process over the run; the inference
 // share is the CPU of the threads openModel started (the worker threads,
@@ -17,8 +18,7 @@ import path from 'node:path';
 import { type Linker, openLinker } from '../src/model/linker.js';
 import { type LoadedModel, openModel } from '../src/model/model.js';
 import type { LinkedEntity } from '../src/pipeline/event.js';
-import { linkEntities } from '../src/pipeline/link.js';
-import { tagRecord } from '../src/pipeline/tag.js';
+import { tagAndLink } from '../src/pipeline/tag-link.js';
 import { type ThreadCpu, cpuSecondsOf, newThreads, processCpuSeconds, threadCpu } from './cpu.js';
 
 export interface ModelSettings {
@@ -112,8 +112,7 @@ export class InProcessCner {
   }
 
   async #process(text: string): Promise<LinkedEntity[]> {
-    const entities = await tagRecord(text, this.model);
-    return this.linker === null ? entities : linkEntities(entities, this.linker);
+    return tagAndLink(text, this.model, this.linker).linked;
   }
 
   async close(): Promise<void> {

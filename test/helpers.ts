@@ -9,7 +9,8 @@ import { createLogger } from '../src/observability/logger.js';
 import { CnerError } from '../src/errors.js';
 import { type ModelBundle, loadBundle } from '../src/model/bundle.js';
 import { NUM_TAGS } from '../src/pipeline/labels.js';
-import type { TaggingModel } from '../src/pipeline/tag.js';
+import type { EntityLinker } from '../src/pipeline/link.js';
+import { type TaggingModel, observed } from '../src/pipeline/tag.js';
 import { AvroReader, EventEncoder, loadSchema } from '../src/records/avro.js';
 import type { ModelProvider } from '../src/versions/leases.js';
 import type { ProcessorOptions } from '../src/stream/plan.js';
@@ -43,12 +44,12 @@ export async function fakeModel(options: { fail?: (sequences: readonly Int32Arra
     vocab: b.vocab,
     crf: b.crf,
     calls: 0,
-    async infer(sequences: readonly Int32Array[]): Promise<Float32Array[]> {
+    inferEach(sequences: readonly Int32Array[]): Promise<Float32Array>[] {
       model.calls++;
       const failure = options.fail?.(sequences);
-      if (failure !== undefined) throw failure;
       // Strongly B-DIS on the first token, O elsewhere: one entity per chunk.
-      return sequences.map((s) => {
+      return sequences.map(async (s) => {
+        if (failure !== undefined) throw failure;
         const em = new Float32Array(s.length * NUM_TAGS);
         for (let t = 0; t < s.length; t++) em[t * NUM_TAGS + (t === 0 ? 1 : 0)] = 10;
         return em;
@@ -56,6 +57,59 @@ export async function fakeModel(options: { fail?: (sequences: readonly Int32Arra
     },
   };
   return model;
+}
+
+/**
+ * `model` with every row held back until the test releases it, oldest first
+ * (the order the rows were asked for), as batches that finish one at a time.
+ */
+export function heldModel(model: TaggingModel): TaggingModel & { readonly held: number; release(rows?: number): Promise<void> } {
+  const gates: (() => void)[] = [];
+  return {
+    ...model,
+    get held() {
+      return gates.length;
+    },
+    inferEach(sequences, features) {
+      return model.inferEach(sequences, features).map((row) => {
+        void observed(row); // held until its gate opens, a failed row has no handler till then
+        return new Promise<void>((open) => gates.push(open)).then(() => row);
+      });
+    },
+    /** Lets the `rows` oldest held rows through, then waits until what they started (decoding, linker calls) has run. */
+    async release(rows = 1) {
+      for (const open of gates.splice(0, rows)) open();
+      await new Promise((r) => setImmediate(r));
+    },
+  };
+}
+
+/** A linker of DIS mentions that records the texts of each call; each text's one concept is `C-<text>`. */
+export function recordingLinker(): EntityLinker & { readonly calls: string[][] } {
+  const calls: string[][] = [];
+  return {
+    version: 'recording-1',
+    entityTypes: ['DIS'],
+    calls,
+    link: async (texts) => {
+      calls.push([...texts]);
+      return texts.map((text) => [{ system: 'ICD-10-BJ-v601', code: `C-${text}`, name: text, score: 0.9 }]);
+    },
+  };
+}
+
+/** The rejections left unhandled while `run` ran (and one turn of the event loop after). */
+export async function unhandledRejections(run: () => Promise<void>): Promise<unknown[]> {
+  const seen: unknown[] = [];
+  const record = (reason: unknown): void => void seen.push(reason);
+  process.on('unhandledRejection', record);
+  try {
+    await run();
+    await new Promise((r) => setImmediate(r));
+  } finally {
+    process.off('unhandledRejection', record);
+  }
+  return seen;
 }
 
 /** The processor's own logger (serializers, redaction) writing into `lines`. */

@@ -1,7 +1,8 @@
 // Dynamic batching across concurrent callers: sequences from many
-// `tagRecord` calls wait here until `maxBatchSize` of them are pending or the
+// `tagChunks` calls wait here until `maxBatchSize` of them are pending or the
 // oldest has waited `maxWaitMs`, then go out in batches of similar length
-// (little padding), and each caller gets back exactly its own rows.
+// (little padding), and each caller gets back exactly its own rows, each row
+// as soon as its batch is done (`inferEach`) or all of them together (`infer`).
 //
 // A full batch is not sent the moment it fills, but at the end of the current
 // turn of the event loop: the processor tags a whole slice of records in one
@@ -12,6 +13,7 @@
 
 import { type PackedBatch, packBatch, planBatches, splitEmissions } from '../pipeline/encode.js';
 import { CnerError } from '../errors.js';
+import { observed } from '../pipeline/tag.js';
 
 export interface BatcherOptions {
   readonly maxBatchSize: number;
@@ -47,17 +49,28 @@ export class DynamicBatcher {
 
   /** Emissions per sequence, in order: result[k] is [sequences[k].length, tags]. */
   infer(sequences: readonly Int32Array[], features: readonly Uint8Array[] | null = null): Promise<Float32Array[]> {
-    if (this.#closed) return Promise.reject(new CnerError('MODEL_CLOSED', 'the batcher is closed'));
-    if (sequences.length === 0) return Promise.resolve([]);
+    if (this.#closed) return Promise.reject(closedError()); // even for no sequences
+    return Promise.all(this.inferEach(sequences, features));
+  }
+
+  /**
+   * One promise per sequence, in order, each resolved with its emissions
+   * ([sequences[k].length, tags]) as soon as its own batch is done, so a
+   * caller can decode the rows of early batches while later ones run. Every
+   * row is rejected (MODEL_CLOSED once closed, RangeError when `features`
+   * does not have one row per sequence, else its batch's failure).
+   */
+  inferEach(sequences: readonly Int32Array[], features: readonly Uint8Array[] | null = null): Promise<Float32Array>[] {
+    if (this.#closed) return rejectedRows(sequences.length, closedError());
+    if (sequences.length === 0) return [];
     if (features !== null && features.length !== sequences.length) {
-      return Promise.reject(new RangeError(`${features.length} feature rows for ${sequences.length} sequences`));
+      return rejectedRows(sequences.length, new RangeError(`${features.length} feature rows for ${sequences.length} sequences`));
     }
-    const rows = sequences.map(
-      (ids, k) => new Promise<Float32Array>((resolve, reject) => this.#pending.push({ ids, features: features?.[k] ?? null, resolve, reject })),
-    );
+    // observed: a caller that stops at the first failed row leaves the rest unawaited (see observed).
+    const rows = sequences.map((ids, k) => observed(new Promise<Float32Array>((resolve, reject) => this.#pending.push({ ids, features: features?.[k] ?? null, resolve, reject }))));
     if (this.#pending.length >= this.#options.maxBatchSize) this.#immediate ??= setImmediate(this.#onFull);
     else this.#timer ??= setTimeout(this.#onTimer, this.#options.maxWaitMs);
-    return Promise.all(rows);
+    return rows;
   }
 
   /** Sends what is pending, waits for every batch in flight; later calls are refused. */
@@ -122,3 +135,8 @@ export class DynamicBatcher {
     this.#inFlight.add(done);
   }
 }
+
+const closedError = (): CnerError => new CnerError('MODEL_CLOSED', 'the batcher is closed');
+
+/** One rejected row per sequence, each observed (a caller may await only the first). */
+const rejectedRows = (count: number, error: Error): Promise<Float32Array>[] => Array.from({ length: count }, () => observed(Promise.reject(error)));

@@ -34,6 +34,8 @@ export interface LoadedModel extends TaggingModel {
   readonly bundle: ModelBundle;
   /** Execution provider in use ("cpu", "cuda", …). */
   readonly provider: string;
+  /** Every row of `inferEach` together: result[k] is [sequences[k].length, 13]. */
+  infer(sequences: readonly Int32Array[], features?: readonly Uint8Array[] | null): Promise<readonly Float32Array[]>;
   /** Finishes pending inference, then frees workers and sessions. */
   close(): Promise<void>;
 }
@@ -59,6 +61,7 @@ export async function openModel(dir: string, overrides: Partial<ModelOptions> = 
     lexicon: bundle.lexicon,
     provider: runner.provider,
     infer: (sequences, features) => batcher.infer(sequences, features ?? null),
+    inferEach: (sequences, features) => batcher.inferEach(sequences, features ?? null),
     async close() {
       await batcher.close();
       await runner.close();

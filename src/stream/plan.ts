@@ -1,15 +1,15 @@
 // What one transaction publishes for a slice of input messages: decode each
 // (Either), tag the valid ones concurrently (the model's batcher forms
-// inference batches across them), and fold every record once into an event
-// on the output topic or a dead letter. No Kafka here: the loop in loop.ts
-// commits the result.
+// inference batches across them), linking each chunk's entities as soon as
+// it is tagged, and fold every record once into an event on the output topic
+// or a dead letter. No Kafka here: the loop in loop.ts commits the result.
 
 import { isLeft } from 'fp-ts/lib/Either.js';
 import type { Logger } from 'pino';
 import { CnerError, describeError, isCnerError } from '../errors.js';
 import { type LinkedEntity, buildEvent } from '../pipeline/event.js';
-import { type EntityLinker, linkEntities } from '../pipeline/link.js';
-import { tagRecord } from '../pipeline/tag.js';
+import type { EntityLinker } from '../pipeline/link.js';
+import { tagAndLink } from '../pipeline/tag-link.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { ModelLease, ModelProvider } from '../versions/leases.js';
 import { type DeadLetterReason, deadLetterMessage, fitDeadLetter, traceHeaders } from './dead-letter.js';
@@ -106,22 +106,23 @@ async function plan(messages: readonly InputMessage[], attempt: number, options:
   const linker = options.linker;
   const decoded = await Promise.all(messages.map((m) => decodeMessage(m.key, m.value, options.records)));
 
+  // Every record's chunks are queued for inference in this one synchronous
+  // burst (the batcher cuts batches across the slice), and each chunk is
+  // linked as soon as it is tagged, while later batches run.
   const tagged = await Promise.allSettled(
     decoded.map(async (d) => {
       if (isLeft(d)) return null;
       const stop = options.metrics.inferenceSeconds.startTimer();
-      const entities = await tagRecord(d.right.record.text, model);
+      const recordLinker = linker === null ? null : timedLinker(linker);
+      const record = tagAndLink(d.right.record.text, model, recordLinker);
+      const entities = await record.tagged; // a tagging failure is the record's, never said to be the linker's
       stop();
       if (lease.shadow !== null && lease.shadow.pick()) shadows.push(lease.shadow.compare(d.right.record.text, entities));
-      if (linker === null) return entities;
-      const stopLinking = options.metrics.linkingSeconds.startTimer();
+      if (recordLinker === null) return entities;
       try {
-        return await linkEntities(entities, linker);
-      } catch (e) {
-        // Same code (and so the same retry decision), said to be the linker's.
-        throw isCnerError(e) ? new CnerError(e.code, `linking: ${e.message}`, { cause: e, context: e.context }) : e;
+        return await record.linked;
       } finally {
-        stopLinking();
+        options.metrics.linkingSeconds.observe(recordLinker.seconds);
       }
     }),
   );
@@ -186,4 +187,32 @@ async function plan(messages: readonly InputMessage[], attempt: number, options:
     }
   });
   return { messages: out, records };
+}
+
+/**
+ * The linker as one record uses it: its errors keep their code (and so the
+ * same retry decision) but say they are the linker's (`linking: …`), and
+ * `seconds` sums the time of its calls, one per chunk with entities of a
+ * linked type: the record's linking time (calls of chunks linked at the same
+ * time each count in full).
+ */
+function timedLinker(linker: EntityLinker): EntityLinker & { readonly seconds: number } {
+  let seconds = 0;
+  return {
+    version: linker.version,
+    entityTypes: linker.entityTypes,
+    get seconds() {
+      return seconds;
+    },
+    async link(texts) {
+      const started = performance.now();
+      try {
+        return await linker.link(texts);
+      } catch (e) {
+        throw isCnerError(e) ? new CnerError(e.code, `linking: ${e.message}`, { cause: e, context: e.context }) : e;
+      } finally {
+        seconds += (performance.now() - started) / 1000;
+      }
+    },
+  };
 }

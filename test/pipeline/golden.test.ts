@@ -105,9 +105,9 @@ describe('golden fixtures (Python reference)', () => {
           version: 'golden',
           vocab,
           crf,
-          async infer(sequences) {
+          inferEach(sequences) {
             assert.deepEqual(sequences.map((s) => Array.from(s)), c.input_ids);
-            return c.emissions.map(emissionsOf);
+            return c.emissions.map(async (em) => emissionsOf(em));
           },
         };
         const got = await tagRecord(c.text, model);

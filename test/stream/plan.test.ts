@@ -11,7 +11,7 @@ import type { TaggingModel } from '../../src/pipeline/tag.js';
 import { openLinker } from '../../src/model/linker.js';
 import type { EntityLinker } from '../../src/pipeline/link.js';
 import { PACKAGE_ROOT } from '../../src/paths.js';
-import { fakeModel, message, processorOptions } from '../helpers.js';
+import { fakeModel, heldModel, message, processorOptions, recordingLinker, until } from '../helpers.js';
 
 const CANARY = 'CANARY-9c1e-张三';
 const emr = loadSchema('EmrRecord');
@@ -83,12 +83,11 @@ describe('planTransaction', () => {
     const base = await fakeModel();
     const model: TaggingModel = {
       ...base,
-      infer: async (seqs) => {
+      inferEach: (seqs) => {
         inFlight++;
         peak = Math.max(peak, inFlight);
-        await new Promise((r) => setTimeout(r, 5));
-        inFlight--;
-        return base.infer(seqs);
+        const done = new Promise((r) => setTimeout(r, 5)).then(() => inFlight--);
+        return base.inferEach(seqs).map((row) => done.then(() => row));
       },
     };
     const messages = Array.from({ length: 8 }, (_, i) => message(0, i, json({ recordId: `r${i}`, text: '胸痛。' })));
@@ -199,6 +198,34 @@ describe('planTransaction', () => {
       } finally {
         await linker.close();
       }
+    });
+
+    it('links each chunk\'s entities while the record\'s later chunks are still being inferred, and times the record\'s linking once', async () => {
+      const model = heldModel(await fakeModel());
+      const linker = recordingLinker();
+      const o = options(model, [], { linker });
+      const text = ['癌', '痛', '炎'].map((first) => `${first}${'咳'.repeat(98)}。`).join(''); // three chunks
+      const planned = planTransaction([message(0, 0, json({ recordId: 'a', text }))], 1, { ...o, records: { ...o.records, maxTextLength: 1000 } });
+      await until('the record\'s chunks are asked for', () => model.held === 3);
+      await model.release();
+      assert.deepEqual(linker.calls, [['癌']]);
+      assert.equal(model.held, 2, 'linked before the later chunks\' emissions were released');
+      await model.release(2);
+      const event = decode(await planned, 0);
+      assert.deepEqual(event.entities.map((e) => [e.text, e.codes.map((c) => c.code)]), [['癌', ['C-癌']], ['痛', ['C-痛']], ['炎', ['C-炎']]]);
+      assert.equal(event.linkerVersion, 'recording-1');
+      const linking = await o.metrics.linkingSeconds.get();
+      assert.equal(linking.values.find((v) => v.metricName === 'cner_linking_duration_seconds_count')?.value, 1, 'one observation for the record');
+    });
+
+    it('does not say a tagging failure is the linker\'s', async () => {
+      const linker = recordingLinker();
+      const o = options(await fakeModel({ fail: () => new CnerError('INFERENCE_FAILED', 'device out of memory') }), [], { linker });
+      const messages = [message(0, 0, json({ recordId: 'a', text: '腹痛' }))];
+      await assert.rejects(planTransaction(messages, 1, o), (e: unknown) => e instanceof CnerError && e.message === 'device out of memory');
+      const plan = await planTransaction(messages, 3, o);
+      assert.match(readDeadLetterHeaders(plan.messages[0]!.headers)!.message, /INFERENCE_FAILED after 3 attempts\): device out of memory/);
+      assert.deepEqual(linker.calls, []);
     });
 
     it('without a linker: empty codes and linkerVersion null', async () => {
