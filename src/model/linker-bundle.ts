@@ -4,8 +4,11 @@
 // character vocabulary), config.json (code system, k, the longest query, the
 // part separators and the keep-or-drop thresholds), and optionally
 // reranker.onnx (a cross-encoder that scores each (diagnosis, candidate name)
-// pair; config.json's "reranker" then says how many candidates and which
-// probability keeps a name). As for a tagger bundle,
+// pair; config.json's "reranker" then says which candidates it scores and
+// which scores keep a name). A linker graph with a memory of training pairs
+// (config.json's "memory") also answers each query's nearest training
+// diagnoses and their gold names, whose votes join the re-ranker's decision.
+// As for a tagger bundle,
 // every file is checked against the manifest's sha256 first, and every
 // problem is reported at once.
 
@@ -13,18 +16,20 @@ import path from 'node:path';
 import { isLeft } from 'fp-ts/lib/Either.js';
 import { CnerError } from '../errors.js';
 import { type Vocab, parseVocab } from '../pipeline/encode.js';
-import { type LinkDecision, type RerankDecision, compileSeparators } from '../pipeline/link.js';
+import { type CandidateRule, type LinkDecision, type RerankDecision, compileSeparators } from '../pipeline/link.js';
 import { type BundleManifest, openBundleDir, readJson, readText } from './bundle.js';
 
 export const LINKER_FILES = ['linker.onnx', 'names.tsv', 'vocab.txt', 'config.json'] as const;
 export const RERANKER_FILE = 'reranker.onnx';
+/** The linker graph's outputs, and those it adds with a memory of training pairs. */
+export const LINKER_OUTPUTS = ['scores', 'indices'] as const;
+export const MEMORY_OUTPUTS = ['memory_scores', 'memory_rows', 'memory_names', 'memory_cosines'] as const;
 
-/** The re-ranking stage: candidates from the nearest names, each (text, name) pair scored by the cross-encoder. */
+/** The re-ranking stage: candidates from the nearest names (and the memory), each (text, name) pair scored by the cross-encoder. */
 export interface RerankerConfig {
   readonly modelPath: string;
-  /** Candidates: the whole text's nearest `kWhole` names and each listed part's nearest `kPart`. */
-  readonly kWhole: number;
-  readonly kPart: number;
+  /** Candidates: the whole text's nearest `kWhole` names, each listed part's nearest `kPart`, the `voters` nearest training diagnoses' gold names. */
+  readonly candidates: CandidateRule;
   /** The text and the name are each cut to this many code points in a pair. */
   readonly maxLength: number;
   readonly decision: RerankDecision;
@@ -44,6 +49,8 @@ export interface LinkerBundle {
   readonly maxQueryLength: number;
   readonly separators: RegExp;
   readonly decision: LinkDecision;
+  /** The graph's memory of training pairs: how many nearest it answers per query, of how many pairs; null: none. */
+  readonly memory: { readonly top: number; readonly pairs: number } | null;
   /** Null: the nearest names and `decision` alone choose. */
   readonly reranker: RerankerConfig | null;
   /** By row of the graph's indices. */
@@ -73,8 +80,19 @@ export async function loadLinkerBundle(dirArg: string): Promise<LinkerBundle> {
   const entityTypes = Array.isArray(c['entity_types']) && c['entity_types'].every((t) => typeof t === 'string') ? (c['entity_types']) : [];
   if (entityTypes.length === 0) errors.push('config.json: entity_types must be a non-empty list of type codes');
   if (JSON.stringify(c['inputs']) !== JSON.stringify(['input_ids', 'attention_mask'])) errors.push('config.json: inputs must be ["input_ids", "attention_mask"]');
-  if (JSON.stringify(c['outputs']) !== JSON.stringify(['scores', 'indices'])) errors.push('config.json: outputs must be ["scores", "indices"]');
+  const memoryOutputs = JSON.stringify([...LINKER_OUTPUTS, ...MEMORY_OUTPUTS]);
+  if (![JSON.stringify(LINKER_OUTPUTS), memoryOutputs].includes(JSON.stringify(c['outputs']))) {
+    errors.push(`config.json: outputs must be ${JSON.stringify(LINKER_OUTPUTS)}, or ${memoryOutputs} with a memory`);
+  }
   const topK = int(c, 'top_k', '');
+  let memory: LinkerBundle['memory'] = null;
+  if (c['memory'] !== undefined) {
+    const m = typeof c['memory'] === 'object' && c['memory'] !== null ? (c['memory'] as Record<string, unknown>) : {};
+    memory = { top: int(m, 'top', 'memory.'), pairs: int(m, 'pairs', 'memory.') };
+    if (JSON.stringify(c['outputs']) !== memoryOutputs) errors.push(`config.json: a bundle with a memory must have outputs ${memoryOutputs}`);
+  } else if (JSON.stringify(c['outputs']) === memoryOutputs) {
+    errors.push('config.json: the graph answers memory outputs, and config.json has no "memory"');
+  }
   const maxQueryLength = int(c, 'max_query_length', '');
   let separators = /$^/gu;
   try {
@@ -95,20 +113,46 @@ export async function loadLinkerBundle(dirArg: string): Promise<LinkerBundle> {
     if (JSON.stringify(r['inputs']) !== JSON.stringify(['input_ids', 'attention_mask', 'token_type_ids'])) errors.push('config.json: reranker.inputs must be ["input_ids", "attention_mask", "token_type_ids"]');
     if (JSON.stringify(r['outputs']) !== JSON.stringify(['probabilities'])) errors.push('config.json: reranker.outputs must be ["probabilities"]');
     const rd = typeof r['decision'] === 'object' && r['decision'] !== null ? (r['decision'] as Record<string, unknown>) : {};
-    const threshold = rd['threshold'];
-    if (typeof threshold !== 'number' || !(threshold >= -1 && threshold <= 1)) errors.push('config.json: reranker.decision.threshold must be a score, from -1 to 1');
-    // Absent in bundles written before the cosine was fused in: probabilities alone.
-    const weight = rd['cosine_weight'] ?? 0;
-    if (typeof weight !== 'number' || !(weight >= 0 && weight <= 1)) errors.push('config.json: reranker.decision.cosine_weight must be a weight, from 0 to 1');
+    const num = (key: string): number => {
+      const v = rd[key];
+      if (typeof v !== 'number' || !Number.isFinite(v)) errors.push(`config.json: reranker.decision.${key} must be a number`);
+      return typeof v === 'number' ? v : 0;
+    };
+    const threshold = num('threshold');
+    if (!(threshold >= 0 && threshold <= 1)) errors.push('config.json: reranker.decision.threshold must be a score, from 0 to 1');
+    const rerankTop = rd['rerank_top'];
+    if (typeof rerankTop !== 'number' || !Number.isInteger(rerankTop) || rerankTop < 0) errors.push('config.json: reranker.decision.rerank_top must be a whole number ≥ 0 (0: every candidate)');
+    const decision: RerankDecision = {
+      probability: num('probability'),
+      cosine: num('cosine'),
+      vote: num('vote'),
+      bias: num('bias'),
+      threshold,
+      maxNames: int(rd, 'max_names', 'reranker.decision.'),
+      rerankTop: typeof rerankTop === 'number' ? rerankTop : 0,
+      preCosine: num('pre_cosine'),
+      preVote: num('pre_vote'),
+    };
+    let voters = 0;
+    let temperature = 1;
+    if (memory !== null) {
+      const v = typeof r['vote'] === 'object' && r['vote'] !== null ? (r['vote'] as Record<string, unknown>) : {};
+      voters = int(v, 'k', 'reranker.vote.');
+      const t = v['temperature'];
+      if (typeof t !== 'number' || !(t > 0)) errors.push('config.json: reranker.vote.temperature must be a number > 0');
+      temperature = typeof t === 'number' ? t : 1;
+      if (voters > memory.top) errors.push(`config.json: reranker.vote.k must be at most memory.top ${memory.top}`);
+    } else if (decision.vote !== 0 || decision.preVote !== 0) {
+      errors.push('config.json: reranker.decision weighs votes, and the bundle has no memory');
+    }
     if (!(RERANKER_FILE in manifest.files)) errors.push(`manifest.json: files must list ${RERANKER_FILE} (config.json has a reranker)`);
     reranker = {
       modelPath: path.join(dir, RERANKER_FILE),
-      kWhole: int(r, 'k_whole', 'reranker.'),
-      kPart: int(r, 'k_part', 'reranker.'),
+      candidates: { kWhole: int(r, 'k_whole', 'reranker.'), kPart: int(r, 'k_part', 'reranker.'), voters, temperature },
       maxLength: int(r, 'max_length', 'reranker.'),
-      decision: { threshold: typeof threshold === 'number' ? threshold : 1, maxNames: int(rd, 'max_names', 'reranker.decision.'), cosineWeight: typeof weight === 'number' ? weight : 0 },
+      decision,
     };
-    if (Math.max(reranker.kWhole, reranker.kPart) > topK) errors.push(`config.json: reranker.k_whole and k_part must be at most top_k ${topK}`);
+    if (Math.max(reranker.candidates.kWhole, reranker.candidates.kPart) > topK) errors.push(`config.json: reranker.k_whole and k_part must be at most top_k ${topK}`);
   }
 
   const names: string[] = [];
@@ -141,7 +185,8 @@ export async function loadLinkerBundle(dirArg: string): Promise<LinkerBundle> {
     maxQueryLength,
     separators,
     decision: Object.freeze(decision),
-    reranker: reranker === null ? null : Object.freeze({ ...reranker, decision: Object.freeze(reranker.decision) }),
+    memory: memory === null ? null : Object.freeze(memory),
+    reranker: reranker === null ? null : Object.freeze({ ...reranker, candidates: Object.freeze(reranker.candidates), decision: Object.freeze(reranker.decision) }),
     names: Object.freeze(names),
     codes: Object.freeze(codes.map((x) => Object.freeze(x))),
     vocab: vocab.right,

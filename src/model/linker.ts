@@ -1,10 +1,11 @@
 // A linker bundle opened for use: diagnosis strings in, the concepts they
 // denote out (best first), as the training package's OnnxLinker computes
 // them: each string and its listed parts are embedded, the graph returns
-// every query's nearest names, and either the bundle's decision keeps some,
-// or (a bundle with a re-ranker) the candidates among them are scored pair by
-// pair by the cross-encoder and those whose probability clears its threshold
-// are kept.
+// every query's nearest names (and, with a memory, the string's nearest
+// training diagnoses and their gold names), and either the bundle's decision
+// keeps some, or (a bundle with a re-ranker) the best candidates by cosine and
+// vote are scored pair by pair by the cross-encoder and those whose combined
+// score clears the threshold are kept.
 //
 // Queries and pairs from concurrent callers (the records of one slice) are
 // gathered until the end of the current turn of the event loop, deduplicated,
@@ -18,10 +19,10 @@ import { autoIntraOpThreads } from './cpus.js';
 import { CLS_ID, PAD_ID, SEP_ID, tokenId } from '../pipeline/encode.js';
 import type { ConceptCode } from '../pipeline/event.js';
 import { codePointLength } from '../pipeline/unicode.js';
-import { type EntityLinker, type NearestNames, candidateList, chooseNames, chooseReranked, queryParts } from '../pipeline/link.js';
+import { type EntityLinker, type MemoryNeighbour, type NearestNames, candidateList, chooseNames, chooseReranked, queryParts, toRerank } from '../pipeline/link.js';
 import { type LinkerBundle, loadLinkerBundle } from './linker-bundle.js';
 import { type Logger, silentLogger } from './log.js';
-import { DEFAULT_SESSION_CONFIG, type SessionConfig } from './onnx-session.js';
+import { DEFAULT_SESSION_CONFIG, type MemoryOutput, type SessionConfig } from './onnx-session.js';
 import type { SessionKind, WorkerInputs, WorkerOutput } from './protocol.js';
 import { openSessionRunner } from './session-runner.js';
 import { createWorkerPool } from './worker-pool.js';
@@ -30,8 +31,8 @@ export interface Linker extends EntityLinker {
   readonly bundle: LinkerBundle;
   /** Execution provider in use ("cpu", "cuda", …). */
   readonly provider: string;
-  /** Each query's nearest names, best first (for tests and diagnostics). */
-  nearest(queries: readonly string[]): Promise<NearestNames[]>;
+  /** Each query's nearest names, best first, and its nearest training diagnoses when the bundle has a memory (for tests and diagnostics). */
+  nearest(queries: readonly string[]): Promise<Nearest[]>;
   /** Per text, the concepts it denotes, best first (never empty for a non-empty text). */
   link(texts: readonly string[]): Promise<readonly (readonly ConceptCode[])[]>;
   /** Finishes pending queries, then frees workers and sessions. */
@@ -73,6 +74,11 @@ export async function openLinker(dir: string, overrides: Partial<LinkerOptions> 
     'linker loaded',
   );
   return new BundleLinker(bundle, retriever, reranker, options.cacheSize);
+}
+
+/** One query's answer: its nearest names and, with a memory, its nearest training diagnoses (null without one). */
+export interface Nearest extends NearestNames {
+  readonly memory: readonly MemoryNeighbour[] | null;
 }
 
 /** One session kind on workers or on the calling thread, as the pool answers. */
@@ -166,7 +172,7 @@ class BundleLinker implements Linker {
   readonly #cacheSize: number;
   /** Insertion order is recency: a hit is moved to the end, the first entry is the least recently used. */
   readonly #cache = new Map<string, readonly ConceptCode[]>();
-  readonly #queries: TurnBatcher<NearestNames>;
+  readonly #queries: TurnBatcher<Nearest>;
   readonly #pairs: TurnBatcher<number>;
   #closed = false;
 
@@ -191,7 +197,7 @@ class BundleLinker implements Linker {
     return this.#retriever.provider;
   }
 
-  nearest(queries: readonly string[]): Promise<NearestNames[]> {
+  nearest(queries: readonly string[]): Promise<Nearest[]> {
     if (this.#closed) return Promise.reject(new CnerError('MODEL_CLOSED', 'the linker is closed'));
     return this.#queries.get(queries);
   }
@@ -239,10 +245,11 @@ class BundleLinker implements Linker {
     return Object.freeze(chooseNames(nearest, this.bundle.decision).map((i) => this.#concept(i, best.get(i)!)));
   }
 
-  /** With a re-ranker: every text's candidates scored pair by pair, those that clear its threshold kept. */
-  async #reranked(texts: readonly string[], nearest: readonly (readonly NearestNames[])[]): Promise<(readonly ConceptCode[])[]> {
+  /** With a re-ranker: every text's best candidates scored pair by pair, those that clear the threshold kept. */
+  async #reranked(texts: readonly string[], nearest: readonly (readonly Nearest[])[]): Promise<(readonly ConceptCode[])[]> {
     const r = this.bundle.reranker!;
-    const candidates = nearest.map((n) => candidateList(n, r.kWhole, r.kPart));
+    // The memory is the whole text's (nearest[0]); its parts' neighbours are not used.
+    const candidates = nearest.map((n) => toRerank(candidateList(n, r.candidates, n[0]?.memory ?? null), r.decision));
     const probabilities = await this.#pairs.get(texts.flatMap((t, i) => candidates[i]!.map((c) => pairKey(t, c.index))));
     let at = 0;
     return candidates.map((c) => {
@@ -266,7 +273,7 @@ class BundleLinker implements Linker {
     if (this.#cache.size > this.#cacheSize) this.#cache.delete(this.#cache.keys().next().value!);
   }
 
-  async #nearestBatch(queries: readonly string[]): Promise<NearestNames[]> {
+  async #nearestBatch(queries: readonly string[]): Promise<Nearest[]> {
     const rows = queries.map((q) => Array.from(q).slice(0, this.bundle.maxQueryLength));
     const seq = Math.max(1, ...rows.map((r) => r.length));
     const inputIds = new BigInt64Array(rows.length * seq).fill(BigInt(PAD_ID)); // [batch, seq]
@@ -280,8 +287,8 @@ class BundleLinker implements Linker {
     });
     const out = await this.#retriever.run({ inputIds, attentionMask, lexiconFeatures: null, batch: rows.length, seq });
     if (out.kind !== 'nearest') throw new CnerError('INTERNAL', `a linker session answered with ${out.kind}`);
-    const { scores, indices, k } = out;
-    return rows.map((_, i) => ({ indices: indices.subarray(i * k, (i + 1) * k), scores: scores.subarray(i * k, (i + 1) * k) }));
+    const { scores, indices, k, memory } = out;
+    return rows.map((_, i) => ({ indices: indices.subarray(i * k, (i + 1) * k), scores: scores.subarray(i * k, (i + 1) * k), memory: memory === null ? null : neighboursOf(memory, i) }));
   }
 
   /** [CLS] text [SEP] name [SEP] per pair (each cut to the bundle's length), token types 0 then 1, right-padded. */
@@ -308,4 +315,17 @@ class BundleLinker implements Linker {
     if (out.kind !== 'probabilities') throw new CnerError('INTERNAL', `a re-ranker session answered with ${out.kind}`);
     return out.probabilities;
   }
+}
+
+/** Query `i`'s nearest training diagnoses from a batch's memory outputs, best first, each with its gold names (pads dropped). */
+function neighboursOf(memory: MemoryOutput, i: number): MemoryNeighbour[] {
+  const { m, l } = memory;
+  return Array.from({ length: m }, (_, j) => {
+    const names: { index: number; cosine: number }[] = [];
+    for (let n = 0; n < l; n++) {
+      const at = (i * m + j) * l + n; // [batch, m, l]
+      if (memory.names[at]! >= 0) names.push({ index: memory.names[at]!, cosine: memory.cosines[at]! });
+    }
+    return { score: memory.scores[i * m + j]!, names };
+  });
 }

@@ -54,6 +54,8 @@ const SCORES = 'scores';
 const INDICES = 'indices';
 const TOKEN_TYPE_IDS = 'token_type_ids';
 const PROBABILITIES = 'probabilities';
+/** The memory outputs cner reads (memory_rows, which training pairs, is left unfetched). */
+const MEMORY_FETCHED = ['memory_scores', 'memory_names', 'memory_cosines'] as const;
 
 export async function createSession(modelPath: string, config: SessionConfig = DEFAULT_SESSION_CONFIG): Promise<EmissionsSession> {
   const { session, provider, fallbacks } = await openSession(modelPath, config, [INPUT_IDS, ATTENTION_MASK], [EMISSIONS]);
@@ -103,11 +105,21 @@ async function openSession(
   throw new Error('unreachable: the CPU provider is always tried');
 }
 
-/** A linker's answer for a batch of queries: the k nearest names of each, best first. */
+/** A linker graph's memory answer for a batch: each query's `m` nearest training pairs and their gold names (padded to `l` with -1). */
+export interface MemoryOutput {
+  readonly scores: Float32Array; // [batch, m] cosines
+  readonly names: Int32Array; // [batch, m, l] rows of the bundle's names, -1 pads
+  readonly cosines: Float32Array; // [batch, m, l] the query's cosine to each name
+  readonly m: number;
+  readonly l: number;
+}
+
+/** A linker's answer for a batch of queries: the k nearest names of each, best first, and with a memory its nearest training pairs. */
 export interface NearestOutput {
   readonly scores: Float32Array; // [batch, k] cosines
   readonly indices: Int32Array; // [batch, k] rows of the bundle's names
   readonly k: number;
+  readonly memory: MemoryOutput | null;
 }
 
 export interface LinkerSession {
@@ -117,9 +129,16 @@ export interface LinkerSession {
   release(): Promise<void>;
 }
 
-/** A linker bundle's graph (`cner-train link-export`): input_ids, attention_mask → scores, indices. */
+/**
+ * A linker bundle's graph (`cner-train link-export`): input_ids,
+ * attention_mask → scores, indices; a graph with a memory adds
+ * memory_scores, memory_rows, memory_names, memory_cosines (memory_rows is
+ * for the training package's own checks and is not fetched here).
+ */
 export async function createLinkerSession(modelPath: string, config: SessionConfig = DEFAULT_SESSION_CONFIG): Promise<LinkerSession> {
   const { session, provider, fallbacks } = await openSession(modelPath, config, [INPUT_IDS, ATTENTION_MASK], [SCORES, INDICES]);
+  const withMemory = MEMORY_FETCHED.every((n) => session.outputNames.includes(n));
+  const fetches = withMemory ? [SCORES, INDICES, ...MEMORY_FETCHED] : [SCORES, INDICES];
   return {
     provider,
     fallbacks,
@@ -127,7 +146,7 @@ export async function createLinkerSession(modelPath: string, config: SessionConf
       if (inputIds.length !== batch * seq || attentionMask.length !== batch * seq) {
         throw new RangeError(`inputs hold ${inputIds.length}/${attentionMask.length} values, expected ${batch}×${seq}`);
       }
-      const out = await runSession(session, { [INPUT_IDS]: new ort.Tensor('int64', inputIds, [batch, seq]), [ATTENTION_MASK]: new ort.Tensor('int64', attentionMask, [batch, seq]) }, { batch, seq, provider });
+      const out = await runSession(session, { [INPUT_IDS]: new ort.Tensor('int64', inputIds, [batch, seq]), [ATTENTION_MASK]: new ort.Tensor('int64', attentionMask, [batch, seq]) }, { batch, seq, provider }, fetches);
       const scores = out[SCORES]!;
       const indices = out[INDICES]!;
       const k = scores.dims[1] ?? 0;
@@ -137,9 +156,29 @@ export async function createLinkerSession(modelPath: string, config: SessionConf
         });
       }
       const rows = indices.data as BigInt64Array;
-      return { scores: Float32Array.from(scores.data as Float32Array), indices: Int32Array.from(rows, (v) => Number(v)), k };
+      return { scores: Float32Array.from(scores.data as Float32Array), indices: Int32Array.from(rows, (v) => Number(v)), k, memory: withMemory ? memoryOf(out, batch, seq) : null };
     },
     release: () => session.release(),
+  };
+}
+
+/** The memory outputs of a batch, checked for their types and shapes. */
+function memoryOf(out: ort.InferenceSession.OnnxValueMapType, batch: number, seq: number): MemoryOutput {
+  const [scores, names, cosines] = MEMORY_FETCHED.map((n) => out[n]!) as [ort.Tensor, ort.Tensor, ort.Tensor];
+  const m = scores.dims[1] ?? 0;
+  const l = names.dims[2] ?? 0;
+  const shaped = (t: ort.Tensor, type: string, dims: readonly number[]): boolean => t.type === type && t.dims.length === dims.length && t.dims.every((d, i) => d === dims[i]);
+  if (!shaped(scores, 'float32', [batch, m]) || !shaped(names, 'int64', [batch, m, l]) || !shaped(cosines, 'float32', [batch, m, l])) {
+    throw new CnerError('INFERENCE_FAILED', `linker memory outputs are ${[scores, names, cosines].map((t) => `${t.type} [${t.dims.join(', ')}]`).join(', ')}, expected float32 [${batch}, m], int64 and float32 [${batch}, m, l]`, {
+      context: { batch, seq },
+    });
+  }
+  return {
+    scores: Float32Array.from(scores.data as Float32Array),
+    names: Int32Array.from(names.data as BigInt64Array, (v) => Number(v)),
+    cosines: Float32Array.from(cosines.data as Float32Array),
+    m,
+    l,
   };
 }
 
@@ -191,9 +230,9 @@ export async function createRerankerSession(modelPath: string, config: SessionCo
 }
 
 /** One run; onnxruntime's failures become INFERENCE_FAILED (retriable) with the batch's shape. */
-async function runSession(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>, context: Record<string, unknown>): Promise<ort.InferenceSession.OnnxValueMapType> {
+async function runSession(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>, context: Record<string, unknown>, fetches?: readonly string[]): Promise<ort.InferenceSession.OnnxValueMapType> {
   try {
-    return await session.run(feeds);
+    return await (fetches === undefined ? session.run(feeds) : session.run(feeds, [...fetches]));
   } catch (cause) {
     throw new CnerError('INFERENCE_FAILED', `onnxruntime run failed: ${cause instanceof Error ? cause.message : String(cause)}`, { cause, context });
   }

@@ -3,7 +3,7 @@
 // A worker holds one session of one kind: a tagger's (emissions), a linker's
 // (each query's nearest names) or a linker's re-ranker (each pair's probability).
 
-import type { SessionConfig } from './onnx-session.js';
+import type { MemoryOutput, SessionConfig } from './onnx-session.js';
 
 export type SessionKind = 'tagger' | 'linker' | 'reranker';
 
@@ -32,7 +32,7 @@ export interface WorkerInputs {
 /** What a batch gives back, by the kind of session that ran it. */
 export type WorkerOutput =
   | { readonly kind: 'emissions'; readonly emissions: Float32Array; readonly dims: readonly [number, number, number] } // [batch, seq, tags]
-  | { readonly kind: 'nearest'; readonly scores: Float32Array; readonly indices: Int32Array; readonly k: number } // [batch, k] each
+  | { readonly kind: 'nearest'; readonly scores: Float32Array; readonly indices: Int32Array; readonly k: number; readonly memory: MemoryOutput | null } // [batch, k] each
   | { readonly kind: 'probabilities'; readonly probabilities: Float32Array }; // [batch]
 
 export type ToWorker = ({ readonly type: 'run'; readonly id: number } & WorkerInputs) | { readonly type: 'close' };
@@ -45,7 +45,11 @@ export type FromWorker =
 
 /** The buffers of an output, to transfer with it. */
 export const outputBuffers = (o: WorkerOutput): ArrayBuffer[] =>
-  (o.kind === 'emissions' ? [o.emissions.buffer] : o.kind === 'nearest' ? [o.scores.buffer, o.indices.buffer] : [o.probabilities.buffer]) as ArrayBuffer[];
+  (o.kind === 'emissions'
+    ? [o.emissions.buffer]
+    : o.kind === 'nearest'
+      ? [o.scores.buffer, o.indices.buffer, ...(o.memory === null ? [] : [o.memory.scores.buffer, o.memory.names.buffer, o.memory.cosines.buffer])]
+      : [o.probabilities.buffer]) as ArrayBuffer[];
 
 /** The buffers of a batch's inputs, to transfer with it. */
 export const inputBuffers = (i: WorkerInputs): ArrayBuffer[] =>

@@ -55,45 +55,109 @@ export function chooseNames(nearest: readonly NearestNames[], decision: LinkDeci
 }
 
 /**
- * Which re-ranked candidates are kept. A candidate's score is
- * `(1 − cosineWeight) × probability + cosineWeight × cosine` (its best cosine
- * among the nearest names); kept: those scoring at least `threshold`, never
- * none (the best), at most `maxNames`.
+ * Which candidates the cross-encoder scores, and which are kept. The
+ * `rerankTop` candidates with the highest prescore `preCosine × cosine +
+ * preVote × vote` are re-ranked (0: all); each then scores
+ * sigmoid(`probability` × p + `cosine` × cosine + `vote` × vote + `bias`), a
+ * logistic regression fitted on training-side pairs; kept: those scoring at
+ * least `threshold`, never none (the best), at most `maxNames`.
  */
 export interface RerankDecision {
+  readonly probability: number;
+  readonly cosine: number;
+  readonly vote: number;
+  readonly bias: number;
   readonly threshold: number;
   readonly maxNames: number;
-  readonly cosineWeight: number;
+  readonly rerankTop: number;
+  readonly preCosine: number;
+  readonly preVote: number;
 }
 
-/** A candidate for the re-ranker: a row of the names and its best cosine to the text or a part. */
+/** A candidate name for one text: a row of the names, its best cosine to the text or a part, and its vote from the memory (0 without one). */
 export interface Candidate {
   readonly index: number;
   readonly cosine: number;
+  readonly vote: number;
 }
 
 /**
- * One text's candidates for the re-ranker: the whole text's nearest `kWhole`
- * names, then each part's nearest `kPart`, each once, ordered by its best
- * cosine (ties: the order found). `nearest[0]` is the whole text's.
+ * One text's nearest training diagnoses (the linker's memory), best first:
+ * each one's cosine to the text, and its gold names (rows of the names) with
+ * the text's cosine to each.
  */
-export function candidateList(nearest: readonly NearestNames[], kWhole: number, kPart: number): Candidate[] {
+export interface MemoryNeighbour {
+  readonly score: number;
+  readonly names: readonly { readonly index: number; readonly cosine: number }[];
+}
+
+/** How candidates are gathered: the nearest `kWhole` names of the whole text and `kPart` of each part, and the `voters` nearest training diagnoses' votes. */
+export interface CandidateRule {
+  readonly kWhole: number;
+  readonly kPart: number;
+  readonly voters: number;
+  /** Softness of the neighbours' vote weights, in cosine units. */
+  readonly temperature: number;
+}
+
+/**
+ * name row → its vote and the text's cosine to it: the first `voters`
+ * neighbours each vote for their gold names with weight exp((cosine − best
+ * cosine) / temperature), normalized to sum to 1 over the neighbours.
+ */
+export function memoryVotes(memory: readonly MemoryNeighbour[], voters: number, temperature: number): Map<number, { vote: number; cosine: number }> {
+  const near = memory.slice(0, voters);
+  const out = new Map<number, { vote: number; cosine: number }>();
+  if (near.length === 0) return out;
+  const weights = near.map((m) => Math.exp((m.score - near[0]!.score) / temperature));
+  const total = weights.reduce((a, b) => a + b, 0);
+  near.forEach((m, j) => {
+    for (const { index, cosine } of m.names) out.set(index, { vote: (out.get(index)?.vote ?? 0) + weights[j]! / total, cosine });
+  });
+  return out;
+}
+
+/**
+ * One text's candidates: the whole text's nearest `kWhole` names and each
+ * part's nearest `kPart`, and (with a memory) the gold names of its nearest
+ * training diagnoses; each once with its best cosine and its vote, ordered by
+ * cosine (ties: the nearest names first, then the order found).
+ * `nearest[0]` is the whole text's.
+ */
+export function candidateList(nearest: readonly NearestNames[], rule: CandidateRule, memory: readonly MemoryNeighbour[] | null = null): Candidate[] {
   const best = new Map<number, number>();
   nearest.forEach((n, j) => {
-    const k = Math.min(j === 0 ? kWhole : kPart, n.indices.length);
+    const k = Math.min(j === 0 ? rule.kWhole : rule.kPart, n.indices.length);
     for (let r = 0; r < k; r++) best.set(n.indices[r]!, Math.max(best.get(n.indices[r]!) ?? -2, n.scores[r]!));
   });
-  return [...best.entries()].sort((a, b) => b[1] - a[1]).map(([index, cosine]) => ({ index, cosine }));
+  const found = new Map([...best.entries()].sort((a, b) => b[1] - a[1]));
+  const votes = memory === null ? new Map<number, { vote: number; cosine: number }>() : memoryVotes(memory, rule.voters, rule.temperature);
+  for (const [index, { cosine }] of votes) found.set(index, Math.max(found.get(index) ?? -2, cosine));
+  return [...found.entries()].sort((a, b) => b[1] - a[1]).map(([index, cosine]) => ({ index, cosine, vote: votes.get(index)?.vote ?? 0 }));
 }
+
+/** The candidates the cross-encoder scores: the `rerankTop` best by prescore, in candidate order. */
+export function toRerank(candidates: readonly Candidate[], decision: RerankDecision): Candidate[] {
+  if (decision.rerankTop === 0 || candidates.length <= decision.rerankTop) return [...candidates];
+  const pre = candidates.map((c) => decision.preCosine * c.cosine + decision.preVote * c.vote);
+  const best = candidates
+    .map((_, i) => i)
+    .sort((a, b) => pre[b]! - pre[a]!) // stable: ties keep candidate order
+    .slice(0, decision.rerankTop)
+    .sort((a, b) => a - b);
+  return best.map((i) => candidates[i]!);
+}
+
+const sigmoid = (z: number): number => (z >= 0 ? 1 / (1 + Math.exp(-z)) : Math.exp(z) / (1 + Math.exp(z)));
 
 /** The kept candidates with their scores, best first (`probabilities[k]` is `candidates[k]`'s). */
 export function chooseReranked(candidates: readonly Candidate[], probabilities: ArrayLike<number>, decision: RerankDecision): { index: number; score: number }[] {
-  const w = decision.cosineWeight;
+  const d = decision;
   const ranked = candidates
-    .map(({ index, cosine }, k) => ({ index, score: w === 0 ? probabilities[k]! : (1 - w) * probabilities[k]! + w * cosine }))
+    .map((c, k) => ({ index: c.index, score: sigmoid(d.probability * probabilities[k]! + d.cosine * c.cosine + d.vote * c.vote + d.bias) }))
     .sort((a, b) => b.score - a.score); // stable: ties keep candidate order
   if (ranked.length === 0) return [];
-  const kept = ranked.filter((c) => c.score >= decision.threshold).slice(0, decision.maxNames);
+  const kept = ranked.filter((c) => c.score >= d.threshold).slice(0, d.maxNames);
   return kept.length > 0 ? kept : [ranked[0]!];
 }
 

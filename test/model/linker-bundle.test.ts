@@ -42,22 +42,39 @@ describe('loadLinkerBundle', () => {
     assert.ok(Object.isFrozen(b) && Object.isFrozen(b.names));
   });
 
-  it('reads a re-ranker\'s stage, and has none without one', async () => {
+  it('reads a re-ranker\'s stage and a memory, and has neither without them', async () => {
     const b = await loadLinkerBundle(path.join(PACKAGE_ROOT, 'fixtures', 'tiny-reranked-linker-bundle'));
-    assert.deepEqual({ ...b.reranker, modelPath: path.basename(b.reranker!.modelPath) }, { modelPath: 'reranker.onnx', kWhole: 3, kPart: 2, maxLength: 64, decision: { threshold: 0.71, maxNames: 2, cosineWeight: 0 } });
-    assert.equal((await loadLinkerBundle(TINY_LINKER)).reranker, null);
+    assert.deepEqual({ ...b.reranker, modelPath: path.basename(b.reranker!.modelPath) }, {
+      modelPath: 'reranker.onnx',
+      candidates: { kWhole: 3, kPart: 2, voters: 3, temperature: 0.05 },
+      maxLength: 64,
+      decision: { probability: 4, cosine: 2, vote: 3, bias: -4.5, threshold: 0.7, maxNames: 2, rerankTop: 3, preCosine: 1, preVote: 0.5 },
+    });
+    assert.deepEqual(b.memory, { top: 4, pairs: 10 });
+    const plain = await loadLinkerBundle(TINY_LINKER);
+    assert.equal(plain.reranker, null);
+    assert.equal(plain.memory, null);
   });
 
-  it('refuses a re-ranker stage that is not in the manifest or asks for more candidates than the graph gives', async () => {
+  it('refuses a re-ranker stage that is not in the manifest, asks for more candidates than the graph gives, or weighs votes without a memory', async () => {
     const dir = await variant('config.json', (t) => {
       const c = JSON.parse(t) as Record<string, unknown>;
-      const reranker = { inputs: ['input_ids', 'attention_mask', 'token_type_ids'], outputs: ['probabilities'], k_whole: 5, k_part: 1, max_length: 64, decision: { threshold: 1.5, max_names: 2, cosine_weight: -0.5 } };
+      const decision = { probability: 1, cosine: 1, vote: 2, bias: 0, threshold: 1.5, max_names: 2, rerank_top: -1, pre_cosine: 1, pre_vote: 0 };
+      const reranker = { inputs: ['input_ids', 'attention_mask', 'token_type_ids'], outputs: ['probabilities'], k_whole: 5, k_part: 1, max_length: 64, decision };
       return JSON.stringify({ ...c, reranker });
     });
     await assert.rejects(loadLinkerBundle(dir), (e: unknown) => {
       const m = e instanceof CnerError && e.code === 'BUNDLE_INVALID' ? e.message : '';
-      return ['threshold must be a score', 'cosine_weight must be a weight', 'files must list reranker.onnx', 'at most top_k 4'].every((p) => m.includes(p));
+      return ['threshold must be a score', 'rerank_top must be a whole number', 'weighs votes, and the bundle has no memory', 'files must list reranker.onnx', 'at most top_k 4'].every((p) => m.includes(p));
     });
+  });
+
+  it('refuses memory outputs without a memory, and a memory without its outputs', async () => {
+    const outputs = ['scores', 'indices', 'memory_scores', 'memory_rows', 'memory_names', 'memory_cosines'];
+    const noMemory = await variant('config.json', (t) => JSON.stringify({ ...(JSON.parse(t) as object), outputs }));
+    await assert.rejects(loadLinkerBundle(noMemory), (e: unknown) => e instanceof CnerError && e.message.includes('has no "memory"'));
+    const noOutputs = await variant('config.json', (t) => JSON.stringify({ ...(JSON.parse(t) as object), memory: { top: 4, pairs: 10 } }));
+    await assert.rejects(loadLinkerBundle(noOutputs), (e: unknown) => e instanceof CnerError && e.message.includes('a bundle with a memory must have outputs'));
   });
 
   it('refuses a file changed after export (sha256)', async () => {

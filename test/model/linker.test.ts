@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type Linker, openLinker } from '../../src/model/linker.js';
-import { queryParts } from '../../src/pipeline/link.js';
+import { candidateList, queryParts, toRerank } from '../../src/pipeline/link.js';
 import { PACKAGE_ROOT } from '../../src/paths.js';
 
 interface GoldenLinker {
@@ -98,7 +98,9 @@ interface GoldenReranked {
   readonly bundle: string;
   readonly cases: readonly {
     readonly text: string;
-    readonly candidates: readonly number[];
+    readonly memory: { readonly scores: readonly number[]; readonly rows: readonly number[]; readonly names: readonly (readonly number[])[] };
+    readonly candidates: readonly { readonly row: number; readonly cosine: number; readonly vote: number }[];
+    readonly reranked: readonly number[];
     readonly probabilities: readonly number[];
     readonly chosen: readonly { readonly name: string; readonly codes: readonly string[]; readonly score: number }[];
   }[];
@@ -107,6 +109,27 @@ interface GoldenReranked {
 describe('openLinker with a re-ranker, against the training package (fixtures/golden/golden-reranked-linker.json)', () => {
   const reranked = JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'fixtures', 'golden', 'golden-reranked-linker.json'), 'utf8')) as GoldenReranked;
   const dir = path.join(PACKAGE_ROOT, 'fixtures', reranked.bundle);
+
+  it('finds the same nearest training diagnoses, candidates and votes, and re-ranks the same ones', async () => {
+    const linker = await openLinker(dir, { workers: 0, session: SESSION, cacheSize: 0 });
+    try {
+      const r = linker.bundle.reranker!;
+      for (const c of reranked.cases) {
+        const nearest = await linker.nearest(queryParts(c.text, linker.bundle.separators));
+        const memory = nearest[0]!.memory!;
+        assert.deepEqual(memory.map((m) => m.names.map((n) => n.index)), c.memory.names, c.text);
+        memory.forEach((m, j) => assert.ok(Math.abs(m.score - c.memory.scores[j]!) < 1e-5, c.text));
+        const candidates = candidateList(nearest, r.candidates, memory);
+        assert.deepEqual(candidates.map((x) => x.index), c.candidates.map((x) => x.row), c.text);
+        candidates.forEach((x, j) => {
+          assert.ok(Math.abs(x.cosine - c.candidates[j]!.cosine) < 1e-5 && Math.abs(x.vote - c.candidates[j]!.vote) < 1e-5, `${c.text}: ${JSON.stringify(x)}`);
+        });
+        assert.deepEqual(toRerank(candidates, r.decision).map((x) => x.index), c.reranked, c.text);
+      }
+    } finally {
+      await linker.close();
+    }
+  });
 
   for (const workers of [0, 2]) {
     it(`keeps the same names with the same probabilities (${workers === 0 ? 'on the calling thread' : 'on inference workers'})`, async () => {

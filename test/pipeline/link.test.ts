@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { candidateList, chooseNames, chooseReranked, compileSeparators, queryParts } from '../../src/pipeline/link.js';
+import { candidateList, chooseNames, chooseReranked, memoryVotes, toRerank, compileSeparators, queryParts } from '../../src/pipeline/link.js';
 import { PACKAGE_ROOT } from '../../src/paths.js';
 
 interface Golden {
@@ -42,29 +42,53 @@ describe('linker rules, against the training package (fixtures/golden/link.json)
   });
 });
 
-describe('candidateList and chooseReranked (twins of cner_train.rerank)', () => {
-  const c = (...pairs: [number, number][]) => pairs.map(([index, cosine]) => ({ index, cosine }));
+describe('memoryVotes, candidateList, toRerank and chooseReranked (twins of cner_train.rerank)', () => {
+  const c = (...rows: [number, number, number?][]) => rows.map(([index, cosine, vote]) => ({ index, cosine, vote: vote ?? 0 }));
+  const rule = { kWhole: 3, kPart: 2, voters: 2, temperature: 0.05 };
+  const decision = { probability: 4, cosine: 2, vote: 3, bias: -6, threshold: 0.5, maxNames: 3, rerankTop: 0, preCosine: 1, preVote: 0 };
+  // The same numbers as training/tests/test_rerank.py.
+  const memory = [
+    { score: 0.9, names: [{ index: 1, cosine: 0.8 }, { index: 2, cosine: 0.7 }] },
+    { score: 0.85, names: [{ index: 2, cosine: 0.7 }] },
+    { score: 0.5, names: [{ index: 3, cosine: 0.4 }] },
+  ];
 
   it('takes the whole text\'s top kWhole and each part\'s top kPart, each once, by best cosine', () => {
     const whole = { indices: [5, 1, 2, 9], scores: [0.9, 0.8, 0.7, 0.6] };
     const part = { indices: [3, 1, 4], scores: [0.95, 0.85, 0.5] };
-    assert.deepEqual(candidateList([whole, part], 3, 2), c([3, 0.95], [5, 0.9], [1, 0.85], [2, 0.7]));
-    assert.deepEqual(candidateList([whole], 10, 2).map((x) => x.index), [5, 1, 2, 9]);
+    assert.deepEqual(candidateList([whole, part], rule), c([3, 0.95], [5, 0.9], [1, 0.85], [2, 0.7]));
+    assert.deepEqual(candidateList([whole], { ...rule, kWhole: 10 }).map((x) => x.index), [5, 1, 2, 9]);
   });
 
-  it('keeps what clears the threshold, best first, never none, at most maxNames', () => {
-    const d = { threshold: 0.5, maxNames: 2, cosineWeight: 0 };
-    assert.deepEqual(chooseReranked(c([1, 0], [2, 0], [3, 0]), [0.6, 0.9, 0.7], d), [{ index: 2, score: 0.9 }, { index: 3, score: 0.7 }]);
-    assert.deepEqual(chooseReranked(c([1, 0], [2, 0]), [0.1, 0.3], d), [{ index: 2, score: 0.3 }]);
-    assert.deepEqual(chooseReranked(c([7, 0], [8, 0]), [0.6, 0.6], d), [{ index: 7, score: 0.6 }, { index: 8, score: 0.6 }], 'ties keep candidate order');
-    assert.deepEqual(chooseReranked([], [], d), []);
+  it('weighs the nearest training diagnoses by exp((cosine - best) / temperature), normalized over the voters', () => {
+    const votes = memoryVotes(memory, 2, 0.05);
+    assert.deepEqual([...votes.keys()], [1, 2]);
+    assert.ok(Math.abs(votes.get(1)!.vote - 1 / (1 + Math.exp(-1))) < 1e-12);
+    assert.ok(Math.abs(votes.get(2)!.vote - 1) < 1e-12);
+    assert.equal(memoryVotes([], 2, 0.05).size, 0);
   });
 
-  it('fuses the probability with the cosine by the bundle\'s weight (the same numbers as test_rerank.py)', () => {
-    const d = { threshold: 0.6, maxNames: 3, cosineWeight: 0.5 };
-    const got = chooseReranked(c([1, 0.9], [2, 0.1], [3, 0.8]), [0.4, 0.9, 0.6], d); // by probability alone: 2, 3, 1
-    assert.deepEqual(got.map((x) => x.index), [3, 1]);
-    assert.deepEqual(got.map((x) => Math.round(x.score * 1e6) / 1e6), [0.7, 0.65]);
-    assert.deepEqual(chooseReranked(c([1, 0.9], [2, 0.1]), [0.1, 0.9], { threshold: 0.9, maxNames: 3, cosineWeight: 0.5 }).map((x) => x.index), [1], 'never none');
+  it('adds the neighbours\' gold names to the candidates, with their cosines and votes', () => {
+    const got = candidateList([{ indices: [5, 1], scores: [0.9, 0.8] }], rule, memory);
+    assert.deepEqual(got.map((x) => [x.index, x.cosine]), [[5, 0.9], [1, 0.8], [2, 0.7]]);
+    assert.deepEqual(got.map((x) => Math.round(x.vote * 1e6) / 1e6), [0, 0.731059, 1]);
+  });
+
+  it('re-ranks the rerankTop best by prescore, in candidate order', () => {
+    const cands = c([5, 0.9, 0], [1, 0.8, 0.731059], [2, 0.7, 1]);
+    assert.deepEqual(toRerank(cands, { ...decision, rerankTop: 2, preVote: 1 }).map((x) => x.index), [1, 2]);
+    assert.deepEqual(toRerank(cands, { ...decision, rerankTop: 2 }).map((x) => x.index), [5, 1], 'by cosine alone');
+    assert.deepEqual(toRerank(cands, { ...decision, rerankTop: 0 }).map((x) => x.index), [5, 1, 2], '0: all');
+    assert.deepEqual(toRerank(c([7, 0.5], [8, 0.5], [9, 0.5]), { ...decision, rerankTop: 2 }).map((x) => x.index), [7, 8], 'ties keep candidate order');
+  });
+
+  it('scores sigmoid(weights · (probability, cosine, vote) + bias), keeps what clears the threshold, never none, at most maxNames', () => {
+    const got = chooseReranked(c([1, 0.8, 0.731059], [2, 0.7, 1]), [0.2, 0.9], decision);
+    assert.deepEqual(got.map((x) => x.index), [2]);
+    assert.ok(Math.abs(got[0]!.score - 1 / (1 + Math.exp(-2))) < 1e-9);
+    assert.deepEqual(chooseReranked(c([1, 0.8, 0.731059], [2, 0.7, 1]), [0.2, 0.9], { ...decision, threshold: 0.95 }).map((x) => x.index), [2], 'never none');
+    assert.deepEqual(chooseReranked(c([7, 0], [8, 0]), [0.6, 0.6], { ...decision, bias: 0, threshold: 0 }).map((x) => x.index), [7, 8], 'ties keep candidate order');
+    assert.deepEqual(chooseReranked(c([1, 0], [2, 0], [3, 0]), [0.9, 0.9, 0.9], { ...decision, bias: 0, maxNames: 2 }).length, 2);
+    assert.deepEqual(chooseReranked([], [], decision), []);
   });
 });

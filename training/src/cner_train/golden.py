@@ -17,8 +17,10 @@
   each golden diagnosis string the nearest names of its parts through ONNX
   Runtime and the names kept;
 - ``fixtures/tiny-reranked-linker-bundle/`` and ``fixtures/golden/golden-reranked-linker.json``:
-  the tiny linker with a tiny random cross-encoder re-ranker added, and for each
-  golden string its candidates, their probabilities and the names kept;
+  the tiny linker with a memory of synthetic training pairs and a tiny random
+  cross-encoder re-ranker added, and for each golden string its nearest
+  training pairs, its candidates and votes, those re-ranked, their
+  probabilities and the names kept;
 - ``fixtures/tiny-bert-bundle/`` and ``fixtures/golden/golden-bert.json``: a tiny
   random ``transformers`` BERT tagger built the way the bge-small-zh taggers are
   ([CLS]/[SEP] framing inside the graph, lexicon features, IDCNN-MHA-CRF), over
@@ -199,7 +201,7 @@ def golden(cfg: GoldenConfig) -> Path:
         encoding="utf-8")
     from .rerank import golden_reranked_cases, tiny_reranked_linker_bundle
 
-    reranked = tiny_reranked_linker_bundle(linker, out / "tiny-reranked-linker-bundle", cfg.seed)
+    reranked = tiny_reranked_linker_bundle(out / "tiny-reranked-linker-bundle", cfg.seed)
     (gdir / "golden-reranked-linker.json").write_text(
         json.dumps({"bundle": "tiny-reranked-linker-bundle", "cases": golden_reranked_cases(reranked)}, ensure_ascii=False, indent=1),
         encoding="utf-8")

@@ -399,18 +399,38 @@ SYSTEM = "ICD-10-BJ-v601"
 
 
 class LinkerGraph(nn.Module):
-    """What the bundle's ONNX graph computes: a query's ``top_k`` names by cosine.
-    input_ids, attention_mask: [batch, seq] → (scores [batch, k] float32, indices [batch, k] int64)."""
+    """What the bundle's ONNX graph computes: a query's ``top_k`` names by cosine and, with a memory of
+    training pairs, its ``memory_top`` nearest training diagnoses, their gold names and the query's cosine
+    to each of those names.
+    input_ids, attention_mask: [batch, seq] → scores [batch, k] float32, indices [batch, k] int64, and
+    with a memory: memory_scores [batch, m] float32, memory_rows [batch, m] int64 (which pairs),
+    memory_names [batch, m, l] int64 (their gold names; -1 pads a pair's names to ``l``), memory_cosines
+    [batch, m, l] float32."""
 
-    def __init__(self, encoder: LinkEncoder, names: torch.Tensor, top_k: int):
+    def __init__(self, encoder: LinkEncoder, names: torch.Tensor, top_k: int, memory: torch.Tensor | None = None,
+                 memory_names: torch.Tensor | None = None, memory_top: int = 0):
         super().__init__()
         self.encoder = encoder
         self.register_buffer("names", names.t().contiguous())  # [dim, names]
         self.top_k = top_k
+        self.memory_top = memory_top if memory is not None else 0
+        if memory is not None:
+            self.register_buffer("memory", memory.t().contiguous())  # [dim, pairs]
+            self.register_buffer("memory_names", memory_names)  # [pairs, l], -1 pads
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
         q = self.encoder(input_ids, attention_mask)  # [batch, dim]
-        return torch.topk(q @ self.names, self.top_k, dim=1)  # [batch, k] each
+        scores, indices = torch.topk(q @ self.names, self.top_k, dim=1)  # [batch, k] each
+        if not self.memory_top:
+            return scores, indices
+        m_scores, m_rows = torch.topk(q @ self.memory, self.memory_top, dim=1)  # [batch, m] each
+        m_names = self.memory_names[m_rows]  # [batch, m, l]
+        # Only the names the neighbours hold are gathered (never the whole [names] row of cosines):
+        # the embedded names stay one [dim, names] matrix, read by column.
+        picked = torch.index_select(self.names, 1, m_names.clamp(min=0).reshape(-1))  # [dim, batch·m·l]
+        picked = picked.reshape(q.shape[1], q.shape[0], -1)  # [dim, batch, m·l]
+        m_cos = (q.t().unsqueeze(2) * picked).sum(0).reshape(m_names.shape)  # [batch, m, l]
+        return scores, indices, m_scores, m_rows, m_names, m_cos
 
 
 class OnnxLinker:
@@ -435,17 +455,25 @@ class OnnxLinker:
         if "reranker" in self.config:
             self.reranker = ort.InferenceSession(str(bundle / "reranker.onnx"), opts, providers=["CPUExecutionProvider"])
 
-    def top(self, texts: Sequence[str], batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    def run_queries(self, texts: Sequence[str], batch_size: int = 256) -> dict[str, np.ndarray]:
+        """Every output of the graph for each text, by output name, in the texts' order (run grouped by length)."""
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        k = self.config["top_k"]
-        idx = np.zeros((len(texts), k), dtype=np.int64)
-        cos = np.zeros((len(texts), k), dtype=np.float32)
+        outputs = self.config["outputs"]
+        out: dict[str, np.ndarray] = {}
         for b in range(0, len(order), batch_size):
             rows = order[b : b + batch_size]
             ids, mask = encode_batch(self.vocab, [texts[i] for i in rows], self.config["max_query_length"])
-            scores, indices = self.session.run(["scores", "indices"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
-            idx[rows], cos[rows] = indices, scores
-        return idx, cos
+            for name, value in zip(outputs, self.session.run(outputs, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}),
+                                   strict=True):
+                if name not in out:
+                    out[name] = np.zeros((len(texts), *value.shape[1:]), dtype=value.dtype)
+                out[name][rows] = value
+        return out
+
+    def top(self, texts: Sequence[str], batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, cosines) of each text's ``top_k`` nearest names, each [texts, k]."""
+        out = self.run_queries(texts, batch_size)
+        return out["indices"], out["scores"]
 
     def rerank(self, texts: Sequence[str], names: Sequence[str]) -> np.ndarray:
         """[pairs] the re-ranker's probability that each name is one of its text's standard names."""
@@ -472,15 +500,17 @@ class OnnxLinker:
 
 
     def _link_reranked(self, texts: Sequence[str]) -> list[list[tuple[int, float]]]:
-        from .rerank import RerankDecision, candidate_cosines
+        from .rerank import RerankDecision, linking_candidates, memory_of
 
         r = self.config["reranker"]
         decision = RerankDecision(**r["decision"])
-        cands = [candidate_cosines(p, r["k_whole"], r["k_part"]) for p in nearest_by_text(texts, self.top)]
-        probs = self.rerank([t for t, c in zip(texts, cands, strict=True) for _ in c], [self.names[i] for c in cands for i, _ in c])
+        memory = memory_of(self.run_queries(texts)) if "memory" in self.config else [None] * len(texts)
+        cands = [decision.to_rerank(linking_candidates(p, m, r))
+                 for p, m in zip(nearest_by_text(texts, self.top), memory, strict=True)]
+        probs = self.rerank([t for t, c in zip(texts, cands, strict=True) for _ in c], [self.names[c.row] for cs in cands for c in cs])
         out, at = [], 0
         for c in cands:
-            out.append(decision.choose([i for i, _ in c], probs[at : at + len(c)], [x for _, x in c]))
+            out.append(decision.choose(c, probs[at : at + len(c)]))
             at += len(c)
         return out
 
@@ -499,13 +529,24 @@ def linker_parity(graph: LinkerGraph, onnx_path: Path, vocab_size: int, atol: fl
         if batch > 1:
             ids[-1, seq // 2 + 1 :] = PAD_ID
             mask[-1, seq // 2 + 1 :] = 0
-        scores, indices = sess.run(["scores", "indices"], {"input_ids": ids, "attention_mask": mask})
+        got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"input_ids": ids, "attention_mask": mask}), strict=True))
+        scores, indices = got["scores"], got["indices"]
         with torch.no_grad():
             q = graph.encoder(torch.from_numpy(ids), torch.from_numpy(mask))  # [batch, dim]
             every = (q @ graph.names).numpy()  # [batch, names]
-            ref, _ = graph(torch.from_numpy(ids), torch.from_numpy(mask))
-        worst = max(worst, float(np.abs(ref.numpy() - scores).max()),
+            ref = graph(torch.from_numpy(ids), torch.from_numpy(mask))
+        worst = max(worst, float(np.abs(ref[0].numpy() - scores).max()),
                     float(np.abs(np.take_along_axis(every, indices, axis=1) - scores).max()))
+        if graph.memory_top:
+            m_scores, m_rows, m_names, m_cos = (got[o] for o in MEMORY_OUTPUTS)
+            near = (q @ graph.memory).numpy()  # [batch, pairs]
+            if not np.array_equal(graph.memory_names.numpy()[m_rows], m_names):
+                raise AssertionError("linker parity: memory_names are not the gold names of memory_rows")
+            # every name a neighbour holds, scored as the plain product would score it
+            want = np.take_along_axis(every, np.maximum(m_names, 0).reshape(batch, -1), axis=1).reshape(m_names.shape)
+            worst = max(worst, float(np.abs(ref[2].numpy() - m_scores).max()),
+                        float(np.abs(np.take_along_axis(near, m_rows, axis=1) - m_scores).max()),
+                        float(np.abs(np.where(m_names >= 0, want - m_cos, 0)).max()))
     if worst > atol:
         raise AssertionError(f"linker parity: max abs difference {worst:.2e} > {atol:.0e}")
     return worst
@@ -520,20 +561,52 @@ class LinkExportConfig:
     version: str = ""
     name: str = "cner-icd10-linker-bge-small-zh"
     top_k: int = 8
+    memory: bool = field(default=False, metadata={"help": "keep the run's training-side pairs (fit, then tune; never dev) as a memory: "
+                                                          "the graph also answers each query's nearest training diagnoses and their "
+                                                          "gold names (needs --pairs)"})
+    memory_top: int = field(default=6, metadata={"help": "nearest training diagnoses the graph answers per query"})
+
+
+MEMORY_OUTPUTS = ("memory_scores", "memory_rows", "memory_names", "memory_cosines")
+
+
+@dataclass(frozen=True)
+class LinkMemory:
+    """Training pairs the linker keeps (texts embedded, never stored as text): each pair's diagnosis and the
+    rows of its gold names among the candidates; ``top``: neighbours the graph returns per query."""
+
+    texts: tuple[str, ...]
+    names: tuple[tuple[int, ...], ...]
+    top: int
+    source: str
+
+
+def memory_pairs(pairs: Sequence[tuple[str, tuple[str, ...]]], cands: Sequence[Candidate], top: int, source: str) -> LinkMemory:
+    index = {c.name: i for i, c in enumerate(cands)}
+    names = tuple(tuple(dict.fromkeys(index[n] for n in gold if n in index)) for _, gold in pairs)
+    return LinkMemory(tuple(t for t, _ in pairs), names, top, source)
 
 
 def write_linker_files(model: LinkEncoder, vocab: Vocab, cands: Sequence[Candidate], out: Path, decision: dict,
-                       top_k: int) -> dict:
+                       top_k: int, memory: LinkMemory | None = None) -> dict:
     """Every linker bundle file but manifest.json; returns the torch parity and the bytes float16 saved."""
     from .export import OPSET, store_float16
 
     out.mkdir(parents=True, exist_ok=True)
-    graph = LinkerGraph(model, torch.from_numpy(embed(model, vocab, [c.name for c in cands])), top_k).eval()
+    mem_args = {}
+    if memory is not None:
+        width = max(1, *(len(n) for n in memory.names))
+        rows = torch.full((len(memory.names), width), -1, dtype=torch.int64)  # [pairs, l], -1 pads
+        for i, n in enumerate(memory.names):
+            rows[i, : len(n)] = torch.tensor(n, dtype=torch.int64)
+        mem_args = {"memory": torch.from_numpy(embed(model, vocab, memory.texts)), "memory_names": rows, "memory_top": memory.top}
+    graph = LinkerGraph(model, torch.from_numpy(embed(model, vocab, [c.name for c in cands])), top_k, **mem_args).eval()
+    outputs = ["scores", "indices", *(MEMORY_OUTPUTS if memory is not None else ())]
     onnx_path = out / "linker.onnx"
     ids, mask = torch.ones(2, 5, dtype=torch.int64), torch.ones(2, 5, dtype=torch.int64)
-    axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}, "scores": {0: "batch"}, "indices": {0: "batch"}}
+    axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}} | {o: {0: "batch"} for o in outputs}
     torch.onnx.export(graph, (ids, mask), str(onnx_path), input_names=["input_ids", "attention_mask"],
-                      output_names=["scores", "indices"], dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True,
+                      output_names=outputs, dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True,
                       dynamo=False)
     parity = linker_parity(graph, onnx_path, len(vocab))
     saved = store_float16(onnx_path)
@@ -544,12 +617,15 @@ def write_linker_files(model: LinkEncoder, vocab: Vocab, cands: Sequence[Candida
         "system": SYSTEM,
         "entity_types": ["DIS"],
         "inputs": ["input_ids", "attention_mask"],
-        "outputs": ["scores", "indices"],
+        "outputs": outputs,
         "top_k": top_k,
         "max_query_length": MAX_QUERY_LEN,
         "part_separators": PART_SEPARATORS.pattern,
         "decision": decision,
     }
+    if memory is not None:
+        config["memory"] = {"top": memory.top, "pairs": len(memory.texts), "names_per_pair": int(mem_args["memory_names"].shape[1]),
+                            "source": memory.source}
     (out / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
     return {"parity_max_abs_diff": parity, "weights": {"float16_bytes_saved": saved}}
 
@@ -584,7 +660,16 @@ def export_linker(cfg: LinkExportConfig) -> Path:
                         metrics["dim"] if metrics["dim"] != metrics["bert_config"]["hidden_size"] else 0)
     model.load_state_dict(torch.load(run / "model.pt", map_location="cpu"))
     cands = read_candidates(Path(cfg.candidates))
-    written = write_linker_files(model, vocab, cands, out, metrics["decision"], cfg.top_k)
+    memory = None
+    if cfg.memory:
+        if not cfg.pairs:
+            raise SystemExit("--memory needs --pairs (the CHIP-CDN train.jsonl the run was trained on)")
+        c = metrics["config"]
+        fit, tune, _, _ = fit_tune_dev(read_pairs(Path(cfg.pairs)), c["dev_size"], c["tune_size"], c["split_seed"])
+        memory = memory_pairs(fit + tune, cands, cfg.memory_top,
+                              f"{len(fit)} fit then {len(tune)} tune pairs of {Path(cfg.pairs).name} (dev {c['dev_size']}, tune "
+                              f"{c['tune_size']}, split seed {c['split_seed']}); texts embedded, gold names as rows")
+    written = write_linker_files(model, vocab, cands, out, metrics["decision"], cfg.top_k, memory)
 
     scored = None
     if cfg.pairs:
@@ -652,17 +737,29 @@ TINY_LINK_BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2
                       initializer_range=0.5)  # wide random weights: distinct embeddings, robust orders
 
 
-def tiny_linker_bundle(out: Path, seed: int = 0) -> Path:
-    """A linker bundle in the real format over a tiny random BERT (16-d projection, top 4), for tests only."""
+# Training pairs of the tiny memory (synthetic): diagnoses and their gold names among GOLDEN_CANDIDATES.
+GOLDEN_MEMORY = (
+    ("胃癌", ("胃恶性肿瘤",)), ("胃癌伴梗阻", ("胃恶性肿瘤", "幽门梗阻")), ("高血压病", ("高血压",)),
+    ("冠心病", ("冠状动脉粥样硬化性心脏病",)), ("肺Ca", ("肺恶性肿瘤", "癌")), ("糖尿病肾病", ("2型糖尿病", "慢性肾脏病")),
+    ("乙肝肝硬化", ("慢性乙型病毒性肝炎", "肝硬化")), ("乳腺癌骨转移", ("乳腺恶性肿瘤", "骨继发恶性肿瘤", "癌")),
+    ("心衰", ("心力衰竭",)), ("不稳定心绞痛", ("不稳定性心绞痛",)),
+)
+
+
+def tiny_linker_bundle(out: Path, seed: int = 0, memory: bool = False) -> Path:
+    """A linker bundle in the real format over a tiny random BERT (16-d projection, top 4), for tests only;
+    with ``memory``, GOLDEN_MEMORY as its training pairs (the 4 nearest answered)."""
     from .bge import build_bert
     from .vocab import SPECIAL_TOKENS
 
-    chars = sorted({c for n, _ in GOLDEN_CANDIDATES for c in n} | {c for t in GOLDEN_LINK_TEXTS for c in t.strip()} - {" "})
+    chars = sorted(({c for n, _ in GOLDEN_CANDIDATES for c in n} | {c for t in GOLDEN_LINK_TEXTS for c in t.strip()}
+                    | {c for t, _ in GOLDEN_MEMORY for c in t}) - {" "})
     vocab = Vocab(list(SPECIAL_TOKENS) + [c for c in chars if normalize_char(c) == c])  # a vocabulary holds normalized characters
     torch.manual_seed(seed)
     model = LinkEncoder(build_bert(TINY_LINK_BERT, len(vocab)), dim=16).eval()
     cands = [Candidate(n, codes) for n, codes in GOLDEN_CANDIDATES]
-    written = write_linker_files(model, vocab, cands, out, asdict(Decision(whole=0.0, part=0.3, max_names=3)), top_k=4)
+    mem = memory_pairs(GOLDEN_MEMORY, cands, top=4, source="GOLDEN_MEMORY (synthetic)") if memory else None
+    written = write_linker_files(model, vocab, cands, out, asdict(Decision(whole=0.0, part=0.3, max_names=3)), top_k=4, memory=mem)
     write_linker_manifest(out, {"name": "cner-tiny-random-linker", "version": "tiny-linker-0",
                                 "metrics": {"note": "random weights, for tests only"}, **written,
                                 "candidates": {"file": "GOLDEN_CANDIDATES (synthetic codes)", "names": len(cands)}})

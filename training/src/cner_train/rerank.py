@@ -105,42 +105,154 @@ def candidate_list(parts: list[tuple[np.ndarray, np.ndarray]], k_whole: int, k_p
 
 
 @dataclass(frozen=True)
-class RerankDecision:
-    """Each candidate's score is ``(1 - cosine_weight) × probability + cosine_weight × cosine`` (its best
-    cosine from the nearest names); keep the candidates scoring at least ``threshold``, never none (the
-    best), at most ``max_names``, best first."""
+class MemoryAnswer:
+    """One text's nearest training diagnoses (the linker graph's memory outputs, best first): their cosines
+    [m], their rows in the memory [m], their gold names (rows of names.tsv, -1 pads) [m, l] and the text's
+    cosine to each of those names [m, l]."""
 
+    scores: np.ndarray
+    rows: np.ndarray
+    names: np.ndarray
+    cosines: np.ndarray
+
+
+def memory_of(outputs: dict[str, np.ndarray], exclude_rows: Sequence[int | None] | None = None) -> list[MemoryAnswer]:
+    """Per text, its ``MemoryAnswer`` from ``OnnxLinker.run_queries``; ``exclude_rows[i]``, a memory row
+    dropped from text i's neighbours (the text itself, when it is a training pair in the memory)."""
+    out = []
+    for i in range(len(outputs["memory_scores"])):
+        keep = np.ones(len(outputs["memory_rows"][i]), dtype=bool)
+        if exclude_rows is not None and exclude_rows[i] is not None:
+            keep = outputs["memory_rows"][i] != exclude_rows[i]
+        out.append(MemoryAnswer(*(outputs[f"memory_{k}"][i][keep] for k in ("scores", "rows", "names", "cosines"))))
+    return out
+
+
+@dataclass(frozen=True)
+class LinkCandidate:
+    """A name for one text: its row, its best cosine to the text or a listed part, and the nearest
+    training diagnoses' vote for it (0 without a memory)."""
+
+    row: int
+    cosine: float
+    vote: float = 0.0
+
+
+def memory_votes(memory: MemoryAnswer, k: int, temperature: float) -> dict[int, tuple[float, float]]:
+    """name row → (vote, cosine): the text's ``k`` nearest training diagnoses each vote for their gold
+    names with weight exp((cosine − best cosine) / temperature), the votes normalized to sum to 1
+    over the neighbours."""
+    scores = [float(x) for x in memory.scores[:k]]
+    if not scores:
+        return {}
+    weights = [math.exp((x - scores[0]) / temperature) for x in scores]
+    total = sum(weights)
+    out: dict[int, tuple[float, float]] = {}
+    for j, w in enumerate(weights):
+        for row, cos in zip(memory.names[j], memory.cosines[j], strict=True):
+            if row < 0:
+                continue
+            vote, _ = out.get(int(row), (0.0, 0.0))
+            out[int(row)] = (vote + w / total, float(cos))
+    return out
+
+
+def linking_candidates(parts: list[tuple[np.ndarray, np.ndarray]], memory: MemoryAnswer | None, r: dict) -> list[LinkCandidate]:
+    """One text's candidates (``r``: the bundle's reranker config): the nearest names of the text and its
+    parts (``candidate_cosines``) and the gold names of its nearest training diagnoses, each once with its
+    best cosine and its vote, ordered by cosine (ties: the nearest names first, then the order found)."""
+    found = dict(candidate_cosines(parts, r["k_whole"], r["k_part"]))
+    votes = {} if memory is None else memory_votes(memory, r["vote"]["k"], r["vote"]["temperature"])
+    for row, (_, cos) in votes.items():
+        found[row] = max(found.get(row, -2.0), cos)
+    ranked = sorted(found.items(), key=lambda kv: -kv[1])
+    return [LinkCandidate(row, cos, votes.get(row, (0.0, 0.0))[0]) for row, cos in ranked]
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+
+
+@dataclass(frozen=True)
+class RerankDecision:
+    """Which candidates are re-ranked and which kept. The ``rerank_top`` candidates with the highest
+    prescore ``pre_cosine × cosine + pre_vote × vote`` (0: all) are scored by the cross-encoder; each then
+    scores sigmoid(``probability`` × p + ``cosine`` × cosine + ``vote`` × vote + ``bias``) (a logistic
+    regression fitted on training-side pairs); kept: those scoring at least ``threshold``, never none
+    (the best), at most ``max_names``, best first."""
+
+    probability: float = 1.0
+    cosine: float = 0.0
+    vote: float = 0.0
+    bias: float = 0.0
     threshold: float = 0.5
     max_names: int = 4
-    cosine_weight: float = 0.0
+    rerank_top: int = 0
+    pre_cosine: float = 1.0
+    pre_vote: float = 0.0
 
-    def choose(self, candidates: Sequence[int], probs: Sequence[float], cosines: Sequence[float] | None = None
-               ) -> list[tuple[int, float]]:
-        w = self.cosine_weight
-        cos = cosines if cosines is not None else [0.0] * len(candidates)
-        scores = [float(p) if w == 0 else (1 - w) * float(p) + w * float(c) for p, c in zip(probs, cos, strict=True)]
-        ranked = sorted(zip(candidates, scores, strict=True), key=lambda cp: -cp[1])  # stable: ties keep candidate order
+    def to_rerank(self, candidates: Sequence[LinkCandidate]) -> list[LinkCandidate]:
+        """The candidates the cross-encoder scores, in candidate order."""
+        if not self.rerank_top or len(candidates) <= self.rerank_top:
+            return list(candidates)
+        pre = [self.pre_cosine * c.cosine + self.pre_vote * c.vote for c in candidates]
+        best = sorted(range(len(candidates)), key=lambda i: -pre[i])[: self.rerank_top]  # stable: ties keep candidate order
+        return [candidates[i] for i in sorted(best)]
+
+    def score(self, probability: float, c: LinkCandidate) -> float:
+        return _sigmoid(self.probability * float(probability) + self.cosine * c.cosine + self.vote * c.vote + self.bias)
+
+    def choose(self, candidates: Sequence[LinkCandidate], probs: Sequence[float]) -> list[tuple[int, float]]:
+        ranked = sorted(((c.row, self.score(p, c)) for c, p in zip(candidates, probs, strict=True)), key=lambda cs: -cs[1])
         if not ranked:
             return []
-        kept = [(int(c), p) for c, p in ranked if p >= self.threshold][: self.max_names]
-        return kept or [(int(ranked[0][0]), ranked[0][1])]
+        kept = [(r, s) for r, s in ranked if s >= self.threshold][: self.max_names]
+        return kept or [ranked[0]]
 
 
-def fit_rerank_decision(cands: list[list[tuple[int, float]]], probs: list[np.ndarray], gold: Sequence[Sequence[str]],
-                        names: Sequence[str]) -> tuple[RerankDecision, float]:
-    """The threshold, cap and cosine weight with the best set F1 on these texts (a grid);
-    ``cands``: each text's candidates with their best cosines (``candidate_cosines``)."""
-    best = (RerankDecision(), -1.0)
-    rows = [[i for i, _ in c] for c in cands]
-    cosines = [[x for _, x in c] for c in cands]
-    for weight in (0.0, 0.2, 0.4, 0.5, 0.6, 0.8):
-        for threshold in [round(float(x), 2) for x in np.arange(0.05, 0.96, 0.05)]:
-            for max_names in (1, 2, 3, 4, 6):
-                d = RerankDecision(threshold, max_names, weight)
-                chosen = [d.choose(r, p, c) for r, p, c in zip(rows, probs, cosines, strict=True)]
-                f1 = set_prf(gold, [[names[i] for i, _ in ch] for ch in chosen])["f1"]
-                if f1 > best[1]:
-                    best = (d, f1)
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-6) -> tuple[np.ndarray, float]:
+    """Weights and bias of an L2-regularized logistic regression (full-batch L-BFGS, float64; deterministic)."""
+    xt = torch.from_numpy(np.asarray(x, dtype=np.float64))
+    yt = torch.from_numpy(np.asarray(y, dtype=np.float64))
+    w = torch.zeros(xt.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=500, tolerance_grad=1e-10, tolerance_change=1e-12,
+                            line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = nn.functional.binary_cross_entropy_with_logits(xt @ w + b, yt) + l2 * (w @ w)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach().numpy().copy(), float(b.detach())
+
+
+def fit_rerank_decision(cands: list[list[LinkCandidate]], probs: list[np.ndarray], gold: Sequence[Sequence[str]],
+                        names: Sequence[str], rerank_top: int = 0) -> tuple[RerankDecision, float]:
+    """The decision with the best set F1 on these texts. ``probs[i]``: the cross-encoder's probability of
+    every candidate of text i. The prescore is a logistic regression of gold-or-not on (cosine, vote) over
+    every candidate; the score one on (probability, cosine, vote) over the candidates re-ranked; then a
+    grid over the threshold and the cap."""
+    golds = [set(g) for g in gold]
+    label = [[names[c.row] in g for c in cs] for cs, g in zip(cands, golds, strict=True)]
+    flat = [c for cs in cands for c in cs]
+    (pc, pv), _ = fit_logistic(np.array([[c.cosine, c.vote] for c in flat]), np.array([y for ys in label for y in ys]))
+    base = RerankDecision(rerank_top=rerank_top, pre_cosine=round(float(pc), 6), pre_vote=round(float(pv), 6))
+    kept = [base.to_rerank(cs) for cs in cands]
+    p_of = [dict(zip((c.row for c in cs), ps, strict=True)) for cs, ps in zip(cands, probs, strict=True)]
+    rows = [(p_of[i][c.row], c, names[c.row] in golds[i]) for i, cs in enumerate(kept) for c in cs]
+    (wp, wc, wv), bias = fit_logistic(np.array([[p, c.cosine, c.vote] for p, c, _ in rows]), np.array([y for *_, y in rows]))
+    weights = {"probability": round(float(wp), 6), "cosine": round(float(wc), 6), "vote": round(float(wv), 6), "bias": round(bias, 6)}
+    best = (base, -1.0)
+    for threshold in [round(float(x), 3) for x in np.arange(0.05, 0.951, 0.025)]:
+        for max_names in (1, 2, 3, 4, 6):
+            d = RerankDecision(**{**asdict(base), **weights, "threshold": threshold, "max_names": max_names})
+            chosen = [d.choose(cs, [p_of[i][c.row] for c in cs]) for i, cs in enumerate(kept)]
+            f1 = set_prf(gold, [[names[r] for r, _ in ch] for ch in chosen])["f1"]
+            if f1 > best[1]:
+                best = (d, f1)
     return best
 
 
@@ -186,6 +298,10 @@ class RerankTrainConfig:
     tune_size: int = field(default=500, metadata={"help": "training-side pairs held back to choose the threshold"})
     k_whole: int = field(default=10, metadata={"help": "candidates from the whole text's nearest names"})
     k_part: int = field(default=3, metadata={"help": "candidates from each listed part's nearest names"})
+    vote_k: int = field(default=5, metadata={"help": "nearest training diagnoses that vote (a linker bundle with a memory)"})
+    vote_temperature: float = field(default=0.05, metadata={"help": "softness of the neighbours' vote weights (cosine units)"})
+    rerank_top: int = field(default=6, metadata={"help": "candidates the cross-encoder scores, by prescore (0: all)"})
+    init: str = field(default="", metadata={"help": "a rerank-train run folder whose weights this run starts from (training on)"})
     epochs: int = 2
     batch_size: int = 32
     lr: float = 3e-5
@@ -195,6 +311,32 @@ class RerankTrainConfig:
     seed: int = 1
     threads: int = 0
     max_minutes: float = 0.0
+
+
+def candidate_config(k_whole: int, k_part: int, vote_k: int, vote_temperature: float) -> dict:
+    """The candidate part of the reranker config (config.json's ``reranker``)."""
+    return {"k_whole": k_whole, "k_part": k_part, "vote": {"k": vote_k, "temperature": vote_temperature}}
+
+
+def split_candidates(linker: OnnxLinker, texts: Sequence[str], r: dict, memory_offset: int | None = None
+                     ) -> list[list[LinkCandidate]]:
+    """Each text's ``linking_candidates`` through the bundle. Texts that are themselves pairs of the
+    bundle's memory (rows ``memory_offset``, ``memory_offset`` + 1, … in order) do not vote for
+    themselves: each one's own row is left out of its neighbours."""
+    memory = None
+    if "memory" in linker.config:
+        exclude = None if memory_offset is None else [memory_offset + i for i in range(len(texts))]
+        memory = memory_of(linker.run_queries(texts), exclude)
+    near = nearest_by_text(texts, linker.top)
+    return [linking_candidates(p, None if memory is None else memory[i], r) for i, p in enumerate(near)]
+
+
+def check_memory(linker: OnnxLinker, fit: list, tune: list) -> None:
+    """The bundle's memory must be this split's fit pairs then its tune pairs (``link-export --memory``)."""
+    pairs = linker.config.get("memory", {}).get("pairs")
+    if pairs is not None and pairs != len(fit) + len(tune):
+        raise ValueError(f"the linker's memory holds {pairs} pairs, not this split's {len(fit)} fit + {len(tune)} tune: "
+                         "export the linker with the same split")
 
 
 def train_reranker(cfg: RerankTrainConfig) -> dict:
@@ -211,11 +353,11 @@ def train_reranker(cfg: RerankTrainConfig) -> dict:
     pairs = read_pairs(Path(cfg.pairs))
     fit, tune, dev, rng = fit_tune_dev(pairs, cfg.dev_size, cfg.tune_size, cfg.split_seed)
 
-    def candidates(split: list[tuple[str, tuple[str, ...]]]) -> list[list[tuple[int, float]]]:
-        return [candidate_cosines(p, cfg.k_whole, cfg.k_part) for p in nearest_by_text([t for t, _ in split], linker.top)]
-
-    fit_cc, tune_cc, dev_cc = candidates(fit), candidates(tune), candidates(dev)
-    fit_c, tune_c, dev_c = ([[i for i, _ in x] for x in cc] for cc in (fit_cc, tune_cc, dev_cc))
+    r = candidate_config(cfg.k_whole, cfg.k_part, cfg.vote_k, cfg.vote_temperature)
+    check_memory(linker, fit, tune)
+    fit_cc, tune_cc, dev_cc = (split_candidates(linker, [t for t, _ in split], r, offset)
+                               for split, offset in ((fit, 0), (tune, len(fit)), (dev, None)))
+    fit_c, tune_c, dev_c = ([[c.row for c in x] for x in cc] for cc in (fit_cc, tune_cc, dev_cc))
 
     def oracle(split, cands) -> float:  # the recall a perfect re-ranker could reach
         kept = [[names[i] for i in c if names[i] in g] or [names[c[0]]] for (_, g), c in zip(split, cands, strict=True)]
@@ -224,8 +366,18 @@ def train_reranker(cfg: RerankTrainConfig) -> dict:
     log.info("pairs: %d fit, %d tune, %d dev; candidates per text %.1f; candidate recall: tune %.2f, dev %.2f",
              len(fit), len(tune), len(dev), np.mean([len(c) for c in dev_c]), oracle(tune, tune_c), oracle(dev, dev_c))
 
+    train_c = fit_c
+    if cfg.rerank_top:
+        # Train on what the bundle will re-rank: each text's rerank_top candidates by a prescore fitted
+        # here on the fit pairs (the bundle's own is fitted again on the tune pairs at export).
+        flat = [c for cc in fit_cc for c in cc]
+        gold_sets = [set(g) for _, g in fit]
+        labels = [names[c.row] in g for cc, g in zip(fit_cc, gold_sets, strict=True) for c in cc]
+        (pc, pv), _ = fit_logistic(np.array([[c.cosine, c.vote] for c in flat]), np.array(labels))
+        pre = RerankDecision(rerank_top=cfg.rerank_top, pre_cosine=float(pc), pre_vote=float(pv))
+        train_c = [[c.row for c in pre.to_rerank(cc)] for cc in fit_cc]
     examples = []  # (text, name index, label)
-    for (t, gold), c in zip(fit, fit_c, strict=True):
+    for (t, gold), c in zip(fit, train_c, strict=True):
         g = {name_index[n] for n in gold if n in name_index}
         for i in list(dict.fromkeys([*c, *sorted(g)])):
             examples.append((t, i, 1.0 if i in g else 0.0))
@@ -235,6 +387,9 @@ def train_reranker(cfg: RerankTrainConfig) -> dict:
     bert = build_bert(encoder["bert_config"], len(vocab))
     bert.load_state_dict(pruned_state_dict(encoder, vocab), strict=False)
     model = CrossEncoder(bert, cfg.dropout)
+    if cfg.init:
+        model.load_state_dict(torch.load(Path(cfg.init) / "model.pt", map_location="cpu"))
+        log.info("starting from the weights of %s", cfg.init)
 
     def evaluate(split, cands) -> tuple[list[np.ndarray], dict]:
         probs = rerank_texts(model, vocab, [t for t, _ in split], cands, names)
@@ -278,9 +433,10 @@ def train_reranker(cfg: RerankTrainConfig) -> dict:
             break
 
     tune_p, _ = evaluate(tune, tune_c)
-    decision, tune_f1 = fit_rerank_decision(tune_cc, tune_p, [g for _, g in tune], names)
+    decision, tune_f1 = fit_rerank_decision(tune_cc, tune_p, [g for _, g in tune], names, cfg.rerank_top)
     dev_p, dev_top1 = evaluate(dev, dev_c)
-    dev_chosen = [decision.choose([i for i, _ in cc], p, [x for _, x in cc]) for cc, p in zip(dev_cc, dev_p, strict=True)]
+    dev_chosen = [decision.choose(kept, [dict(zip(c, p, strict=True))[k.row] for k in kept])
+                  for cc, c, p in zip(dev_cc, dev_c, dev_p, strict=True) for kept in [decision.to_rerank(cc)]]
     dev_metrics = set_prf([g for _, g in dev], [[names[i] for i, _ in ch] for ch in dev_chosen])
     log.info("decision %s (tune F1 %.2f); dev set F1 %.2f (P %.2f R %.2f); re-ranked top-1 only %.2f",
              decision, tune_f1, dev_metrics["f1"], dev_metrics["precision"], dev_metrics["recall"], dev_top1["f1"])
@@ -351,12 +507,13 @@ def write_reranker(model: CrossEncoder, vocab_size: int, out: Path) -> dict:
     return {"parity_max_abs_diff": parity, "float16_bytes_saved": store_float16(path)}
 
 
-def reranker_config(k_whole: int, k_part: int, decision: RerankDecision) -> dict:
-    return {"inputs": list(RERANKER_INPUTS), "outputs": [RERANKER_OUTPUT], "k_whole": k_whole, "k_part": k_part,
-            "max_length": MAX_QUERY_LEN, "decision": asdict(decision)}
+def reranker_config(candidates: dict, decision: RerankDecision) -> dict:
+    """config.json's ``reranker``: the graph's names, the candidates (``candidate_config``) and the decision."""
+    return {"inputs": list(RERANKER_INPUTS), "outputs": [RERANKER_OUTPUT], **candidates, "max_length": MAX_QUERY_LEN,
+            "decision": asdict(decision)}
 
 
-def add_reranker(linker_dir: Path, out: Path, model: CrossEncoder, k_whole: int, k_part: int, decision: RerankDecision,
+def add_reranker(linker_dir: Path, out: Path, model: CrossEncoder, candidates: dict, decision: RerankDecision,
                  manifest_extra: dict) -> dict:
     """A copy of the linker bundle at ``out`` with the re-ranker in it: its graph, its part of config.json
     (the bi-encoder's ``top_k`` raised to ``k_whole`` when lower is refused), and a manifest over every file."""
@@ -365,15 +522,20 @@ def add_reranker(linker_dir: Path, out: Path, model: CrossEncoder, k_whole: int,
     from .link import LINKER_FILES, write_linker_manifest
 
     config = json.loads((linker_dir / "config.json").read_text(encoding="utf-8"))
+    k_whole, k_part = candidates["k_whole"], candidates["k_part"]
     if config["top_k"] < max(k_whole, k_part):
         raise ValueError(f"the linker bundle answers {config['top_k']} names a query, fewer than k_whole/k_part {k_whole}/{k_part}: "
                          "export it again with a larger --top-k")
+    if decision.vote and "memory" not in config:
+        raise ValueError("the decision weighs the memory's vote, and the linker bundle has no memory: export it with --memory")
+    if "memory" in config and candidates["vote"]["k"] > config["memory"]["top"]:
+        raise ValueError(f"vote k {candidates['vote']['k']} is more than the memory's top {config['memory']['top']}")
     out.mkdir(parents=True, exist_ok=True)
     for f in LINKER_FILES:
         if f != "config.json":
             shutil.copyfile(linker_dir / f, out / f)
     written = write_reranker(model, len(Vocab.load(out / "vocab.txt")), out)
-    config["reranker"] = reranker_config(k_whole, k_part, decision)
+    config["reranker"] = reranker_config(candidates, decision)
     (out / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
     base = json.loads((linker_dir / "manifest.json").read_text(encoding="utf-8"))
     keep = {k: v for k, v in base.items() if k not in ("created", "git_commit", "opset", "kind", "system", "files")}
@@ -386,10 +548,15 @@ class RerankExportConfig:
     run: str = field(metadata={"help": "rerank-train run folder"})
     out: str = field(metadata={"help": "linker bundle folder to write: the run's linker bundle with the re-ranker added"})
     pairs: str | None = field(default=None, metadata={"help": "CHIP-CDN train.jsonl: score the bundle on the run's dev split"})
+    linker: str = field(default="", metadata={"help": "the linker bundle to add the re-ranker to, instead of the run's own (the same "
+                                                     "bi-encoder exported again, e.g. with --memory: the same names and vocabulary)"})
     version: str = ""
     name: str = "cner-icd10-linker-bge-small-zh-reranked"
-    refit_decision: bool = field(default=True, metadata={"help": "fit the keep decision again on the run's tune split "
-                                                                    "(with --pairs), the cosine weight included"})
+    refit_decision: bool = field(default=True, metadata={"help": "fit the decision again on the run's tune split (needs --pairs): "
+                                                                    "the memory's vote, the prescore and rerank_top included"})
+    vote_k: int = field(default=5, metadata={"help": "nearest training diagnoses that vote (with a memory)"})
+    vote_temperature: float = 0.05
+    rerank_top: int = field(default=6, metadata={"help": "candidates the cross-encoder scores, by prescore (0: all)"})
 
 
 def export_reranker(cfg: RerankExportConfig) -> Path:
@@ -397,22 +564,31 @@ def export_reranker(cfg: RerankExportConfig) -> Path:
 
     run, out = Path(cfg.run), Path(cfg.out)
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
-    linker_dir = Path(metrics["config"]["linker"])
+    linker_dir = Path(cfg.linker or metrics["config"]["linker"])
     vocab = Vocab.load(linker_dir / "vocab.txt")
+    own = Path(metrics["config"]["linker"])
+    if cfg.linker and (own / "vocab.txt").exists() and ((own / "vocab.txt").read_bytes() != (linker_dir / "vocab.txt").read_bytes()
+                                                       or (own / "names.tsv").read_bytes() != (linker_dir / "names.tsv").read_bytes()):
+        raise SystemExit(f"--linker {linker_dir} has other names or another vocabulary than the run's linker {own}")
     model = CrossEncoder(build_bert({k: v for k, v in metrics["bert_config"].items() if k != "vocab_size"}, len(vocab)))
     model.load_state_dict(torch.load(run / "model.pt", map_location="cpu"))
     model.eval()
     c = metrics["config"]
-    decision = RerankDecision(**metrics["decision"])
+    r = candidate_config(c["k_whole"], c["k_part"], cfg.vote_k, cfg.vote_temperature)
     if cfg.pairs and cfg.refit_decision:
-        # The decision fitted again on the tune split, with the cosine weight in the grid (runs older than it had none).
         linker = OnnxLinker(linker_dir)
-        _, tune, _, _ = fit_tune_dev(read_pairs(Path(cfg.pairs)), c["dev_size"], c["tune_size"], c["split_seed"])
-        tune_cc = [candidate_cosines(p, c["k_whole"], c["k_part"]) for p in nearest_by_text([t for t, _ in tune], linker.top)]
-        probs = rerank_texts(model, vocab, [t for t, _ in tune], [[i for i, _ in x] for x in tune_cc], linker.names)
-        decision, tune_f1 = fit_rerank_decision(tune_cc, probs, [g for _, g in tune], linker.names)
-        log.info("decision fitted again on the tune split: %s (tune F1 %.2f)", decision, tune_f1)
-    add_reranker(linker_dir, out, model, c["k_whole"], c["k_part"], decision, {
+        fit, tune, _, _ = fit_tune_dev(read_pairs(Path(cfg.pairs)), c["dev_size"], c["tune_size"], c["split_seed"])
+        check_memory(linker, fit, tune)
+        tune_cc = split_candidates(linker, [t for t, _ in tune], r, len(fit))
+        probs = rerank_texts(model, vocab, [t for t, _ in tune], [[x.row for x in cc] for cc in tune_cc], linker.names)
+        decision, tune_f1 = fit_rerank_decision(tune_cc, probs, [g for _, g in tune], linker.names, cfg.rerank_top)
+        log.info("decision fitted on the tune split: %s (tune F1 %.2f)", decision, tune_f1)
+    else:
+        try:
+            decision = RerankDecision(**metrics["decision"])
+        except TypeError as e:
+            raise SystemExit(f"the run's decision {metrics['decision']} is of an older form: export with --pairs to fit it again") from e
+    add_reranker(linker_dir, out, model, r, decision, {
         "name": cfg.name,
         "version": cfg.version or f"{dt.date.today():%Y.%m.%d}-link-reranked",
         "reranker_training": c,
@@ -435,33 +611,47 @@ def export_reranker(cfg: RerankExportConfig) -> Path:
 
 # ---------------------------------------------------------------- golden fixtures
 
-def tiny_reranked_linker_bundle(linker_dir: Path, out: Path, seed: int = 0) -> Path:
-    """The tiny linker bundle with a tiny random cross-encoder added (3 + 2 candidates), for tests only."""
-    from .link import TINY_LINK_BERT
+def tiny_reranked_linker_bundle(out: Path, seed: int = 0) -> Path:
+    """The tiny linker bundle with a memory of GOLDEN_MEMORY and a tiny random cross-encoder added
+    (3 + 2 nearest names, 3 voting neighbours, 3 candidates re-ranked), for tests only."""
+    import tempfile
 
-    torch.manual_seed(seed + 1)
-    vocab = Vocab.load(linker_dir / "vocab.txt")
-    model = CrossEncoder(build_bert(TINY_LINK_BERT, len(vocab))).eval()
-    add_reranker(linker_dir, out, model, k_whole=3, k_part=2, decision=RerankDecision(threshold=0.71, max_names=2),
-                 manifest_extra={"name": "cner-tiny-random-reranked-linker", "version": "tiny-reranked-linker-0",
-                                 "metrics": {"note": "random weights, for tests only"}})
+    from .link import TINY_LINK_BERT, tiny_linker_bundle
+
+    with tempfile.TemporaryDirectory() as tmp:
+        linker_dir = tiny_linker_bundle(Path(tmp) / "linker", seed, memory=True)
+        torch.manual_seed(seed + 1)
+        vocab = Vocab.load(linker_dir / "vocab.txt")
+        model = CrossEncoder(build_bert(TINY_LINK_BERT, len(vocab))).eval()
+        decision = RerankDecision(probability=4.0, cosine=2.0, vote=3.0, bias=-4.5, threshold=0.7, max_names=2, rerank_top=3,
+                                  pre_cosine=1.0, pre_vote=0.5)
+        add_reranker(linker_dir, out, model, candidate_config(3, 2, 3, 0.05), decision,
+                     manifest_extra={"name": "cner-tiny-random-reranked-linker", "version": "tiny-reranked-linker-0",
+                                     "metrics": {"note": "random weights, for tests only"}})
     return out
 
 
 def golden_reranked_cases(bundle: Path) -> list[dict]:
-    """For each golden text: its candidates (rows), the re-ranker's probability of each through
-    ONNX Runtime, and the names kept."""
+    """For each golden text: its nearest training diagnoses (the memory's answer), its candidates (row,
+    cosine, vote), the ones re-ranked and the re-ranker's probability of each through ONNX Runtime, and
+    the names kept."""
     from .link import GOLDEN_LINK_TEXTS
 
     linker = OnnxLinker(bundle)
     r = linker.config["reranker"]
+    decision = RerankDecision(**r["decision"])
     cases = []
     for text in GOLDEN_LINK_TEXTS:
-        cands = candidate_list(nearest_by_text([text], linker.top)[0], r["k_whole"], r["k_part"])
-        probs = linker.rerank([text] * len(cands), [linker.names[i] for i in cands])
+        memory = memory_of(linker.run_queries([text]))[0]
+        cands = linking_candidates(nearest_by_text([text], linker.top)[0], memory, r)
+        kept = decision.to_rerank(cands)
+        probs = linker.rerank([text] * len(kept), [linker.names[c.row] for c in kept])
         cases.append({
             "text": text,
-            "candidates": cands,
+            "memory": {"scores": [float(x) for x in memory.scores], "rows": [int(x) for x in memory.rows],
+                       "names": [[int(x) for x in n if x >= 0] for n in memory.names]},
+            "candidates": [{"row": c.row, "cosine": c.cosine, "vote": c.vote} for c in cands],
+            "reranked": [c.row for c in kept],
             "probabilities": [float(p) for p in probs],
             "chosen": [{"name": linker.names[i], "codes": linker.codes[i], "score": s} for i, s in linker.link([text])[0]],
         })
