@@ -7,8 +7,8 @@
 import { parseArgs } from 'node:util';
 import { CnerError, isCnerError } from '../errors.js';
 import type { ConceptCode, LinkedEntity } from '../pipeline/event.js';
-import { type EntityLinker, linkEntities } from '../pipeline/link.js';
-import { tagRecord } from '../pipeline/tag.js';
+import type { EntityLinker } from '../pipeline/link.js';
+import { tagAndLink } from '../pipeline/tag-link.js';
 import { type Linker, openLinker } from '../model/linker.js';
 import { type LoadedModel, openModel } from '../model/model.js';
 import { type LineError, mapOrdered, parseTextLine, readLines, write } from './io.js';
@@ -82,8 +82,8 @@ export async function tagLine(line: string, model: LoadedModel, linker: EntityLi
   if ('error' in parsed) return parsed;
   const { id, text } = parsed;
   try {
-    const entities = await tagRecord(text, model);
-    const linked = linker === null ? entities : await linkEntities(entities, linker);
+    // Each chunk linked as soon as it is tagged, as the processor does (src/pipeline/tag-link.ts).
+    const linked = await tagAndLink(text, model, linker).linked;
     return { ...id, entities: linked.map(toCcksEntity) };
   } catch (e) {
     if (isCnerError(e) && e.code !== 'MODEL_CLOSED') return { ...id, error: { code: e.code, message: e.message } };
