@@ -98,3 +98,21 @@ def test_golden_reranked_fixture_is_what_the_tiny_bundle_answers(fixtures_dir):
         assert np.allclose([c["vote"] for c in a["candidates"]], [c["vote"] for c in b["candidates"]], atol=1e-6)
         assert np.allclose(a["probabilities"], b["probabilities"], atol=1e-6)
         assert [(c["name"], c["codes"]) for c in a["chosen"]] == [(c["name"], c["codes"]) for c in b["chosen"]]
+
+
+def test_a_shorter_cross_encoder_takes_the_first_layers_and_refuses_anything_else():
+    import pytest
+    import torch
+
+    from cner_train.bge import build_bert
+    from cner_train.link import TINY_LINK_BERT
+    from cner_train.rerank import CrossEncoder, _check_only_dropped_layers
+
+    torch.manual_seed(0)
+    four = CrossEncoder(build_bert({**TINY_LINK_BERT, "num_hidden_layers": 4}, 30))
+    two = CrossEncoder(build_bert({**TINY_LINK_BERT, "num_hidden_layers": 2}, 30))
+    _check_only_dropped_layers(two.load_state_dict(four.state_dict(), strict=False), "four")
+    assert torch.equal(two.bert.encoder.layer[1].output.dense.weight, four.bert.encoder.layer[1].output.dense.weight)
+    assert torch.equal(two.score.weight, four.score.weight)
+    with pytest.raises(ValueError, match="missing"):
+        _check_only_dropped_layers(four.load_state_dict(two.state_dict(), strict=False), "two")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -302,6 +303,7 @@ class RerankTrainConfig:
     vote_temperature: float = field(default=0.05, metadata={"help": "softness of the neighbours' vote weights (cosine units)"})
     rerank_top: int = field(default=6, metadata={"help": "candidates the cross-encoder scores, by prescore (0: all)"})
     init: str = field(default="", metadata={"help": "a rerank-train run folder whose weights this run starts from (training on)"})
+    layers: int = field(default=0, metadata={"help": "keep only the first N transformer layers (0: all): a cheaper cross-encoder"})
     epochs: int = 2
     batch_size: int = 32
     lr: float = 3e-5
@@ -337,6 +339,13 @@ def check_memory(linker: OnnxLinker, fit: list, tune: list) -> None:
     if pairs is not None and pairs != len(fit) + len(tune):
         raise ValueError(f"the linker's memory holds {pairs} pairs, not this split's {len(fit)} fit + {len(tune)} tune: "
                          "export the linker with the same split")
+
+
+def _check_only_dropped_layers(result, source: str) -> None:
+    """A partial load (``load_state_dict(strict=False)``) may leave out the layers a shorter model drops, nothing else."""
+    unexpected = [k for k in result.unexpected_keys if not re.search(r"encoder\.layer\.\d+\.", k)]
+    if unexpected or result.missing_keys:
+        raise ValueError(f"{source}: weights the model lacks {unexpected[:5]}, weights missing {list(result.missing_keys)[:5]}")
 
 
 def train_reranker(cfg: RerankTrainConfig) -> dict:
@@ -384,12 +393,19 @@ def train_reranker(cfg: RerankTrainConfig) -> dict:
     log.info("%d training pairs, %.1f %% positive", len(examples), 100 * sum(e[2] for e in examples) / len(examples))
 
     encoder = load_encoder(Path(cfg.encoder))
-    bert = build_bert(encoder["bert_config"], len(vocab))
-    bert.load_state_dict(pruned_state_dict(encoder, vocab), strict=False)
+    bert_config = dict(encoder["bert_config"])
+    if cfg.layers:
+        # A cheaper cross-encoder: the first `layers` transformer layers (of the encoder, or of --init's run).
+        if cfg.layers > bert_config["num_hidden_layers"]:
+            raise SystemExit(f"--layers {cfg.layers}: the encoder has {bert_config['num_hidden_layers']}")
+        bert_config["num_hidden_layers"] = cfg.layers
+    bert = build_bert(bert_config, len(vocab))
+    _check_only_dropped_layers(bert.load_state_dict(pruned_state_dict(encoder, vocab), strict=False), "the encoder")
     model = CrossEncoder(bert, cfg.dropout)
     if cfg.init:
-        model.load_state_dict(torch.load(Path(cfg.init) / "model.pt", map_location="cpu"))
-        log.info("starting from the weights of %s", cfg.init)
+        loaded = model.load_state_dict(torch.load(Path(cfg.init) / "model.pt", map_location="cpu"), strict=False)
+        _check_only_dropped_layers(loaded, cfg.init)
+        log.info("starting from the weights of %s (%d layers)", cfg.init, bert_config["num_hidden_layers"])
 
     def evaluate(split, cands) -> tuple[list[np.ndarray], dict]:
         probs = rerank_texts(model, vocab, [t for t, _ in split], cands, names)
@@ -444,7 +460,7 @@ def train_reranker(cfg: RerankTrainConfig) -> dict:
     torch.save(model.state_dict(), out / "model.pt")
     result = {
         "config": asdict(cfg),
-        "bert_config": {**encoder["bert_config"], "vocab_size": len(vocab)},
+        "bert_config": {**bert_config, "vocab_size": len(vocab)},
         "encoder": encoder["source"],
         "linker_version": json.loads((Path(cfg.linker) / "manifest.json").read_text(encoding="utf-8"))["version"],
         "protocol": (f"dev = {cfg.dev_size} of the {len(pairs)} CHIP-CDN training pairs (seeded split, seed {cfg.split_seed}, "
