@@ -132,7 +132,10 @@ export async function loadLinkerBundle(dirArg: string): Promise<LinkerBundle> {
       rerankTop: typeof rerankTop === 'number' ? rerankTop : 0,
       preCosine: num('pre_cosine'),
       preVote: num('pre_vote'),
+      preBias: rd['pre_bias'] === undefined ? 0 : num('pre_bias'),
+      rerankFloor: rd['rerank_floor'] === undefined ? 0 : num('rerank_floor'),
     };
+    if (!(decision.rerankFloor >= 0 && decision.rerankFloor <= 1)) errors.push('config.json: reranker.decision.rerank_floor must be a probability, from 0 to 1');
     let voters = 0;
     let temperature = 1;
     if (memory !== null) {

@@ -57,7 +57,9 @@ export function chooseNames(nearest: readonly NearestNames[], decision: LinkDeci
 /**
  * Which candidates the cross-encoder scores, and which are kept. The
  * `rerankTop` candidates with the highest prescore `preCosine × cosine +
- * preVote × vote` are re-ranked (0: all); each then scores
+ * preVote × vote` (0: all), less those whose prescore probability
+ * sigmoid(prescore + `preBias`) is under `rerankFloor` (never all: the best
+ * stays), are re-ranked; each then scores
  * sigmoid(`probability` × p + `cosine` × cosine + `vote` × vote + `bias`), a
  * logistic regression fitted on training-side pairs; kept: those scoring at
  * least `threshold`, never none (the best), at most `maxNames`.
@@ -72,6 +74,8 @@ export interface RerankDecision {
   readonly rerankTop: number;
   readonly preCosine: number;
   readonly preVote: number;
+  readonly preBias: number;
+  readonly rerankFloor: number;
 }
 
 /** A candidate name for one text: a row of the names, its best cosine to the text or a part, and its vote from the memory (0 without one). */
@@ -136,19 +140,16 @@ export function candidateList(nearest: readonly NearestNames[], rule: CandidateR
   return [...found.entries()].sort((a, b) => b[1] - a[1]).map(([index, cosine]) => ({ index, cosine, vote: votes.get(index)?.vote ?? 0 }));
 }
 
-/** The candidates the cross-encoder scores: the `rerankTop` best by prescore, in candidate order. */
-export function toRerank(candidates: readonly Candidate[], decision: RerankDecision): Candidate[] {
-  if (decision.rerankTop === 0 || candidates.length <= decision.rerankTop) return [...candidates];
-  const pre = candidates.map((c) => decision.preCosine * c.cosine + decision.preVote * c.vote);
-  const best = candidates
-    .map((_, i) => i)
-    .sort((a, b) => pre[b]! - pre[a]!) // stable: ties keep candidate order
-    .slice(0, decision.rerankTop)
-    .sort((a, b) => a - b);
-  return best.map((i) => candidates[i]!);
-}
-
 const sigmoid = (z: number): number => (z >= 0 ? 1 / (1 + Math.exp(-z)) : Math.exp(z) / (1 + Math.exp(z)));
+
+/** The candidates the cross-encoder scores: the `rerankTop` best by prescore above the floor (the best always), in candidate order. */
+export function toRerank(candidates: readonly Candidate[], decision: RerankDecision): Candidate[] {
+  const pre = candidates.map((c) => decision.preCosine * c.cosine + decision.preVote * c.vote);
+  let best = candidates.map((_, i) => i).sort((a, b) => pre[b]! - pre[a]!); // stable: ties keep candidate order
+  if (decision.rerankTop > 0) best = best.slice(0, decision.rerankTop);
+  if (decision.rerankFloor > 0) best = best.filter((i, r) => r === 0 || sigmoid(pre[i]! + decision.preBias) >= decision.rerankFloor);
+  return best.sort((a, b) => a - b).map((i) => candidates[i]!);
+}
 
 /** The kept candidates with their scores, best first (`probabilities[k]` is `candidates[k]`'s). */
 export function chooseReranked(candidates: readonly Candidate[], probabilities: ArrayLike<number>, decision: RerankDecision): { index: number; score: number }[] {

@@ -48,7 +48,7 @@ describe('loadLinkerBundle', () => {
       modelPath: 'reranker.onnx',
       candidates: { kWhole: 3, kPart: 2, voters: 3, temperature: 0.05 },
       maxLength: 64,
-      decision: { probability: 4, cosine: 2, vote: 3, bias: -4.5, threshold: 0.7, maxNames: 2, rerankTop: 3, preCosine: 1, preVote: 0.5 },
+      decision: { probability: 4, cosine: 2, vote: 3, bias: -4.5, threshold: 0.7, maxNames: 2, rerankTop: 4, preCosine: 1, preVote: 0.5, preBias: -0.6, rerankFloor: 0.58 },
     });
     assert.deepEqual(b.memory, { top: 4, pairs: 10 });
     const plain = await loadLinkerBundle(TINY_LINKER);

@@ -45,7 +45,7 @@ describe('linker rules, against the training package (fixtures/golden/link.json)
 describe('memoryVotes, candidateList, toRerank and chooseReranked (twins of cner_train.rerank)', () => {
   const c = (...rows: [number, number, number?][]) => rows.map(([index, cosine, vote]) => ({ index, cosine, vote: vote ?? 0 }));
   const rule = { kWhole: 3, kPart: 2, voters: 2, temperature: 0.05 };
-  const decision = { probability: 4, cosine: 2, vote: 3, bias: -6, threshold: 0.5, maxNames: 3, rerankTop: 0, preCosine: 1, preVote: 0 };
+  const decision = { probability: 4, cosine: 2, vote: 3, bias: -6, threshold: 0.5, maxNames: 3, rerankTop: 0, preCosine: 1, preVote: 0, preBias: 0, rerankFloor: 0 };
   // The same numbers as training/tests/test_rerank.py.
   const memory = [
     { score: 0.9, names: [{ index: 1, cosine: 0.8 }, { index: 2, cosine: 0.7 }] },
@@ -80,6 +80,9 @@ describe('memoryVotes, candidateList, toRerank and chooseReranked (twins of cner
     assert.deepEqual(toRerank(cands, { ...decision, rerankTop: 2 }).map((x) => x.index), [5, 1], 'by cosine alone');
     assert.deepEqual(toRerank(cands, { ...decision, rerankTop: 0 }).map((x) => x.index), [5, 1, 2], '0: all');
     assert.deepEqual(toRerank(c([7, 0.5], [8, 0.5], [9, 0.5]), { ...decision, rerankTop: 2 }).map((x) => x.index), [7, 8], 'ties keep candidate order');
+    // prescore probabilities sigmoid(cosine - 1): 0.475, 0.450, 0.426
+    assert.deepEqual(toRerank(cands, { ...decision, preBias: -1, rerankFloor: 0.44 }).map((x) => x.index), [5, 1], 'under the floor: not re-ranked');
+    assert.deepEqual(toRerank(cands, { ...decision, preBias: -1, rerankFloor: 0.9 }).map((x) => x.index), [5], 'the best always');
   });
 
   it('scores sigmoid(weights · (probability, cosine, vote) + bias), keeps what clears the threshold, never none, at most maxNames', () => {

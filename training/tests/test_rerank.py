@@ -62,6 +62,9 @@ def test_the_rerank_top_by_prescore_are_re_ranked_in_candidate_order():
     assert [c.row for c in replace(DECISION, rerank_top=2, pre_vote=1).to_rerank(cands)] == [1, 2]
     assert [c.row for c in replace(DECISION, rerank_top=2).to_rerank(cands)] == [5, 1]
     assert [c.row for c in DECISION.to_rerank(cands)] == [5, 1, 2]
+    # prescore probabilities sigmoid(cosine - 1): 0.475, 0.450, 0.426
+    assert [c.row for c in replace(DECISION, pre_bias=-1, rerank_floor=0.44).to_rerank(cands)] == [5, 1]
+    assert [c.row for c in replace(DECISION, pre_bias=-1, rerank_floor=0.9).to_rerank(cands)] == [5]
 
 
 def test_decision_scores_a_logistic_keeps_what_clears_the_threshold_never_none_at_most_max():

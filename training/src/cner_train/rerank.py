@@ -177,10 +177,11 @@ def _sigmoid(z: float) -> float:
 @dataclass(frozen=True)
 class RerankDecision:
     """Which candidates are re-ranked and which kept. The ``rerank_top`` candidates with the highest
-    prescore ``pre_cosine × cosine + pre_vote × vote`` (0: all) are scored by the cross-encoder; each then
-    scores sigmoid(``probability`` × p + ``cosine`` × cosine + ``vote`` × vote + ``bias``) (a logistic
-    regression fitted on training-side pairs); kept: those scoring at least ``threshold``, never none
-    (the best), at most ``max_names``, best first."""
+    prescore ``pre_cosine × cosine + pre_vote × vote`` (0: all), less those whose prescore probability
+    sigmoid(prescore + ``pre_bias``) is under ``rerank_floor`` (never all: the best stays), are scored
+    by the cross-encoder; each then scores sigmoid(``probability`` × p + ``cosine`` × cosine + ``vote`` ×
+    vote + ``bias``) (a logistic regression fitted on training-side pairs); kept: those scoring at least
+    ``threshold``, never none (the best), at most ``max_names``, best first."""
 
     probability: float = 1.0
     cosine: float = 0.0
@@ -191,13 +192,17 @@ class RerankDecision:
     rerank_top: int = 0
     pre_cosine: float = 1.0
     pre_vote: float = 0.0
+    pre_bias: float = 0.0
+    rerank_floor: float = 0.0
 
     def to_rerank(self, candidates: Sequence[LinkCandidate]) -> list[LinkCandidate]:
         """The candidates the cross-encoder scores, in candidate order."""
-        if not self.rerank_top or len(candidates) <= self.rerank_top:
-            return list(candidates)
         pre = [self.pre_cosine * c.cosine + self.pre_vote * c.vote for c in candidates]
-        best = sorted(range(len(candidates)), key=lambda i: -pre[i])[: self.rerank_top]  # stable: ties keep candidate order
+        best = sorted(range(len(candidates)), key=lambda i: -pre[i])  # stable: ties keep candidate order
+        if self.rerank_top:
+            best = best[: self.rerank_top]
+        if self.rerank_floor > 0:
+            best = best[:1] + [i for i in best[1:] if _sigmoid(pre[i] + self.pre_bias) >= self.rerank_floor]
         return [candidates[i] for i in sorted(best)]
 
     def score(self, probability: float, c: LinkCandidate) -> float:
@@ -231,7 +236,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-6) -> tuple[np.nda
 
 
 def fit_rerank_decision(cands: list[list[LinkCandidate]], probs: list[np.ndarray], gold: Sequence[Sequence[str]],
-                        names: Sequence[str], rerank_top: int = 0) -> tuple[RerankDecision, float]:
+                        names: Sequence[str], rerank_top: int = 0, rerank_floor: float = 0.0) -> tuple[RerankDecision, float]:
     """The decision with the best set F1 on these texts. ``probs[i]``: the cross-encoder's probability of
     every candidate of text i. The prescore is a logistic regression of gold-or-not on (cosine, vote) over
     every candidate; the score one on (probability, cosine, vote) over the candidates re-ranked; then a
@@ -239,8 +244,9 @@ def fit_rerank_decision(cands: list[list[LinkCandidate]], probs: list[np.ndarray
     golds = [set(g) for g in gold]
     label = [[names[c.row] in g for c in cs] for cs, g in zip(cands, golds, strict=True)]
     flat = [c for cs in cands for c in cs]
-    (pc, pv), _ = fit_logistic(np.array([[c.cosine, c.vote] for c in flat]), np.array([y for ys in label for y in ys]))
-    base = RerankDecision(rerank_top=rerank_top, pre_cosine=round(float(pc), 6), pre_vote=round(float(pv), 6))
+    (pc, pv), pb = fit_logistic(np.array([[c.cosine, c.vote] for c in flat]), np.array([y for ys in label for y in ys]))
+    base = RerankDecision(rerank_top=rerank_top, pre_cosine=round(float(pc), 6), pre_vote=round(float(pv), 6),
+                          pre_bias=round(pb, 6), rerank_floor=rerank_floor)
     kept = [base.to_rerank(cs) for cs in cands]
     p_of = [dict(zip((c.row for c in cs), ps, strict=True)) for cs, ps in zip(cands, probs, strict=True)]
     rows = [(p_of[i][c.row], c, names[c.row] in golds[i]) for i, cs in enumerate(kept) for c in cs]
@@ -573,6 +579,8 @@ class RerankExportConfig:
     vote_k: int = field(default=5, metadata={"help": "nearest training diagnoses that vote (with a memory)"})
     vote_temperature: float = 0.05
     rerank_top: int = field(default=6, metadata={"help": "candidates the cross-encoder scores, by prescore (0: all)"})
+    rerank_floor: float = field(default=0.0, metadata={"help": "of those, only the ones whose prescore probability is at "
+                                                                "least this (the best always): fewer pairs, less cost"})
 
 
 def export_reranker(cfg: RerankExportConfig) -> Path:
@@ -597,7 +605,11 @@ def export_reranker(cfg: RerankExportConfig) -> Path:
         check_memory(linker, fit, tune)
         tune_cc = split_candidates(linker, [t for t, _ in tune], r, len(fit))
         probs = rerank_texts(model, vocab, [t for t, _ in tune], [[x.row for x in cc] for cc in tune_cc], linker.names)
-        decision, tune_f1 = fit_rerank_decision(tune_cc, probs, [g for _, g in tune], linker.names, cfg.rerank_top)
+        decision, tune_f1 = fit_rerank_decision(tune_cc, probs, [g for _, g in tune], linker.names, cfg.rerank_top,
+                                                cfg.rerank_floor)
+        kept = [decision.to_rerank(cc) for cc in tune_cc]
+        log.info("pairs re-ranked a text on the tune split: %.2f of %.2f candidates", np.mean([len(k) for k in kept]),
+                 np.mean([len(cc) for cc in tune_cc]))
         log.info("decision fitted on the tune split: %s (tune F1 %.2f)", decision, tune_f1)
     else:
         try:
@@ -639,8 +651,8 @@ def tiny_reranked_linker_bundle(out: Path, seed: int = 0) -> Path:
         torch.manual_seed(seed + 1)
         vocab = Vocab.load(linker_dir / "vocab.txt")
         model = CrossEncoder(build_bert(TINY_LINK_BERT, len(vocab))).eval()
-        decision = RerankDecision(probability=4.0, cosine=2.0, vote=3.0, bias=-4.5, threshold=0.7, max_names=2, rerank_top=3,
-                                  pre_cosine=1.0, pre_vote=0.5)
+        decision = RerankDecision(probability=4.0, cosine=2.0, vote=3.0, bias=-4.5, threshold=0.7, max_names=2, rerank_top=4,
+                                  pre_cosine=1.0, pre_vote=0.5, pre_bias=-0.6, rerank_floor=0.58)
         add_reranker(linker_dir, out, model, candidate_config(3, 2, 3, 0.05), decision,
                      manifest_extra={"name": "cner-tiny-random-reranked-linker", "version": "tiny-reranked-linker-0",
                                      "metrics": {"note": "random weights, for tests only"}})
