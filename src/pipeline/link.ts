@@ -134,10 +134,10 @@ export function candidateList(nearest: readonly NearestNames[], rule: CandidateR
     const k = Math.min(j === 0 ? rule.kWhole : rule.kPart, n.indices.length);
     for (let r = 0; r < k; r++) best.set(n.indices[r]!, Math.max(best.get(n.indices[r]!) ?? -2, n.scores[r]!));
   });
-  const found = new Map([...best.entries()].sort((a, b) => b[1] - a[1]));
+  // One stable sort at the end: the nearest names were found first, so on ties they stay ahead of the memory's.
   const votes = memory === null ? new Map<number, { vote: number; cosine: number }>() : memoryVotes(memory, rule.voters, rule.temperature);
-  for (const [index, { cosine }] of votes) found.set(index, Math.max(found.get(index) ?? -2, cosine));
-  return [...found.entries()].sort((a, b) => b[1] - a[1]).map(([index, cosine]) => ({ index, cosine, vote: votes.get(index)?.vote ?? 0 }));
+  for (const [index, { cosine }] of votes) best.set(index, Math.max(best.get(index) ?? -2, cosine));
+  return [...best.entries()].sort((a, b) => b[1] - a[1]).map(([index, cosine]) => ({ index, cosine, vote: votes.get(index)?.vote ?? 0 }));
 }
 
 const sigmoid = (z: number): number => (z >= 0 ? 1 / (1 + Math.exp(-z)) : Math.exp(z) / (1 + Math.exp(z)));

@@ -500,13 +500,11 @@ class OnnxLinker:
 
 
     def _link_reranked(self, texts: Sequence[str]) -> list[list[tuple[int, float]]]:
-        from .rerank import RerankDecision, linking_candidates, memory_of
+        from .rerank import RerankDecision, linking_candidates, nearest_with_memory
 
         r = self.config["reranker"]
         decision = RerankDecision(**r["decision"])
-        memory = memory_of(self.run_queries(texts)) if "memory" in self.config else [None] * len(texts)
-        cands = [decision.to_rerank(linking_candidates(p, m, r))
-                 for p, m in zip(nearest_by_text(texts, self.top), memory, strict=True)]
+        cands = [decision.to_rerank(linking_candidates(p, m, r)) for p, m in zip(*nearest_with_memory(self, texts), strict=True)]
         probs = self.rerank([t for t, c in zip(texts, cands, strict=True) for _ in c], [self.names[c.row] for cs in cands for c in cs])
         out, at = [], 0
         for c in cands:

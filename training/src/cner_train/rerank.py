@@ -129,6 +129,26 @@ def memory_of(outputs: dict[str, np.ndarray], exclude_rows: Sequence[int | None]
     return out
 
 
+def nearest_with_memory(linker: OnnxLinker, texts: Sequence[str], exclude_rows: Sequence[int | None] | None = None
+                        ) -> tuple[list[list[tuple[np.ndarray, np.ndarray]]], list[MemoryAnswer | None]]:
+    """Each text's nearest names for itself and its parts (``nearest_by_text``) and, with a memory, its
+    ``MemoryAnswer`` (``memory_of``), from one run of the graph over every query: the memory outputs of a
+    text's whole-text query come with its nearest names."""
+    if not texts:
+        return [], []
+    outputs: dict[str, np.ndarray] = {}
+
+    def nearest(queries: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        outputs.update(linker.run_queries(queries))
+        return outputs["indices"], outputs["scores"]
+
+    near = nearest_by_text(texts, nearest)
+    if "memory" not in linker.config:
+        return near, [None] * len(texts)
+    whole = np.cumsum([0] + [len(p) for p in near[:-1]])  # each text's own query comes first, then its parts'
+    return near, memory_of({k: v[whole] for k, v in outputs.items()}, exclude_rows)
+
+
 @dataclass(frozen=True)
 class LinkCandidate:
     """A name for one text: its row, its best cosine to the text or a listed part, and the nearest
@@ -235,6 +255,17 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-6) -> tuple[np.nda
     return w.detach().numpy().copy(), float(b.detach())
 
 
+def fit_prescore(cands: list[list[LinkCandidate]], golds: Sequence[set[str]], names: Sequence[str], rerank_top: int,
+                 rerank_floor: float = 0.0) -> RerankDecision:
+    """A decision whose prescore (a logistic regression of gold-or-not on (cosine, vote) over every
+    candidate of these texts) picks the ``rerank_top`` candidates to re-rank; its other fields are defaults."""
+    flat = [c for cs in cands for c in cs]
+    labels = [names[c.row] in g for cs, g in zip(cands, golds, strict=True) for c in cs]
+    (pc, pv), pb = fit_logistic(np.array([[c.cosine, c.vote] for c in flat]), np.array(labels))
+    return RerankDecision(rerank_top=rerank_top, pre_cosine=round(float(pc), 6), pre_vote=round(float(pv), 6),
+                          pre_bias=round(pb, 6), rerank_floor=rerank_floor)
+
+
 def fit_rerank_decision(cands: list[list[LinkCandidate]], probs: list[np.ndarray], gold: Sequence[Sequence[str]],
                         names: Sequence[str], rerank_top: int = 0, rerank_floor: float = 0.0) -> tuple[RerankDecision, float]:
     """The decision with the best set F1 on these texts. ``probs[i]``: the cross-encoder's probability of
@@ -242,11 +273,7 @@ def fit_rerank_decision(cands: list[list[LinkCandidate]], probs: list[np.ndarray
     every candidate; the score one on (probability, cosine, vote) over the candidates re-ranked; then a
     grid over the threshold and the cap."""
     golds = [set(g) for g in gold]
-    label = [[names[c.row] in g for c in cs] for cs, g in zip(cands, golds, strict=True)]
-    flat = [c for cs in cands for c in cs]
-    (pc, pv), pb = fit_logistic(np.array([[c.cosine, c.vote] for c in flat]), np.array([y for ys in label for y in ys]))
-    base = RerankDecision(rerank_top=rerank_top, pre_cosine=round(float(pc), 6), pre_vote=round(float(pv), 6),
-                          pre_bias=round(pb, 6), rerank_floor=rerank_floor)
+    base = fit_prescore(cands, golds, names, rerank_top, rerank_floor)
     kept = [base.to_rerank(cs) for cs in cands]
     p_of = [dict(zip((c.row for c in cs), ps, strict=True)) for cs, ps in zip(cands, probs, strict=True)]
     rows = [(p_of[i][c.row], c, names[c.row] in golds[i]) for i, cs in enumerate(kept) for c in cs]
@@ -331,12 +358,9 @@ def split_candidates(linker: OnnxLinker, texts: Sequence[str], r: dict, memory_o
     """Each text's ``linking_candidates`` through the bundle. Texts that are themselves pairs of the
     bundle's memory (rows ``memory_offset``, ``memory_offset`` + 1, … in order) do not vote for
     themselves: each one's own row is left out of its neighbours."""
-    memory = None
-    if "memory" in linker.config:
-        exclude = None if memory_offset is None else [memory_offset + i for i in range(len(texts))]
-        memory = memory_of(linker.run_queries(texts), exclude)
-    near = nearest_by_text(texts, linker.top)
-    return [linking_candidates(p, None if memory is None else memory[i], r) for i, p in enumerate(near)]
+    exclude = None if memory_offset is None else [memory_offset + i for i in range(len(texts))]
+    near, memory = nearest_with_memory(linker, texts, exclude)
+    return [linking_candidates(p, m, r) for p, m in zip(near, memory, strict=True)]
 
 
 def check_memory(linker: OnnxLinker, fit: list, tune: list) -> None:
@@ -385,11 +409,7 @@ def train_reranker(cfg: RerankTrainConfig) -> dict:
     if cfg.rerank_top:
         # Train on what the bundle will re-rank: each text's rerank_top candidates by a prescore fitted
         # here on the fit pairs (the bundle's own is fitted again on the tune pairs at export).
-        flat = [c for cc in fit_cc for c in cc]
-        gold_sets = [set(g) for _, g in fit]
-        labels = [names[c.row] in g for cc, g in zip(fit_cc, gold_sets, strict=True) for c in cc]
-        (pc, pv), _ = fit_logistic(np.array([[c.cosine, c.vote] for c in flat]), np.array(labels))
-        pre = RerankDecision(rerank_top=cfg.rerank_top, pre_cosine=float(pc), pre_vote=float(pv))
+        pre = fit_prescore(fit_cc, [set(g) for _, g in fit], names, cfg.rerank_top)
         train_c = [[c.row for c in pre.to_rerank(cc)] for cc in fit_cc]
     examples = []  # (text, name index, label)
     for (t, gold), c in zip(fit, train_c, strict=True):
@@ -457,8 +477,10 @@ def train_reranker(cfg: RerankTrainConfig) -> dict:
     tune_p, _ = evaluate(tune, tune_c)
     decision, tune_f1 = fit_rerank_decision(tune_cc, tune_p, [g for _, g in tune], names, cfg.rerank_top)
     dev_p, dev_top1 = evaluate(dev, dev_c)
-    dev_chosen = [decision.choose(kept, [dict(zip(c, p, strict=True))[k.row] for k in kept])
-                  for cc, c, p in zip(dev_cc, dev_c, dev_p, strict=True) for kept in [decision.to_rerank(cc)]]
+    dev_chosen = []
+    for cc, c, p in zip(dev_cc, dev_c, dev_p, strict=True):
+        p_of, kept = dict(zip(c, p, strict=True)), decision.to_rerank(cc)
+        dev_chosen.append(decision.choose(kept, [p_of[k.row] for k in kept]))
     dev_metrics = set_prf([g for _, g in dev], [[names[i] for i, _ in ch] for ch in dev_chosen])
     log.info("decision %s (tune F1 %.2f); dev set F1 %.2f (P %.2f R %.2f); re-ranked top-1 only %.2f",
              decision, tune_f1, dev_metrics["f1"], dev_metrics["precision"], dev_metrics["recall"], dev_top1["f1"])
@@ -670,8 +692,8 @@ def golden_reranked_cases(bundle: Path) -> list[dict]:
     decision = RerankDecision(**r["decision"])
     cases = []
     for text in GOLDEN_LINK_TEXTS:
-        memory = memory_of(linker.run_queries([text]))[0]
-        cands = linking_candidates(nearest_by_text([text], linker.top)[0], memory, r)
+        (near,), (memory,) = nearest_with_memory(linker, [text])
+        cands = linking_candidates(near, memory, r)
         kept = decision.to_rerank(cands)
         probs = linker.rerank([text] * len(kept), [linker.names[c.row] for c in kept])
         cases.append({
