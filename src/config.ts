@@ -15,7 +15,7 @@ import { type Either, getApplicativeValidation, isLeft, left, right } from 'fp-t
 import { type NonEmptyArray, getSemigroup } from 'fp-ts/lib/NonEmptyArray.js';
 import { CnerError } from './errors.js';
 import type { LinkerOptions } from './model/linker.js';
-import type { ModelOptions } from './model/model.js';
+import { BUNDLE_LINKER, type LinkerSource, type ModelOptions, NO_LINKER } from './model/model.js';
 import { DEFAULT_MODEL, PACKAGE_ROOT, resolveModelDir } from './paths.js';
 import { type ExecutionProvider, isExecutionProvider } from './model/session-options.js';
 import { LOG_LEVELS, type LogLevel } from './observability/logger.js';
@@ -54,7 +54,7 @@ export const VARIABLES: readonly VariableSpec[] = Object.freeze([
   { name: 'SCHEMA_REGISTRY_PASSWORD', doc: 'Registry basic-auth password. Never logged.' },
   { name: 'CNER_INSTANCE_ID', default: 'the host name', doc: 'Identity of this instance: names its model cache directory and its model-topic reader; in Kubernetes the pod name (the host name). Transactional ids do not depend on it.' },
   { name: 'CNER_MODEL_DIR', default: 'default', doc: 'Model bundle: the name of a bundle shipped in the package (a folder of `models/` with a manifest, e.g. `default`) or a bundle directory; a relative directory is relative to the package root.' },
-  { name: 'CNER_LINKER_DIR', default: 'none', doc: 'ICD-10 linker bundle (`cner-train link-export`): every entity of the types it names (DIS) gets the concepts it denotes in `codes`, and events carry its `linkerVersion`. A bundle shipped in the package by name, or a bundle directory (relative: to the package root); `none` = no linking.' },
+  { name: 'CNER_LINKER_DIR', default: 'bundle', doc: 'ICD-10 linker (`cner-train link-export`): every entity of the types it names (DIS) gets the concepts it denotes in `codes`, and events carry its `linkerVersion`. `bundle` = the linker the served model bundle carries in `linker/` (`cner-train link-attach`), so it switches with each model version, none for a bundle without one; `none` = no linking; a linker bundle shipped in the package by name, or a linker bundle directory (relative: to the package root) = that linker for every model version.' },
   { name: 'CNER_MODEL_CACHE_DIR', doc: 'Writable directory where verified model versions from the model topic are kept (default: a directory under the system temp dir; mount a volume to keep them across restarts).' },
   { name: 'CNER_EXECUTION_PROVIDERS', default: 'cpu', doc: 'onnxruntime execution providers to try in order, comma-separated (e.g. `cuda,cpu`); CPU is always the fallback.' },
   { name: 'CNER_INFERENCE_WORKERS', default: '1', doc: 'Inference worker threads (≥ 1: the Kafka loop never runs the model on its own thread).' },
@@ -98,7 +98,9 @@ export interface RegistryConfig {
 
 export interface ModelConfig {
   readonly dir: string;
-  /** Null: no linking. */
+  /** Which linker links: the served bundle's (`bundle`), none, or one directory for every version. */
+  readonly linker: LinkerSource;
+  /** The linker bundle directory CNER_LINKER_DIR names (`linker.dir`); null for `bundle` and `none`. */
   readonly linkerDir: string | null;
   readonly cacheDir: string | null;
   readonly executionProviders: readonly ExecutionProvider[];
@@ -282,10 +284,11 @@ const redactUrl = (raw: string): string => raw.replace(/\/\/[^/@]*@/, '//***@');
 function modelConfig(get: Getter, mode: ConfigMode): Validated<ModelConfig> {
   // --model is relative to the working directory; CNER_MODEL_DIR to the package root (the image's layout).
   const base = get.flagged('CNER_MODEL_DIR') ? process.cwd() : PACKAGE_ROOT;
-  const linker = get('CNER_LINKER_DIR') ?? NO_LINKER;
+  const linker = linkerSource(get);
   return sequenceS(V)({
     dir: right(resolveModelDir(get('CNER_MODEL_DIR') ?? DEFAULT_MODEL, base)),
-    linkerDir: right(linker.toLowerCase() === NO_LINKER ? null : resolveModelDir(linker, get.flagged('CNER_LINKER_DIR') ? process.cwd() : PACKAGE_ROOT)),
+    linker: right(linker),
+    linkerDir: right(linker.kind === 'dir' ? linker.dir : null),
     cacheDir: right(get('CNER_MODEL_CACHE_DIR') ?? null),
     executionProviders: providers(get),
     // The stream loop never runs the model on its own thread; a command may.
@@ -297,8 +300,14 @@ function modelConfig(get: Getter, mode: ConfigMode): Validated<ModelConfig> {
   });
 }
 
-/** CNER_LINKER_DIR's value for no linking. */
-const NO_LINKER = 'none';
+/** CNER_LINKER_DIR: `bundle` (the default), `none` (either case), or a linker bundle by name or directory (--linker: relative to the working directory). */
+function linkerSource(get: Getter): LinkerSource {
+  const raw = get('CNER_LINKER_DIR') ?? 'bundle';
+  const keyword = raw.toLowerCase();
+  if (keyword === 'bundle') return BUNDLE_LINKER;
+  if (keyword === 'none') return NO_LINKER;
+  return Object.freeze({ kind: 'dir', dir: resolveModelDir(raw, get.flagged('CNER_LINKER_DIR') ? process.cwd() : PACKAGE_ROOT) });
+}
 
 /** What a command that loads a model passes to openModel, from the one configuration. */
 export function modelOptionsOf(model: ModelConfig, logger?: ModelOptions['logger']): ModelOptions {

@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { ModelManager } from './versions/manager.js';
 import { type Linker, openLinker } from './model/linker.js';
-import { openModel } from './model/model.js';
+import { type LinkerUse, openModel } from './model/model.js';
 import { Health } from './observability/health.js';
 import { type HttpServer, startHttpServer } from './observability/http.js';
 import { type Metrics, createMetrics } from './observability/metrics.js';
@@ -66,7 +66,8 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
   const abort = new AbortController();
   options.signal?.addEventListener('abort', () => abort.abort(), { once: true });
   let model: ModelManager | null = null;
-  let linker: Linker | null = null;
+  /** The one linker of every version (CNER_LINKER_DIR a directory); null with `bundle` (each version opens the one its bundle carries) or `none`. */
+  let sharedLinker: Linker | null = null;
   let stream: StreamProcessor | null = null;
 
   log.info({ config: describeConfig(config) }, 'starting the stream processor');
@@ -83,7 +84,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     health.shuttingDown();
     await stream?.stop();
     await model?.close().catch((e: unknown) => log.warn({ err: e }, 'closing the model failed'));
-    await linker?.close().catch((e: unknown) => log.warn({ err: e }, 'closing the linker failed'));
+    await sharedLinker?.close().catch((e: unknown) => log.warn({ err: e }, 'closing the linker failed'));
     await http.close();
   };
 
@@ -91,6 +92,10 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     const registry = new SchemaRegistry({ url: config.registry.url, auth: config.registry.auth });
     const kafkajs = options.kafka === undefined ? createKafkaClient({ ...config.kafka, log: log.child({ component: 'kafka' }) }) : null;
     const modelLog = log.child({ component: 'model' });
+    const source = config.model.linker;
+    const linkerOptions = linkerOptionsOf(config.model, log.child({ component: 'linker' }));
+    if (source.kind === 'dir') sharedLinker = await openLinker(source.dir, linkerOptions);
+    const linkerUse: LinkerUse = sharedLinker === null ? source : { kind: 'shared', linker: sharedLinker };
     model = new ModelManager({
       defaultDir: config.model.dir,
       cacheDir: config.model.cacheDir ?? path.join(os.tmpdir(), `cner-model-cache-${config.kafka.instanceId}`),
@@ -98,7 +103,8 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       readerGroupId: `${config.kafka.groupId}.models.${config.kafka.instanceId}.${process.pid}.${Date.now().toString(36)}`,
       client: options.modelTopic === undefined ? kafkajs : options.modelTopic,
       decode: modelTopicDecoder(registry),
-      open: (dir) => openModel(dir, modelOptionsOf(config.model, modelLog)),
+      // Each version's tagger opens with its linker (CNER_LINKER_DIR): they switch, and are closed, together.
+      open: (dir) => openModel(dir, { ...modelOptionsOf(config.model, modelLog), linker: linkerUse, linkerOptions }),
       createTopic: config.kafka.createTopics,
       replicationFactor: config.kafka.topicReplicationFactor,
       shadowFraction: config.model.shadowFraction,
@@ -107,10 +113,6 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       ...(options.modelCatchUpTimeoutMs === undefined ? {} : { catchUpTimeoutMs: options.modelCatchUpTimeoutMs }),
     });
     await model.openDefault();
-    if (config.model.linkerDir !== null) {
-      linker = await openLinker(config.model.linkerDir, linkerOptionsOf(config.model, log.child({ component: 'linker' })));
-      metrics.linkerInfo.set({ version: linker.version, reranker: String(linker.bundle.reranker !== null) }, 1);
-    }
     health.set('modelLoaded', true);
 
     const input = loadSchema('EmrRecord');
@@ -134,7 +136,6 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
     const records = { maxTextLength: config.maxTextLength, avro: new AvroReader(input.type, registry) };
     const encoder = new EventEncoder(output.type, outputSchemaId);
     const models = model;
-    const entityLinker = linker;
     stream = new StreamProcessor({
       kafka,
       inputTopic: config.kafka.inputTopic,
@@ -152,7 +153,6 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
           dltTopic: config.kafka.dltTopic,
           groupId: config.kafka.groupId,
           models,
-          linker: entityLinker,
           records,
           encoder,
           maxAttempts: options.maxAttempts ?? 5,

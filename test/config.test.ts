@@ -106,12 +106,20 @@ describe('config', () => {
     assert.equal(config.logLevel, 'debug');
   });
 
-  it('links nothing unless a linker is named; a linker directory resolves like a model\'s; --linker wins and is relative to the working directory', () => {
-    assert.equal(loadConfig(REQUIRED).config.model.linkerDir, null);
-    assert.equal(loadConfig({ ...REQUIRED, CNER_LINKER_DIR: 'None' }).config.model.linkerDir, null);
-    assert.equal(loadConfig({ ...REQUIRED, CNER_LINKER_DIR: 'fixtures/tiny-linker-bundle' }).config.model.linkerDir, path.join(PACKAGE_ROOT, 'fixtures', 'tiny-linker-bundle'));
-    assert.equal(loadConfig({ ...REQUIRED, CNER_LINKER_DIR: '/l' }, 'tool', { linker: 'some/dir' }).config.model.linkerDir, path.resolve(process.cwd(), 'some/dir'));
-    assert.equal(loadConfig({ ...REQUIRED, CNER_LINKER_DIR: '/l' }, 'tool', { linker: 'none' }).config.model.linkerDir, null);
+  it('links with the served bundle\'s linker by default (bundle); none; a linker directory resolves like a model\'s; --linker wins and is relative to the working directory', () => {
+    const linker = (env: Record<string, string>, flags: Record<string, string> = {}) => {
+      const { model } = loadConfig({ ...REQUIRED, ...env }, 'tool', flags).config;
+      return { ...model.linker, linkerDir: model.linkerDir };
+    };
+    assert.deepEqual(linker({}), { kind: 'bundle', linkerDir: null });
+    assert.deepEqual(linker({ CNER_LINKER_DIR: 'Bundle' }), { kind: 'bundle', linkerDir: null });
+    assert.deepEqual(linker({ CNER_LINKER_DIR: 'None' }), { kind: 'none', linkerDir: null });
+    const tiny = path.join(PACKAGE_ROOT, 'fixtures', 'tiny-linker-bundle');
+    assert.deepEqual(linker({ CNER_LINKER_DIR: 'fixtures/tiny-linker-bundle' }), { kind: 'dir', dir: tiny, linkerDir: tiny });
+    assert.deepEqual(linker({ CNER_LINKER_DIR: '/l' }, { linker: 'some/dir' }), { kind: 'dir', dir: path.resolve(process.cwd(), 'some/dir'), linkerDir: path.resolve(process.cwd(), 'some/dir') });
+    assert.deepEqual(linker({ CNER_LINKER_DIR: '/l' }, { linker: 'none' }), { kind: 'none', linkerDir: null });
+    assert.deepEqual(linker({ CNER_LINKER_DIR: 'none' }, { linker: 'bundle' }), { kind: 'bundle', linkerDir: null });
+    assert.equal(VARIABLES.find((v) => v.name === 'CNER_LINKER_DIR')?.default, 'bundle');
   });
 
   it('resolves a relative model directory against the package root', () => {

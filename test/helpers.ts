@@ -127,7 +127,6 @@ export function processorOptions(models: ModelProvider, lines: string[] = [], ov
     dltTopic: 'in.DLT',
     groupId: 'g',
     models,
-    linker: null,
     records: { maxTextLength: 50, avro: reader },
     encoder,
     maxAttempts: 3,

@@ -5,12 +5,12 @@
 
 import { parseArgs } from 'node:util';
 import { CnerError } from '../errors.js';
-import { openLinker } from '../model/linker.js';
+import { openLinkerOf } from '../model/model.js';
 import { type LineError, parseTextLine, readLines, write } from './io.js';
 import { type Command, type CommandIo, EXIT } from './command.js';
 import { MODEL_FLAGS_USAGE, MODEL_FLAG_OPTIONS, toolSetup } from './options.js';
 
-const USAGE = `Usage: cner link --linker NAME|DIR < in.jsonl > out.jsonl
+const USAGE = `Usage: cner link [--linker NAME|DIR] [--model NAME|DIR] < in.jsonl > out.jsonl
 
 Reads one JSON object per line with a diagnosis in "text" and an optional
 "id"; writes one line per input line with the id and "links": [{"code",
@@ -18,6 +18,9 @@ Reads one JSON object per line with a diagnosis in "text" and an optional
 re-ranker's probability that the name is one of the text's standard names,
 fused with the cosine by the bundle's weight; else the cosine between the text, or the listed part that found it, and the
 name). A line that cannot be linked gets {"id", "error"} and the exit code is 1.
+The linker is chosen as for cner tag and cner serve: --linker (or
+CNER_LINKER_DIR) names a linker bundle; by default (bundle) the one the model
+bundle (--model) carries in linker/ (cner-train link-attach).
 
 Options:
   --batch N            lines read, then linked together (default 64; the linker's own batches are of 64 distinct queries)
@@ -31,12 +34,13 @@ export const command: Command = {
     const { values } = parseArgs({ args: [...argv], options: { ...MODEL_FLAG_OPTIONS, batch: { type: 'string' } }, strict: true });
     const batch = Number(values.batch ?? 64);
     if (!Number.isInteger(batch) || batch < 1) throw new CnerError('INVALID_CONFIG', '--batch must be an integer >= 1');
-    const { linkerDir, linkerOptions } = toolSetup(values);
-    if (linkerDir === null) {
-      io.stderr.write(`cner link: a linker bundle is required (--linker NAME|DIR or CNER_LINKER_DIR)\n\n${USAGE}`);
+    const { modelDir, linker: source, linkerOptions } = toolSetup(values);
+    const linker = await openLinkerOf(source, modelDir, linkerOptions);
+    if (linker === null) {
+      const why = source.kind === 'none' ? 'linking is off (none)' : `the model bundle ${modelDir} carries no linker`;
+      io.stderr.write(`cner link: a linker is required and ${why}: name one with --linker NAME|DIR (or CNER_LINKER_DIR), or attach one to the bundle (cner-train link-attach)\n\n${USAGE}`);
       return EXIT.usage;
     }
-    const linker = await openLinker(linkerDir, linkerOptions);
     let failures = 0;
     try {
       let pending: { line: string; parsed: ParsedLine }[] = [];

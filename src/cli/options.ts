@@ -5,7 +5,7 @@
 import type { ParseArgsConfig } from 'node:util';
 import type { Logger } from 'pino';
 import { type Config, type LinkerSetup, type ModelFlag, MODEL_FLAGS, VARIABLES, linkerOptionsOf, loadConfig, modelOptionsOf } from '../config.js';
-import type { ModelOptions } from '../model/model.js';
+import type { LinkerSource, ModelOptions } from '../model/model.js';
 import { createLogger } from '../observability/logger.js';
 import { bundledModelNames } from '../paths.js';
 
@@ -22,7 +22,7 @@ export const MODEL_FLAG_OPTIONS = {
 
 const HELP: Readonly<Record<ModelFlag, [string, string]>> = {
   model: ['NAME|DIR', `a bundle shipped in the package by name (${bundledModelNames().join(', ')}) or a bundle directory`],
-  linker: ['NAME|DIR', 'ICD-10 linker bundle (cner-train link-export) for the entities\' codes; none = no linking'],
+  linker: ['bundle|none|NAME|DIR', 'ICD-10 linker for the entities\' codes: bundle = the one the model bundle carries (cner-train link-attach), if any; none = no linking; else a linker bundle (cner-train link-export)'],
   workers: ['N', 'inference worker threads (0 = onnxruntime on the command\'s own thread)'],
   providers: ['LIST', 'execution providers to try in order, e.g. cuda,cpu (CPU is always the fallback)'],
   threads: ['N', 'onnxruntime intra-op threads per worker (0 = the usable CPUs divided among the workers)'],
@@ -49,8 +49,8 @@ export interface ToolSetup {
   readonly log: Logger;
   readonly modelDir: string;
   readonly modelOptions: ModelOptions;
-  /** Null: no linking (CNER_LINKER_DIR / --linker none). */
-  readonly linkerDir: string | null;
+  /** Which linker links (CNER_LINKER_DIR / --linker): the model bundle's (`bundle`), none, or a linker bundle directory. */
+  readonly linker: LinkerSource;
   readonly linkerOptions: LinkerSetup;
 }
 
@@ -63,7 +63,7 @@ export function toolSetup(values: { readonly [K in ModelFlag]?: string | undefin
     log,
     modelDir: config.model.dir,
     modelOptions: modelOptionsOf(config.model, log),
-    linkerDir: config.model.linkerDir,
+    linker: config.model.linker,
     linkerOptions: linkerOptionsOf(config.model, log),
   };
 }

@@ -1,15 +1,15 @@
 // `cner tag`: JSON Lines in ({"text"|"originalText": …, "id"?: …}), one JSON
 // line out per input line, in order: {"id", "entities": [{label_type,
 // start_pos, end_pos, text, score, type}]} with code-point offsets, end
-// exclusive (the CCKS-2019 convention). With a linker (--linker or
-// CNER_LINKER_DIR), each entity of a linked type also carries its "codes".
+// exclusive (the CCKS-2019 convention). With a linker (by default the one the
+// model bundle carries; --linker or CNER_LINKER_DIR choose, as for cner serve),
+// each entity of a linked type also carries its "codes".
 
 import { parseArgs } from 'node:util';
 import { CnerError, isCnerError } from '../errors.js';
 import type { ConceptCode, LinkedEntity } from '../pipeline/event.js';
 import type { EntityLinker } from '../pipeline/link.js';
 import { tagAndLink } from '../pipeline/tag-link.js';
-import { type Linker, openLinker } from '../model/linker.js';
 import { type LoadedModel, openModel } from '../model/model.js';
 import { type LineError, mapOrdered, parseTextLine, readLines, write } from './io.js';
 import { type Command, type CommandIo, EXIT } from './command.js';
@@ -20,7 +20,8 @@ const USAGE = `Usage: cner tag [--model DIR] < in.jsonl > out.jsonl
 Reads one JSON object per line with the text in "text" or "originalText" and
 an optional "id"; writes one line per input line with the id and "entities":
 [{"label_type", "start_pos", "end_pos", "text", "score", "type"}]. Offsets are
-code points, end exclusive. With a linker, every entity also has "codes":
+code points, end exclusive. With a linker (--linker; by default the one the
+model bundle carries, if any), every entity also has "codes":
 [{"system", "code", "name", "score"}], best first (empty for the types the
 linker does not link). A line that cannot be tagged gets {"id", "error"} and
 the exit code is 1.
@@ -53,22 +54,20 @@ export const command: Command = {
   usage: USAGE,
   async run(argv: readonly string[], io: CommandIo): Promise<number> {
     const { values } = parseArgs({ args: [...argv], options: { ...MODEL_FLAG_OPTIONS, concurrency: { type: 'string' } }, strict: true });
-    const { modelDir, modelOptions, linkerDir, linkerOptions } = toolSetup(values);
+    const { modelDir, modelOptions, linker, linkerOptions } = toolSetup(values);
     const concurrency = Number(values.concurrency ?? 64);
     if (!Number.isInteger(concurrency) || concurrency < 1) throw new CnerError('INVALID_CONFIG', '--concurrency must be an integer >= 1');
-    const model = await openModel(modelDir, modelOptions);
-    let linker: Linker | null = null;
+    // The model opens the linker --linker names (the one its bundle carries, by default) and closes it with itself.
+    const model = await openModel(modelDir, { ...modelOptions, linker, linkerOptions });
     let failures = 0;
     try {
-      if (linkerDir !== null) linker = await openLinker(linkerDir, linkerOptions);
       const lines = nonEmpty(readLines(io.stdin));
-      for await (const out of mapOrdered(lines, concurrency, (line) => tagLine(line, model, linker))) {
+      for await (const out of mapOrdered(lines, concurrency, (line) => tagLine(line, model, model.linker))) {
         if ('error' in out) failures++;
         await write(io.stdout, `${JSON.stringify(out)}\n`);
       }
     } finally {
       await model.close();
-      await linker?.close();
     }
     return failures > 0 ? EXIT.failures : EXIT.ok;
   },

@@ -1,6 +1,9 @@
 // Loading a model bundle directory (docs/contract.md "Model bundle"): every
 // file in manifest.files is checked against its sha256 before anything is
 // parsed, then all files are validated and every problem is reported at once.
+// A bundle may carry its ICD-10 linker in `linker/` (a complete linker bundle,
+// docs/contract.md): the manifest then has a `linker` entry and lists the
+// linker's files as `linker/<file>`, so they are checked like the others.
 
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -22,7 +25,20 @@ export interface BundleManifest {
   readonly gitCommit: string | null;
   readonly files: Readonly<Record<string, string>>;
   readonly metrics: Readonly<Record<string, unknown>>;
+  /** The linker the bundle carries in `linker/` (`cner-train link-attach`); null: none. */
+  readonly linker: LinkerEntry | null;
 }
+
+/** A tagger manifest's `linker` entry: what its `linker/` folder holds, from the linker's own manifest. */
+export interface LinkerEntry {
+  readonly name: string;
+  readonly version: string;
+  readonly system: string;
+  readonly metrics: Readonly<Record<string, unknown>>;
+}
+
+/** The subfolder of a model bundle that holds its linker bundle. */
+export const LINKER_SUBDIR = 'linker';
 
 export interface ModelBundle {
   readonly dir: string;
@@ -36,6 +52,8 @@ export interface ModelBundle {
   /** The word lists of a model that reads lexicon features (config.json inputs name lexicon_features); else null. */
   readonly lexicon: Lexicon | null;
   readonly config: Readonly<Record<string, unknown>>;
+  /** The directory of the linker bundle it carries (`<dir>/linker`), or null. */
+  readonly linkerDir: string | null;
 }
 
 export const BUNDLE_FILES = ['model.onnx', 'crf.json', 'labels.json', 'vocab.txt', 'config.json'] as const;
@@ -75,6 +93,7 @@ export async function loadBundle(dirArg: string): Promise<ModelBundle> {
     crf: crf.right,
     lexicon,
     config,
+    linkerDir: manifest.linker === null ? null : path.join(dir, LINKER_SUBDIR),
   });
 }
 
@@ -146,6 +165,7 @@ function decodeManifest(json: unknown, dir: string, required: readonly string[])
     for (const file of required) if (!(file in rawFiles)) errors.push(`files must list ${file}`);
   }
   const metrics = isRecord(obj['metrics']) ? obj['metrics'] : {};
+  const linker = decodeLinkerEntry(obj['linker'], files, errors);
   if (errors.length > 0) {
     throw new CnerError('BUNDLE_INVALID', `manifest.json in ${dir} is invalid:\n- ${errors.join('\n- ')}`, { context: { dir, errors } });
   }
@@ -157,7 +177,38 @@ function decodeManifest(json: unknown, dir: string, required: readonly string[])
     gitCommit,
     files: Object.freeze(files),
     metrics: Object.freeze({ ...metrics }),
+    linker,
   });
+}
+
+/**
+ * The `linker` entry: absent or null for a bundle without a linker. With one,
+ * `files` must list `linker/manifest.json` (the linker's own manifest, which
+ * lists and hashes the rest; the opener checks that the tagger's manifest
+ * lists each of them with the same sha256); `linker/` files without the entry
+ * are an error, so a linker is never half there.
+ */
+function decodeLinkerEntry(raw: unknown, files: Readonly<Record<string, string>>, errors: string[]): LinkerEntry | null {
+  const listed = Object.keys(files).filter((f) => f.startsWith(`${LINKER_SUBDIR}/`));
+  if (raw === undefined || raw === null) {
+    if (listed.length > 0) errors.push(`files lists ${listed.join(', ')} and there is no "linker" entry`);
+    return null;
+  }
+  if (!isRecord(raw)) {
+    errors.push('linker must be an object {name, version, system, metrics} or null');
+    return null;
+  }
+  const text = (key: string): string => {
+    const v = raw[key];
+    if (typeof v !== 'string' || v.length === 0) errors.push(`linker.${key} must be a non-empty string`);
+    return typeof v === 'string' ? v : '';
+  };
+  const entry = { name: text('name'), version: text('version'), system: text('system'), metrics: Object.freeze(isRecord(raw['metrics']) ? { ...raw['metrics'] } : {}) };
+  if (!(`${LINKER_SUBDIR}/manifest.json` in files)) errors.push(`files must list ${LINKER_SUBDIR}/manifest.json (the bundle has a "linker" entry)`);
+  for (const f of listed) {
+    if (f.split('/').length !== 2) errors.push(`files: ${JSON.stringify(f)} must be a file directly in ${LINKER_SUBDIR}/`);
+  }
+  return Object.freeze(entry);
 }
 
 function decodeLabels(json: unknown, errors: string[]): readonly string[] {

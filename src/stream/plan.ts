@@ -23,14 +23,11 @@ export interface ProcessorOptions {
   readonly groupId: string;
   /**
    * Asked once per slice (the ModelManager, or fixedModel()): the whole slice
-   * is tagged, and its events stamped, by the model it lent.
+   * is tagged, and its events stamped, by the model it lent, and linked by
+   * that model's linker: codes for the entities of the types it links (ICD-10
+   * for DIS), stamped with its version; none: empty codes, linkerVersion null.
    */
   readonly models: ModelProvider;
-  /**
-   * Codes for the entities of the types it links (ICD-10 for DIS), stamped
-   * with its version; null: no linking (empty codes, linkerVersion null).
-   */
-  readonly linker: EntityLinker | null;
   /** How input values decode: the longest text, the Avro reader (registry schemas). */
   readonly records: DecodeOptions;
   /** Events out, with the registered ClinicalEntities schema. */
@@ -103,7 +100,7 @@ export async function planTransaction(messages: readonly InputMessage[], attempt
 async function plan(messages: readonly InputMessage[], attempt: number, options: ProcessorOptions, lease: ModelLease, shadows: Promise<void>[]): Promise<TransactionPlan> {
   const now = options.now ?? Date.now;
   const model = lease.model;
-  const linker = options.linker;
+  const linker = lease.linker;
   const decoded = await Promise.all(messages.map((m) => decodeMessage(m.key, m.value, options.records)));
 
   // Every record's chunks are queued for inference in this one synchronous

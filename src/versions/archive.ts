@@ -3,15 +3,19 @@
 // deterministically (names sorted, mode 0644, uid/gid 0, mtime 0, no owner
 // names, padded to 10240-byte records as Python's tarfile does), so the same
 // bundle gives the same bytes and the same sha256 from either publisher.
-// Headers are encoded and parsed by the `tar` package; the archive is split
-// into parts that fit the broker's message size and reassembled and verified
-// by the reader before anything is written to disk.
+// A bundle may carry its ICD-10 linker in a `linker/` subfolder (a complete
+// linker bundle): its files are entries `linker/<name>`, one level deep, and
+// nothing else may have a path. Headers are encoded and parsed by the `tar`
+// package; the archive is split into parts that fit the broker's message
+// size and reassembled and verified by the reader before anything is written
+// to disk.
 
 import { createHash } from 'node:crypto';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Header, Parser, type ReadEntry } from 'tar';
 import { CnerError } from '../errors.js';
+import { LINKER_SUBDIR } from '../model/bundle.js';
 
 const BLOCK = 512;
 /** Python's tarfile.RECORDSIZE: archives are padded to a multiple of it. */
@@ -21,8 +25,14 @@ export const DEFAULT_PART_BYTES = 900 * 1024;
 /** Largest archive accepted (a bundle is tens of MB; this bounds memory on the reader). */
 export const MAX_ARCHIVE_BYTES = 2 * 1024 ** 3;
 
-/** Plain file names only: a bundle is one flat directory. */
-const SAFE_NAME = /^[A-Za-z0-9._-]+$/;
+/** Plain file names only (not `.` or `..`). */
+const SAFE_NAME = /^(?!\.{1,2}$)[A-Za-z0-9._-]+$/;
+
+/** An archive entry's name: a plain file of the bundle, or a plain file of its `linker/` subfolder. */
+export const isBundleEntryName = (name: string): boolean => {
+  const slash = name.indexOf('/');
+  return slash < 0 ? SAFE_NAME.test(name) : name.slice(0, slash) === LINKER_SUBDIR && SAFE_NAME.test(name.slice(slash + 1));
+};
 
 /** Why a version was rejected (the `reason` label of cner_model_versions_rejected_total). */
 export type RejectReason =
@@ -46,14 +56,15 @@ export const rejectReason = (e: unknown): RejectReason | null =>
 
 export const sha256Hex = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
 
-/** The deterministic archive of every regular file in `dir` (not recursive: a bundle is flat). */
+/**
+ * The deterministic archive of every regular file in `dir` and in its
+ * `linker/` subfolder, if any (entries `linker/<name>`); nothing deeper.
+ */
 export async function packBundle(dir: string): Promise<Buffer> {
-  const names = (await readdir(dir)).filter((n) => SAFE_NAME.test(n)).sort();
+  const names = [...(await plainFiles(dir)), ...(await plainFiles(path.join(dir, LINKER_SUBDIR))).map((n) => `${LINKER_SUBDIR}/${n}`)].sort();
   const chunks: Buffer[] = [];
   for (const name of names) {
-    const file = path.join(dir, name);
-    if (!(await stat(file)).isFile()) continue;
-    const data = await readFile(file);
+    const data = await readFile(path.join(dir, ...name.split('/')));
     const header = new Header({ path: name, mode: 0o644, uid: 0, gid: 0, size: data.length, mtime: new Date(0), type: 'File', uname: '', gname: '' });
     const block = Buffer.alloc(BLOCK);
     header.encode(block, 0);
@@ -64,7 +75,20 @@ export async function packBundle(dir: string): Promise<Buffer> {
   return Buffer.concat([body, Buffer.alloc((RECORD - (body.length % RECORD)) % RECORD)]);
 }
 
-/** The archive's files, name → bytes. Rejects anything but flat regular files (no links, directories, paths). */
+/** The plain files directly in `dir` with safe names (none when `dir` is missing). */
+async function plainFiles(dir: string): Promise<string[]> {
+  const files: string[] = [];
+  for (const name of (await readdir(dir).catch(() => [] as string[])).filter((n) => SAFE_NAME.test(n))) {
+    if ((await stat(path.join(dir, name))).isFile()) files.push(name);
+  }
+  return files;
+}
+
+/**
+ * The archive's files, name → bytes (`linker/<name>` for the linker's).
+ * Rejects anything but regular files of the bundle or of its `linker/`
+ * subfolder: no links, no directory entries, no other paths.
+ */
 export async function unpackArchive(archive: Buffer): Promise<Map<string, Buffer>> {
   const files = new Map<string, Buffer>();
   const problems: string[] = [];
@@ -73,8 +97,8 @@ export async function unpackArchive(archive: Buffer): Promise<Map<string, Buffer
       strict: true,
       onReadEntry: (entry: ReadEntry) => {
         const name = entry.path;
-        if (entry.type !== 'File' || !SAFE_NAME.test(name) || files.has(name)) {
-          problems.push(`${JSON.stringify(name)} (${entry.type}) is not a plain file of a flat bundle`);
+        if (entry.type !== 'File' || !isBundleEntryName(name) || files.has(name)) {
+          problems.push(`${JSON.stringify(name)} (${entry.type}) is not a plain file of the bundle or of its ${LINKER_SUBDIR}/ folder`);
           entry.resume();
           return;
         }

@@ -1,15 +1,19 @@
 // Served models and the leases on them. Each slice of the stream loop holds a
-// lease on the model it started with (and on the shadow candidate, if any),
-// so a switch never changes the model under a slice; a replaced model is
-// closed when its last lease is released.
+// lease on the model it started with, and so on that model's linker (and on
+// the shadow candidate, if any), so a switch never changes the tagger or the
+// linker under a slice; a replaced model is closed, with the linker it
+// opened, when its last lease is released.
 
 import type { LoadedModel } from '../model/model.js';
+import type { EntityLinker } from '../pipeline/link.js';
 import type { TaggingModel } from '../pipeline/tag.js';
 import type { Entity } from '../pipeline/spans.js';
 
-/** A model held for one slice: tag with `model`; `shadow` (if any) gets a fraction of the records. */
+/** A model held for one slice: tag with `model`, link with `linker`; `shadow` (if any) gets a fraction of the records. */
 export interface ModelLease {
   readonly model: TaggingModel;
+  /** The served model's linker (its version stamps the slice's events); null: no linking. */
+  readonly linker: EntityLinker | null;
   readonly shadow: ShadowRun | null;
   release(): void;
 }
@@ -26,9 +30,9 @@ export interface ModelProvider {
   acquire(): ModelLease;
 }
 
-/** A provider that always lends the same model (cner tag, tests); closing it stays with the caller. */
-export const fixedModel = (model: TaggingModel): ModelProvider =>
-  Object.freeze({ acquire: (): ModelLease => ({ model, shadow: null, release: () => {} }) });
+/** A provider that always lends the same model and linker (tests); closing them stays with the caller. */
+export const fixedModel = (model: TaggingModel, linker: EntityLinker | null = null): ModelProvider =>
+  Object.freeze({ acquire: (): ModelLease => ({ model, linker, shadow: null, release: () => {} }) });
 
 /** The `sha256` of the bundled default, which no archive has. */
 export const DEFAULT_SHA = 'default';

@@ -7,7 +7,9 @@
 //                  cached in <cache>/<sha256>/ only once verified
 //   here         → the live version opened in the background (new worker pool
 //                  and sessions: every file's sha256, the ONNX load, the
-//                  input/output names), then switched in: the next slice gets it
+//                  input/output names; its linker too: `open` decides which,
+//                  CNER_LINKER_DIR), then switched in: the next slice gets
+//                  the tagger and its linker together
 //   leases.ts    each slice holds a lease on the model it started with; a
 //                replaced model is closed when its last lease is released
 //   shadow.ts    with CNER_SHADOW_FRACTION > 0 the newest verified version
@@ -19,6 +21,7 @@
 import { CnerError } from '../errors.js';
 import type { ModelTopicClient } from '../kafka/port.js';
 import type { Logger } from '../model/log.js';
+import type { Linker } from '../model/linker.js';
 import type { LoadedModel } from '../model/model.js';
 import type { Metrics } from '../observability/metrics.js';
 import { type RejectReason, reject, rejectReason } from './archive.js';
@@ -139,6 +142,7 @@ export class ModelManager implements ModelProvider {
     let released = false;
     return {
       model: served.model,
+      linker: served.model.linker,
       shadow: shadow === null ? null : shadow.run(served.version),
       release: () => {
         if (released) return;
@@ -293,11 +297,14 @@ export class ModelManager implements ModelProvider {
   #serve(next: ServedModel): void {
     const old = this.#current;
     this.#current = next;
+    const { metrics } = this.#o;
     if (old !== null) {
-      this.#o.metrics.modelLive.set({ version: old.version }, 0);
+      metrics.modelLive.set({ version: old.version }, 0);
+      if (old.model.linker !== null) metrics.linkerInfo.set(linkerLabels(old.model.linker), 0);
       old.retire();
     }
-    this.#o.metrics.modelLive.set({ version: next.version }, 1);
+    metrics.modelLive.set({ version: next.version }, 1);
+    if (next.model.linker !== null) metrics.linkerInfo.set(linkerLabels(next.model.linker), 1);
   }
 
   // ------------------------------------------------------------ shadow
@@ -339,6 +346,8 @@ export class ModelManager implements ModelProvider {
     return candidate;
   }
 }
+
+const linkerLabels = (linker: Linker): { version: string; reranker: string } => ({ version: linker.version, reranker: String(linker.bundle.reranker !== null) });
 
 /** The rejection reason of an error from loading a bundle (bundle.ts, onnx-session.ts) or from the cache. */
 function reasonOf(e: unknown): RejectReason {

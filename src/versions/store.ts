@@ -1,13 +1,14 @@
 // The verified bundles on disk: a complete publication (its parts from the
 // topic, or the archive behind its URI) is checked (size, sha256, tar layout,
-// labels, manifest version) and written to <cache>/<sha256>/ only once it
-// passed, with its announcement beside it, so a restart finds it again.
+// labels, manifest version) and written to <cache>/<sha256>/ (with its
+// linker in linker/, if it carries one) only once it passed, with its announcement beside it, so a restart finds it again.
 // <cache>/live.json names the version this instance served last.
 
 import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { TAGS } from '../pipeline/labels.js';
 import type { Logger } from '../model/log.js';
+import { LINKER_SUBDIR } from '../model/bundle.js';
 import { reassemble, reject, unpackArchive, verifyArchive } from './archive.js';
 import type { ModelVersionInfo } from './catalog.js';
 
@@ -65,7 +66,12 @@ export class BundleStore {
     const tmp = `${dir}.tmp-${process.pid}`;
     await rm(tmp, { recursive: true, force: true });
     await mkdir(tmp, { recursive: true });
-    for (const [name, data] of files) await writeFile(path.join(tmp, name), data);
+    for (const [name, data] of files) {
+      // unpackArchive let through only `<file>` and `linker/<file>` (archive.ts): nothing lands outside tmp.
+      const file = path.join(tmp, ...name.split('/'));
+      await mkdir(path.dirname(file), { recursive: true });
+      await writeFile(file, data);
+    }
     await writeFile(path.join(tmp, '.announcement.json'), JSON.stringify(info));
     await rm(dir, { recursive: true, force: true });
     await rename(tmp, dir);
@@ -117,9 +123,13 @@ export function checkContents(info: ModelVersionInfo, files: ReadonlyMap<string,
       version: info.version,
     });
   }
-  const manifest = json('manifest.json') as { version?: unknown } | null;
+  const manifest = json('manifest.json') as { version?: unknown; linker?: unknown } | null;
   if (manifest?.version !== info.version) {
     throw reject('version_mismatch', `model version ${info.version}: manifest.json says version ${JSON.stringify(manifest?.version)}`, { version: info.version });
+  }
+  // A linker/ folder is the bundle's linker only with a manifest entry naming it (its files' sha256s are checked when the bundle is opened).
+  if ([...files.keys()].some((n) => n.startsWith(`${LINKER_SUBDIR}/`)) && (typeof manifest.linker !== 'object' || manifest.linker === null)) {
+    throw reject('manifest', `model version ${info.version}: the archive has a ${LINKER_SUBDIR}/ folder and manifest.json no "linker" entry`, { version: info.version });
   }
 }
 

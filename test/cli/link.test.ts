@@ -5,6 +5,7 @@ import { describe, it } from 'node:test';
 import { command } from '../../src/cli/link.js';
 import { PACKAGE_ROOT } from '../../src/paths.js';
 import { memoryIo } from './helpers.js';
+import { TINY, TINY_RERANKED_LINKER, withLinker } from '../model/variants.js';
 
 const TINY_LINKER = path.join(PACKAGE_ROOT, 'fixtures', 'tiny-linker-bundle');
 const golden = JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'fixtures', 'golden', 'golden-linker.json'), 'utf8')) as {
@@ -41,9 +42,24 @@ describe('cner link', () => {
     assert.equal((out[4]!['links'] as { name: string }[])[0]!.name, '高血压');
   });
 
-  it('needs a linker', async () => {
-    const io = memoryIo('');
-    assert.equal(await command.run([], io), 2);
-    assert.match(io.err(), /a linker bundle is required/);
+  it('links with the linker the model bundle carries by default (bundle); --linker wins', async () => {
+    const carrying = await withLinker('with-reranked', TINY_RERANKED_LINKER);
+    const run = async (...flags: string[]): Promise<unknown> => {
+      const io = memoryIo(lines({ id: 'd', text: '胃癌伴幽门梗阻' }));
+      assert.equal(await command.run([...flags, '--workers', '0'], io), 0);
+      return parse(io.out())[0];
+    };
+    const carried = await run('--model', carrying);
+    assert.deepEqual(carried, await run('--linker', TINY_RERANKED_LINKER));
+    assert.notDeepEqual(carried, await run('--linker', TINY_LINKER), 'the two tiny linkers answer differently');
+    assert.deepEqual(await run('--model', carrying, '--linker', TINY_LINKER), await run('--linker', TINY_LINKER));
+  });
+
+  it('needs a linker: a bundle without one, or none', async () => {
+    for (const flags of [[], ['--model', TINY], ['--model', await withLinker('w'), '--linker', 'none']]) {
+      const io = memoryIo('');
+      assert.equal(await command.run(flags, io), 2);
+      assert.match(io.err(), /a linker is required and (the model bundle .* carries no linker|linking is off)/);
+    }
   });
 });

@@ -3,12 +3,20 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import path from 'node:path';
+import { cp, mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { command as link } from '../../src/cli/link.js';
 import { command } from '../../src/cli/tag.js';
 import { PACKAGE_ROOT } from '../../src/paths.js';
 import { TABLE_BUNDLE } from '../model/helpers.js';
+import { TINY_RERANKED_LINKER, attachLinker } from '../model/variants.js';
 import { memoryIo } from './helpers.js';
 
+const copyOf = async (dir: string): Promise<string> => {
+  const copy = await mkdtemp(path.join(tmpdir(), 'cner-tag-'));
+  await cp(dir, copy, { recursive: true });
+  return copy;
+};
 const lines = (...objs: unknown[]): string => objs.map((o) => (typeof o === 'string' ? o : JSON.stringify(o))).join('\n') + '\n';
 const parse = (out: string): Record<string, unknown>[] => out.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
 
@@ -52,6 +60,26 @@ describe('cner tag', () => {
     const links = parse(linkIo.out())[0]!['links'] as { code: string; name: string; score: number }[];
     assert.ok(links.length > 0);
     assert.deepEqual(ents[1]!.codes, links.map((l) => ({ system: 'ICD-10-BJ-v601', ...l })));
+  });
+
+  it('links with the linker the model bundle carries by default (bundle); --linker none or another linker win', async () => {
+    const carrying = await attachLinker(await copyOf(TABLE_BUNDLE), TINY_RERANKED_LINKER);
+    const run = async (...flags: string[]): Promise<{ type: string; codes?: { code: string }[] }[]> => {
+      const io = memoryIo(lines({ id: 'a', text: '患者查ＣＴ示肺炎。' }));
+      assert.equal(await command.run(['--model', carrying, '--workers', '0', ...flags], io), 0);
+      return parse(io.out())[0]!['entities'] as { type: string; codes?: { code: string }[] }[];
+    };
+    const codesOf = async (linker: string): Promise<string[]> => {
+      const io = memoryIo(lines({ text: '肺炎' }));
+      assert.equal(await link.run(['--linker', linker, '--workers', '0'], io), 0);
+      return (parse(io.out())[0]!['links'] as { code: string }[]).map((l) => l.code);
+    };
+    const carried = await run();
+    assert.deepEqual(carried.map((e) => e.type), ['EXA', 'DIS']);
+    assert.deepEqual(carried[1]!.codes!.map((c) => c.code), await codesOf(TINY_RERANKED_LINKER));
+    assert.ok((await run('--linker', 'none')).every((e) => !('codes' in e)));
+    const other = path.join(PACKAGE_ROOT, 'fixtures', 'tiny-linker-bundle');
+    assert.deepEqual((await run('--linker', other))[1]!.codes!.map((c) => c.code), await codesOf(other));
   });
 
   it('has no codes field without a linker (CNER_LINKER_DIR none)', async () => {

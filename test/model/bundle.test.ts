@@ -6,6 +6,7 @@ import { loadBundle } from '../../src/model/bundle.js';
 import { CnerError } from '../../src/errors.js';
 import { TAGS } from '../../src/pipeline/labels.js';
 import { TABLE_BUNDLE, TABLE_VOCAB, TINY_BUNDLE, TINY_LEXICON_BUNDLE, bundleCopy } from './helpers.js';
+import { withLinker } from './variants.js';
 
 async function rejectsWith(promise: Promise<unknown>, code: string, pattern?: RegExp): Promise<CnerError> {
   try {
@@ -152,5 +153,39 @@ describe('loadBundle (a model that reads lexicon features)', () => {
       true,
       TINY_LEXICON_BUNDLE,
     );
+  });
+
+  describe('a bundle that carries its linker (linker/)', () => {
+    it('reads the manifest\'s linker entry and points at linker/', async () => {
+      const dir = await withLinker('with-linker');
+      const b = await loadBundle(dir);
+      assert.equal(b.linkerDir, path.join(dir, 'linker'));
+      assert.deepEqual({ ...b.manifest.linker, metrics: { ...b.manifest.linker!.metrics } }, { name: 'cner-tiny-random-linker', version: 'tiny-linker-0', system: 'ICD-10-BJ-v601', metrics: { note: 'random weights, for tests only' } });
+      assert.equal((await loadBundle(TINY_BUNDLE)).linkerDir, null);
+      assert.equal((await loadBundle(TINY_BUNDLE)).manifest.linker, null);
+    });
+
+    it('checks the linker\'s files against their sha256 like the others', async () => {
+      const dir = await withLinker('with-linker');
+      await writeFile(path.join(dir, 'linker', 'names.tsv'), '伪造\tX99\n');
+      const e = await rejectsWith(loadBundle(dir), 'BUNDLE_CHECKSUM_MISMATCH', /linker\/names\.tsv/);
+      assert.equal(e.context['file'], 'linker/names.tsv');
+    });
+
+    it('refuses a half-described linker: files without the entry, an entry without linker/manifest.json, deeper paths', async () => {
+      const edit = async (f: (m: Record<string, unknown>, files: Record<string, string>) => void): Promise<string[]> => {
+        const dir = await withLinker('with-linker');
+        await editJson(path.join(dir, 'manifest.json'), (m) => {
+          const files = { ...(m['files'] as Record<string, string>) };
+          f(m, files);
+          return { ...m, files };
+        });
+        return (await rejectsWith(loadBundle(dir), 'BUNDLE_INVALID')).context['errors'] as string[];
+      };
+      assert.ok((await edit((m) => delete m['linker'])).some((x) => /files lists linker\/.* and there is no "linker" entry/.test(x)));
+      assert.ok((await edit((_m, files) => delete files['linker/manifest.json'])).includes('files must list linker/manifest.json (the bundle has a "linker" entry)'));
+      assert.ok((await edit((_m, files) => void (files['linker/deeper/x'] = files['linker/names.tsv']!))).includes('files: "linker/deeper/x" must be a file directly in linker/'));
+      assert.ok((await edit((m) => void (m['linker'] = { name: 'x', version: '' }))).includes('linker.version must be a non-empty string'));
+    });
   });
 });

@@ -1,6 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { openModel } from '../../src/model/model.js';
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { BUNDLE_LINKER, NO_LINKER, openLinkerOf, openModel } from '../../src/model/model.js';
+import { openLinker } from '../../src/model/linker.js';
+import { PACKAGE_ROOT } from '../../src/paths.js';
+import { TINY, TINY_LINKER, TINY_RERANKED_LINKER, withLinker } from './variants.js';
 import { CnerError } from '../../src/errors.js';
 import { codePoints } from '../../src/pipeline/chunk.js';
 import { lexiconFeatures } from '../../src/pipeline/lexicon.js';
@@ -149,6 +157,97 @@ describe('openModel + tagRecord (tiny BERT bundle from the Python side)', () => 
           want.forEach((v, i) => assert.ok(Math.abs(got![i]! - v) <= 1e-4, `chunk ${k} value ${i}: ${got![i]} vs ${v}`));
         }
       }
+    } finally {
+      await model.close();
+    }
+  });
+});
+
+describe('openModel with a linker (CNER_LINKER_DIR)', () => {
+  const DIAGNOSIS = '胃癌伴幽门梗阻';
+  const INLINE = { workers: 0, maxWaitMs: 0, linkerOptions: { workers: 0 } } as const;
+  const expected = async (dir: string): Promise<unknown> => {
+    const linker = await openLinker(dir, { workers: 0 });
+    try {
+      return (await linker.link([DIAGNOSIS]))[0];
+    } finally {
+      await linker.close();
+    }
+  };
+
+  it('bundle: opens the linker the bundle carries, links as that linker does, and closes it with the model', async () => {
+    const model = await openModel(await withLinker('with-linker'), { ...INLINE, linker: BUNDLE_LINKER });
+    const linker = model.linker!;
+    assert.equal(linker.version, 'tiny-linker-0');
+    assert.deepEqual((await linker.link([DIAGNOSIS]))[0], await expected(TINY_LINKER));
+    await model.close();
+    await assert.rejects(linker.link(['肺炎']), (e: unknown) => e instanceof CnerError && e.code === 'MODEL_CLOSED');
+  });
+
+  it('bundle without a linker, or none: no linker', async () => {
+    for (const [dir, linker] of [[TINY, BUNDLE_LINKER], [await withLinker('with-linker'), NO_LINKER]] as const) {
+      const model = await openModel(dir, { ...INLINE, linker });
+      assert.equal(model.linker, null);
+      await model.close();
+    }
+    const model = await openModel(await withLinker('with-linker'), INLINE); // the default: none
+    assert.equal(model.linker, null);
+    await model.close();
+  });
+
+  it('a linker directory serves every model, whatever it carries; a shared one is not closed with a model', async () => {
+    const model = await openModel(await withLinker('with-linker'), { ...INLINE, linker: { kind: 'dir', dir: TINY_RERANKED_LINKER } });
+    assert.equal(model.linker!.version, 'tiny-reranked-linker-0');
+    await model.close();
+    const shared = await openLinker(TINY_LINKER, { workers: 0 });
+    try {
+      for (const dir of [TINY, await withLinker('other')]) {
+        const m = await openModel(dir, { ...INLINE, linker: { kind: 'shared', linker: shared } });
+        assert.equal(m.linker, shared);
+        await m.close();
+      }
+      assert.deepEqual((await shared.link([DIAGNOSIS]))[0], await expected(TINY_LINKER), 'still open');
+    } finally {
+      await shared.close();
+    }
+  });
+
+  it('refuses a carried linker that differs from the tagger\'s manifest (version, a file it does not list)', async () => {
+    const edit = async (linker: string, f: (m: { files: Record<string, string>; linker: { version: string } }) => void): Promise<string> => {
+      const dir = await withLinker('with-linker', linker);
+      const file = path.join(dir, 'manifest.json');
+      const m = JSON.parse(await readFile(file, 'utf8')) as { files: Record<string, string>; linker: { version: string } };
+      f(m);
+      await writeFile(file, JSON.stringify(m));
+      return dir;
+    };
+    const version = await edit(TINY_LINKER, (m) => void (m.linker.version = 'tiny-linker-9'));
+    await assert.rejects(openModel(version, { ...INLINE, linker: BUNDLE_LINKER }), (e: unknown) => e instanceof CnerError && e.code === 'BUNDLE_INVALID' && /linker entry tiny-linker-9/.test(e.message));
+    const unlisted = await edit(TINY_RERANKED_LINKER, (m) => delete m.files['linker/reranker.onnx']);
+    await assert.rejects(openModel(unlisted, { ...INLINE, linker: BUNDLE_LINKER }), (e: unknown) => e instanceof CnerError && e.code === 'BUNDLE_INVALID' && /linker\/reranker\.onnx is not listed in manifest\.json/.test(e.message));
+  });
+
+  it('openLinkerOf (cner link): the linker the source names for a model bundle', async () => {
+    const attached = await withLinker('with-linker');
+    const carried = await openLinkerOf(BUNDLE_LINKER, attached, { workers: 0 });
+    assert.equal(carried!.version, 'tiny-linker-0');
+    await carried!.close();
+    assert.equal(await openLinkerOf(BUNDLE_LINKER, TINY, { workers: 0 }), null);
+    assert.equal(await openLinkerOf(NO_LINKER, attached, { workers: 0 }), null);
+    const own = await openLinkerOf({ kind: 'dir', dir: TINY_RERANKED_LINKER }, attached, { workers: 0 });
+    assert.equal(own!.version, 'tiny-reranked-linker-0');
+    await own!.close();
+  });
+
+  const python = path.join(PACKAGE_ROOT, '.venv', 'bin', 'python');
+  it('opens a bundle written by cner-train link-attach', { skip: existsSync(python) ? false : 'no .venv (scripts/setup.sh)' }, async () => {
+    const out = path.join(await mkdtemp(path.join(tmpdir(), 'cner-attached-')), 'b');
+    execFileSync(python, ['-m', 'cner_train.cli', 'link-attach', TINY, '--linker', TINY_RERANKED_LINKER, '--out', out], { stdio: 'pipe', env: { ...process.env, PYTHONPATH: path.join(PACKAGE_ROOT, 'training', 'src') } });
+    const model = await openModel(out, { ...INLINE, linker: BUNDLE_LINKER });
+    try {
+      assert.equal(model.version, 'tiny-0+tiny-reranked-linker-0');
+      assert.equal(model.linker!.version, 'tiny-reranked-linker-0');
+      assert.deepEqual((await model.linker!.link([DIAGNOSIS]))[0], await expected(TINY_RERANKED_LINKER));
     } finally {
       await model.close();
     }

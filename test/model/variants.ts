@@ -41,3 +41,29 @@ export async function tinyVariant(version: string, variant: Variant = 'ok', into
   await writeFile(manifestPath, JSON.stringify(manifest, null, 2));
   return dir;
 }
+
+export const TINY_LINKER = fileURLToPath(new URL('../../fixtures/tiny-linker-bundle', import.meta.url));
+export const TINY_RERANKED_LINKER = fileURLToPath(new URL('../../fixtures/tiny-reranked-linker-bundle', import.meta.url));
+
+/**
+ * A tiny-bundle variant that carries `linker` in linker/, laid out as
+ * `cner-train link-attach` writes it (training/tests/test_link_attach.py; the
+ * Python-attached bundle is opened in test/model/model.test.ts): the linker's
+ * files and manifest under linker/, listed in manifest.json with their sha256,
+ * and a `linker` entry.
+ */
+export async function withLinker(version: string, linker = TINY_LINKER, into?: string): Promise<string> {
+  return attachLinker(await tinyVariant(version, 'ok', into), linker);
+}
+
+/** `dir` (a model bundle that may be changed) made to carry `linker`, as withLinker; returns `dir`. */
+export async function attachLinker(dir: string, linker = TINY_LINKER): Promise<string> {
+  await cp(linker, path.join(dir, 'linker'), { recursive: true });
+  const manifestPath = path.join(dir, 'manifest.json');
+  const manifest = JSON.parse(await readFile(manifestPath, 'utf8')) as { files: Record<string, string>; linker?: unknown };
+  const own = JSON.parse(await readFile(path.join(linker, 'manifest.json'), 'utf8')) as { name: string; version: string; system: string; metrics: unknown; files: Record<string, string> };
+  for (const name of [...Object.keys(own.files), 'manifest.json']) manifest.files[`linker/${name}`] = await sha256File(path.join(dir, 'linker', name));
+  manifest.linker = { name: own.name, version: own.version, system: own.system, metrics: own.metrics };
+  await writeFile(manifestPath, JSON.stringify(manifest, null, 2));
+  return dir;
+}

@@ -18,8 +18,9 @@ const emr = loadSchema('EmrRecord');
 const out = loadSchema('ClinicalEntities');
 const TRACEPARENT = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
 
-const options = (model: TaggingModel, lines: string[], overrides: Partial<ProcessorOptions> = {}): ProcessorOptions =>
-  processorOptions(fixedModel(model), lines, { now: () => 1_700_000_000_000, ...overrides });
+/** `linker`: lent with the model (the lease's linker links the slice). */
+const options = (model: TaggingModel, lines: string[], { linker = null, ...overrides }: Partial<ProcessorOptions> & { linker?: EntityLinker | null } = {}): ProcessorOptions =>
+  processorOptions(fixedModel(model, linker), lines, { now: () => 1_700_000_000_000, ...overrides });
 
 const deadLetters = (plan: TransactionPlan) => plan.records.flatMap((r) => (r.kind === 'dead' ? [r] : []));
 

@@ -1,14 +1,14 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readFile, readdir } from 'node:fs/promises';
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { Header } from 'tar';
 import { packBundle, reassemble, rejectReason, sha256Hex, splitArchive, unpackArchive } from '../../src/versions/archive.js';
 import { checkContents } from '../../src/versions/store.js';
 import { PACKAGE_ROOT } from '../../src/config.js';
-import { TINY, tinyVariant } from '../model/variants.js';
+import { TINY, TINY_LINKER, tinyVariant, withLinker } from '../model/variants.js';
 
 const reasonOf = async (fn: () => unknown): Promise<string | null> => {
   try {
@@ -58,8 +58,26 @@ describe('bundle archive', () => {
     assert.equal(await reasonOf(() => reassemble(flipped, expectOf(a, parts.length))), 'checksum');
   });
 
-  it('rejects entries that are not plain files of a flat directory', async () => {
-    for (const [p, type] of [['../evil', 'File'], ['dir/x', 'File'], ['link', 'SymbolicLink']] as const) {
+  it('packs a bundle\'s linker/ folder as linker/<file> entries, one level deep, and unpacks them', async () => {
+    const dir = await withLinker('v-linked');
+    await mkdir(path.join(dir, 'linker', 'deeper'));
+    await writeFile(path.join(dir, 'linker', 'deeper', 'x'), 'x');
+    await mkdir(path.join(dir, 'other'));
+    await writeFile(path.join(dir, 'other', 'y'), 'y');
+    const a = await packBundle(dir);
+    assert.ok(a.equals(await packBundle(dir)));
+    const files = await unpackArchive(a);
+    const linkerNames = (await readdir(TINY_LINKER)).map((n) => `linker/${n}`);
+    assert.deepEqual([...files.keys()], [...(await readdir(TINY)), ...linkerNames].sort());
+    for (const n of linkerNames) assert.ok(files.get(n)!.equals(await readFile(path.join(TINY_LINKER, n.slice('linker/'.length)))), n);
+  });
+
+  it('rejects entries that are not plain files of the bundle or of its linker/ folder', async () => {
+    const entries = [
+      ['../evil', 'File'], ['dir/x', 'File'], ['link', 'SymbolicLink'], ['..', 'File'],
+      ['linker/../evil', 'File'], ['linker/deeper/x', 'File'], ['linker/', 'Directory'], ['linker/..', 'File'], ['/linker/x', 'File'], ['linker/link', 'SymbolicLink'],
+    ] as const;
+    for (const [p, type] of entries) {
       const block = Buffer.alloc(512);
       new Header({ path: p, mode: 0o644, size: 0, mtime: new Date(0), type, ...(type === 'SymbolicLink' ? { linkpath: '/etc/passwd' } : {}) }).encode(block, 0);
       const archive = Buffer.concat([block, Buffer.alloc(1024)]);
@@ -76,6 +94,13 @@ describe('bundle archive', () => {
     const bad = await unpackArchive(await packBundle(await tinyVariant('v2', 'labels')));
     assert.equal(await reasonOf(() => checkContents(info, bad)), 'labels');
     assert.equal(await reasonOf(() => checkContents({ ...info, labels: ['O'] }, ok)), 'labels');
+    // a linker/ folder needs the manifest's linker entry
+    const linked = await unpackArchive(await packBundle(await withLinker('v2')));
+    checkContents(info, linked);
+    const manifest = JSON.parse(linked.get('manifest.json')!.toString()) as Record<string, unknown>;
+    delete manifest['linker'];
+    linked.set('manifest.json', Buffer.from(JSON.stringify(manifest)));
+    assert.equal(await reasonOf(() => checkContents(info, linked)), 'manifest');
   });
 
   const python = path.join(PACKAGE_ROOT, '.venv', 'bin', 'python');
@@ -84,5 +109,13 @@ describe('bundle archive', () => {
     const archive = execFileSync(python, ['-c', script, TINY], { maxBuffer: 64 * 1024 * 1024, env: { ...process.env, PYTHONPATH: path.join(PACKAGE_ROOT, 'training', 'src') } });
     const files = await unpackArchive(archive);
     for (const n of (await readdir(TINY)).sort()) assert.ok(files.get(n)!.equals(await readFile(path.join(TINY, n))), n);
+    // and with a linker/ folder: the same files as the TypeScript archive (the bytes differ: octal padding)
+    const linked = await withLinker('v-linked');
+    const fromPython = execFileSync(python, ['-c', script, linked], { maxBuffer: 64 * 1024 * 1024, env: { ...process.env, PYTHONPATH: path.join(PACKAGE_ROOT, 'training', 'src') } });
+    const ours = await unpackArchive(await packBundle(linked));
+    const theirs = await unpackArchive(fromPython);
+    assert.deepEqual([...theirs.keys()], [...ours.keys()]);
+    assert.ok([...ours.keys()].some((n) => n.startsWith('linker/')));
+    for (const [n, data] of ours) assert.ok(theirs.get(n)!.equals(data), n);
   });
 });

@@ -8,12 +8,13 @@ import pino from 'pino';
 import { bundleRecords } from '../../src/versions/topic.js';
 import { packBundle } from '../../src/versions/archive.js';
 import { ModelManager } from '../../src/versions/manager.js';
-import { openModel } from '../../src/model/model.js';
+import { BUNDLE_LINKER, type LinkerUse, NO_LINKER, openModel } from '../../src/model/model.js';
+import { CnerError } from '../../src/errors.js';
 import { type ModelTopicRecord, fromAvro, modelSchema } from '../../src/versions/catalog.js';
 import { FakeModelTopic } from './fake-topic.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import { tagRecord } from '../../src/pipeline/tag.js';
-import { TINY, type Variant, tinyVariant } from '../model/variants.js';
+import { TINY, type Variant, tinyVariant, withLinker } from '../model/variants.js';
 
 const live = (version: string): ModelTopicRecord => ({ kind: 'live', live: { version, by: 'test', reason: '', at: Date.now() } });
 
@@ -24,7 +25,7 @@ async function publish(topic: FakeModelTopic, version: string, variant: Variant 
   );
 }
 
-async function manager(topic: FakeModelTopic, shadowFraction = 0, createTopic = true, cacheDir?: string) {
+async function manager(topic: FakeModelTopic, shadowFraction = 0, createTopic = true, cacheDir?: string, linker: LinkerUse = NO_LINKER) {
   const metrics = createMetrics({ defaultMetrics: false });
   const m = new ModelManager({
     defaultDir: TINY,
@@ -33,7 +34,7 @@ async function manager(topic: FakeModelTopic, shadowFraction = 0, createTopic = 
     readerGroupId: 'g',
     client: topic,
     decode: async (v) => fromAvro(modelSchema().type.fromBuffer(v)),
-    open: (dir) => openModel(dir, { workers: 0, session: { executionProviders: ['cpu'], intraOpThreads: 1, graphOptimizationLevel: 'all' } }),
+    open: (dir) => openModel(dir, { workers: 0, session: { executionProviders: ['cpu'], intraOpThreads: 1, graphOptimizationLevel: 'all' }, linker, linkerOptions: { workers: 0 } }),
     createTopic,
     shadowFraction,
     metrics,
@@ -54,7 +55,63 @@ const until = async (what: string, probe: () => boolean, ms = 10_000): Promise<v
 const rejected = async (metrics: ReturnType<typeof createMetrics>, reason: string): Promise<number> =>
   (await metrics.modelRejected.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0;
 
+async function publishDir(topic: FakeModelTopic, dir: string, live: boolean): Promise<void> {
+  const { info, records } = await bundleRecords(dir, { partBytes: 50_000 });
+  await topic.write(live ? [...records, { kind: 'live', live: { version: info.version, by: 'test', reason: '', at: Date.now() } }] : records);
+}
+
 describe('ModelManager', () => {
+  it('switches the linker with the model (CNER_LINKER_DIR=bundle): each lease links with its own model\'s, a released one is closed, rollback unlinks', async () => {
+    const topic = new FakeModelTopic();
+    await publish(topic, 'v1', 'ok', { live: true });
+    const { m, metrics } = await manager(topic, 0, true, undefined, BUNDLE_LINKER);
+    await m.start();
+    assert.equal(m.version, 'v1');
+    const onV1 = m.acquire();
+    assert.equal(onV1.linker, null, 'v1 carries no linker');
+
+    await publishDir(topic, await withLinker('v2+tiny-linker-0'), true);
+    await until('switch to v2', () => m.version === 'v2+tiny-linker-0');
+    assert.equal(onV1.linker, null, 'the slice in flight keeps v1 and no linker');
+    const onV2 = m.acquire();
+    assert.equal(onV2.model.version, 'v2+tiny-linker-0');
+    assert.equal(onV2.linker?.version, 'tiny-linker-0');
+    const codes = (await onV2.linker.link(['胃癌伴幽门梗阻']))[0]!;
+    assert.ok(codes.length > 0 && codes.every((c) => c.system === 'ICD-10-BJ-v601'));
+    const info = (await metrics.linkerInfo.get()).values.find((v) => v.labels.version === 'tiny-linker-0');
+    assert.equal(info?.value, 1);
+    onV1.release();
+
+    await topic.write([live('v1')]);
+    await until('rollback to v1', () => m.version === 'v1');
+    assert.equal(m.acquire().linker, null, 'rolled back: no linker');
+    assert.equal((await metrics.linkerInfo.get()).values.find((v) => v.labels.version === 'tiny-linker-0')?.value, 0);
+    // v2's linker lives while its lease does, and is closed with v2 when the lease is released
+    assert.equal((await onV2.linker.link(['肺炎'])).length, 1);
+    onV2.release();
+    let closed = false;
+    for (let i = 0, end = Date.now() + 5_000; !closed && Date.now() < end; i++, await new Promise((r) => setTimeout(r, 20))) {
+      // a new text each time: a linked text is cached
+      closed = await onV2.linker.link([`幽门梗阻${i}`]).then(() => false, (e: unknown) => e instanceof CnerError && e.code === 'MODEL_CLOSED');
+    }
+    assert.ok(closed, 'v2\'s linker is closed once its last lease is released');
+    await m.close();
+  });
+
+  it('rejects a version whose carried linker does not match its manifest; the current model keeps serving', async () => {
+    const topic = new FakeModelTopic();
+    const { m, metrics } = await manager(topic, 0, true, undefined, BUNDLE_LINKER);
+    await m.start();
+    const broken = await withLinker('v-broken-linker');
+    await writeFile(path.join(broken, 'linker', 'names.tsv'), '伪造\tX99\n');
+    await publishDir(topic, broken, true);
+    await until('rejected', () => m.state.rejected['v-broken-linker'] !== undefined);
+    assert.equal(await rejected(metrics, 'checksum'), 1);
+    assert.equal(m.version, 'tiny-0');
+    assert.equal(m.acquire().linker, null);
+    await m.close();
+  });
+
   it('serves the bundled default when the topic is empty', async () => {
     const topic = new FakeModelTopic();
     const { m } = await manager(topic);

@@ -8,10 +8,11 @@ import type { ModelVersionInfo } from '../../src/versions/catalog.js';
 import { BundleStore } from '../../src/versions/store.js';
 import { bundleRecords } from '../../src/versions/topic.js';
 import { silentLogger } from '../../src/model/log.js';
-import { tinyVariant } from '../model/variants.js';
+import { loadBundle } from '../../src/model/bundle.js';
+import { tinyVariant, withLinker } from '../model/variants.js';
 
-async function publication(version: string): Promise<{ info: ModelVersionInfo; parts: Map<number, Buffer> }> {
-  const { info, records } = await bundleRecords(await tinyVariant(version), { partBytes: 50_000 });
+async function publication(version: string, dir?: string): Promise<{ info: ModelVersionInfo; parts: Map<number, Buffer> }> {
+  const { info, records } = await bundleRecords(dir ?? (await tinyVariant(version)), { partBytes: 50_000 });
   const parts = new Map<number, Buffer>();
   for (const r of records) if (r.kind === 'part') parts.set(r.part.index, Buffer.from(r.part.data));
   return { info, parts };
@@ -34,6 +35,21 @@ describe('BundleStore', () => {
     assert.deepEqual(again.versions, ['s1']);
     assert.equal((await again.lastLive())?.info.version, 's1');
     assert.ok(!(await readdir(dir)).some((n) => n.includes('.tmp-')), 'interrupted writes are cleared');
+  });
+
+  it('caches a bundle that carries its linker with the linker in linker/, and the cached bundle opens with its linker', async () => {
+    const source = await withLinker('s-linked');
+    const store = new BundleStore(await mkdtemp(path.join(tmpdir(), 'cner-store-')), silentLogger);
+    await store.open();
+    const { info, parts } = await publication('s-linked', source);
+    const v = await store.add(info, parts);
+    assert.deepEqual((await readdir(path.join(v.dir, 'linker'))).sort(), (await readdir(path.join(source, 'linker'))).sort());
+    for (const name of await readdir(path.join(source, 'linker'))) {
+      assert.ok((await readFile(path.join(v.dir, 'linker', name))).equals(await readFile(path.join(source, 'linker', name))), name);
+    }
+    const bundle = await loadBundle(v.dir); // every listed file, linker/ included, checked against its sha256
+    assert.equal(bundle.linkerDir, path.join(v.dir, 'linker'));
+    assert.equal(bundle.manifest.linker?.version, 'tiny-linker-0');
   });
 
   it('rejects a publication whose parts do not add up to its sha256, and caches nothing', async () => {

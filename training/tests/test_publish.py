@@ -80,3 +80,17 @@ def test_version_names_are_checked(tmp_path: Path) -> None:
     (copy / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     with pytest.raises(SystemExit):
         build_records(copy)
+
+
+def test_archive_holds_the_linker_folder_one_level_deep_and_nothing_else(tmp_path: Path) -> None:
+    copy = tmp_path / "b"
+    shutil.copytree(TINY, copy)
+    (copy / "linker").mkdir()
+    (copy / "linker" / "names.tsv").write_text("胃癌\tX01\n", encoding="utf-8")
+    (copy / "linker" / "deeper").mkdir()
+    (copy / "linker" / "deeper" / "x.txt").write_text("x", encoding="utf-8")
+    (copy / "other").mkdir()
+    (copy / "other" / "y.txt").write_text("y", encoding="utf-8")
+    with tarfile.open(fileobj=io.BytesIO(pack_bundle(copy))) as tar:
+        names = [m.name for m in tar.getmembers()]
+    assert names == sorted([p.name for p in TINY.iterdir()] + ["linker/names.tsv"])

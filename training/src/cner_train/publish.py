@@ -1,7 +1,9 @@
 """``cner-train publish``: put a model bundle on the compacted model-version topic.
 
 The record layout is in ``docs/model-versions.md`` and ``schemas/ModelVersionEvent.avsc``:
-the bundle directory becomes a deterministic uncompressed ustar archive (sorted names,
+the bundle directory (and its ``linker/`` subfolder, when it carries a linker:
+``cner-train link-attach``; entries ``linker/<file>``, nothing deeper) becomes a
+deterministic uncompressed ustar archive (sorted names,
 mode 0644, uid/gid 0, mtime 0; the TypeScript publisher encodes the same headers with
 another octal padding, so the two archives differ in bytes but both readers accept
 either: the sha256 announced is that of the bytes published), announced under key ``version/<v>``, then carried in
@@ -31,7 +33,8 @@ log = logging.getLogger(__name__)
 
 SCHEMA_FILE = "ModelVersionEvent.avsc"
 DEFAULT_PART_BYTES = 900 * 1024
-SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+SAFE_NAME = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._-]+$")
+LINKER_SUBDIR = "linker"
 SAFE_VERSION = re.compile(r"^[A-Za-z0-9._+-]{1,128}$")
 
 
@@ -60,13 +63,24 @@ class PublishConfig:
             raise SystemExit("publish: --part-bytes must be between 1 and 983616 (parts must fit a 1 MB message)")
 
 
+def _plain_files(directory: Path) -> list[Path]:
+    return [p for p in directory.iterdir() if p.is_file() and SAFE_NAME.match(p.name)] if directory.is_dir() else []
+
+
+def bundle_entries(directory: Path) -> list[tuple[str, Path]]:
+    """(archive name, file), sorted by name: the bundle's plain files and its linker's as ``linker/<file>``."""
+    entries = [(p.name, p) for p in _plain_files(directory)]
+    entries += [(f"{LINKER_SUBDIR}/{p.name}", p) for p in _plain_files(directory / LINKER_SUBDIR)]
+    return sorted(entries)
+
+
 def pack_bundle(directory: Path) -> bytes:
-    """The deterministic ustar archive of the bundle's files (what src/model/archive.ts unpacks)."""
+    """The deterministic ustar archive of the bundle's files (what src/versions/archive.ts unpacks)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for path in sorted(p for p in directory.iterdir() if p.is_file() and SAFE_NAME.match(p.name)):
+        for name, path in bundle_entries(directory):
             data = path.read_bytes()
-            info = tarfile.TarInfo(path.name)
+            info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mode = 0o644
             info.mtime = 0
