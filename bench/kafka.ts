@@ -129,6 +129,8 @@ export async function kafkaBench(o: KafkaBenchOptions): Promise<KafkaResult> {
       CNER_INTRA_OP_THREADS: String(o.settings.intraOpThreads),
       CNER_MAX_BATCH_SIZE: String(o.settings.maxBatchSize),
       CNER_MAX_WAIT_MS: String(o.settings.maxWaitMs),
+      // Measured against cner in process without a linker: the bundle's own linker, if it carries one, stays off.
+      CNER_LINKER_DIR: 'none',
       CNER_HTTP_PORT: '0',
       CNER_LOG_LEVEL: 'info',
     });

@@ -11,8 +11,10 @@
 // gathered until the end of the current turn of the event loop, deduplicated,
 // sorted by length and sent in batches, on inference workers (the stream) or
 // on the calling thread (`cner link` with --workers 0). A text's concepts
-// depend on the text alone, so they are kept in a bounded cache: clinical
-// notes repeat the same diagnoses over and over.
+// depend on the text alone, so they are kept in a bounded cache (clinical
+// notes repeat the same diagnoses over and over), and a text being linked is
+// not linked again for a caller that asks meanwhile (the same diagnosis in
+// another chunk of the slice): it gets the answer in flight.
 
 import { CnerError } from '../errors.js';
 import { autoIntraOpThreads } from './cpus.js';
@@ -108,7 +110,8 @@ async function poolRunner(kind: SessionKind, modelPath: string, options: LinkerO
 
 /**
  * Requests of one turn of the event loop, answered together: each distinct
- * key once, keys sorted by length and cut into batches that run at once.
+ * key once, keys sorted by length and cut into batches of similar lengths
+ * that run at once.
  */
 class TurnBatcher<T> {
   #pending = new Map<string, { resolve: (value: T) => void; reject: (error: unknown) => void }[]>();
@@ -142,8 +145,15 @@ class TurnBatcher<T> {
     this.#pending = new Map();
     const lengths = new Map([...pending.keys()].map((k) => [k, this.lengthOf(k)]));
     const keys = [...lengths.keys()].sort((a, b) => lengths.get(a)! - lengths.get(b)!);
-    for (let b = 0; b < keys.length; b += this.batchSize) {
-      const group = keys.slice(b, b + this.batchSize);
+    let b = 0;
+    while (b < keys.length) {
+      // Every row of a batch is padded to its longest: a batch ends where the next key is much longer than
+      // its shortest (a few more, smaller runs cost far less than padding short queries to a long one).
+      const limit = paddedLengthLimit(lengths.get(keys[b]!)!);
+      let e = b + 1;
+      while (e < keys.length && e - b < this.batchSize && lengths.get(keys[e]!)! <= limit) e++;
+      const group = keys.slice(b, e);
+      b = e;
       const done = this.run(group)
         .then((values) => group.forEach((key, i) => pending.get(key)!.forEach((w) => w.resolve(values[i]!))))
         .catch((error: unknown) => group.forEach((key) => pending.get(key)!.forEach((w) => w.reject(error))))
@@ -157,6 +167,9 @@ class TurnBatcher<T> {
     while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
   }
 }
+
+/** The longest key a batch starting with a key of `shortest` code points takes: at most a quarter (and 2) longer. */
+export const paddedLengthLimit = (shortest: number): number => shortest + Math.max(2, Math.floor(shortest / 4));
 
 /** A (text, candidate row) pair as one batcher key: the row, NUL, the text (the first NUL splits: digits hold none). */
 const pairKey = (text: string, row: number): string => `${row}\u0000${text}`;
@@ -172,6 +185,8 @@ class BundleLinker implements Linker {
   readonly #cacheSize: number;
   /** Insertion order is recency: a hit is moved to the end, the first entry is the least recently used. */
   readonly #cache = new Map<string, readonly ConceptCode[]>();
+  /** Texts being linked now, by text: their answers, shared with every caller that asks meanwhile. */
+  readonly #inFlight = new Map<string, Promise<readonly ConceptCode[]>>();
   readonly #queries: TurnBatcher<Nearest>;
   readonly #pairs: TurnBatcher<number>;
   #closed = false;
@@ -203,24 +218,37 @@ class BundleLinker implements Linker {
   }
 
   async link(texts: readonly string[]): Promise<readonly (readonly ConceptCode[])[]> {
-    const known = new Map<string, readonly ConceptCode[]>();
-    for (const t of texts) {
-      const hit = this.#recall(t);
-      if (hit !== undefined) known.set(t, hit);
+    const answers = new Map<string, readonly ConceptCode[] | Promise<readonly ConceptCode[]>>();
+    const missing: string[] = [];
+    for (const t of new Set(texts)) {
+      // A text another caller is linking right now (the same diagnosis in another chunk of the slice) is awaited, not linked twice.
+      const known = this.#recall(t) ?? this.#inFlight.get(t);
+      if (known === undefined) missing.push(t);
+      else answers.set(t, known);
     }
-    const missing = [...new Set(texts.filter((t) => !known.has(t)))];
     if (missing.length > 0) {
-      const parts = missing.map((t) => queryParts(t, this.bundle.separators));
-      const nearest = await this.nearest(parts.flat());
-      let at = 0;
-      const byText = missing.map((_, i) => nearest.slice(at, (at += parts[i]!.length)));
-      const concepts = this.bundle.reranker === null ? byText.map((n) => this.#chosen(n)) : await this.#reranked(missing, byText);
-      missing.forEach((text, i) => {
-        known.set(text, concepts[i]!);
-        this.#remember(text, concepts[i]!);
+      const computed = this.#compute(missing);
+      missing.forEach((t, i) => {
+        const answer = computed.then((concepts) => concepts[i]!);
+        this.#inFlight.set(t, answer);
+        answers.set(t, answer);
       });
+      void computed
+        .then((concepts) => missing.forEach((t, i) => this.#remember(t, concepts[i]!)), () => undefined) // the callers get the failure
+        .finally(() => missing.forEach((t) => this.#inFlight.delete(t)));
     }
-    return texts.map((t) => known.get(t)!);
+    const distinct = [...answers.keys()];
+    const resolved = new Map(await Promise.all(distinct.map(async (t) => [t, await answers.get(t)!] as const)));
+    return texts.map((t) => resolved.get(t)!);
+  }
+
+  /** The concepts of texts neither cached nor in flight. */
+  async #compute(texts: readonly string[]): Promise<(readonly ConceptCode[])[]> {
+    const parts = texts.map((t) => queryParts(t, this.bundle.separators));
+    const nearest = await this.nearest(parts.flat());
+    let at = 0;
+    const byText = texts.map((_, i) => nearest.slice(at, (at += parts[i]!.length)));
+    return this.bundle.reranker === null ? byText.map((n) => this.#chosen(n)) : this.#reranked(texts, byText);
   }
 
   async close(): Promise<void> {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { type Linker, openLinker } from '../../src/model/linker.js';
+import { type Linker, openLinker, paddedLengthLimit } from '../../src/model/linker.js';
 import { candidateList, queryParts, toRerank } from '../../src/pipeline/link.js';
 import { PACKAGE_ROOT } from '../../src/paths.js';
 
@@ -75,6 +75,40 @@ describe('openLinker on inference workers (as the stream runs it)', () => {
     await linker.close();
     assert.ok((await pending)[0]!.length > 0);
     await assert.rejects(linker.link(['高血压']), /closed/);
+  });
+
+  it('batches keys of similar lengths: a batch takes keys at most a quarter (and 2) longer than its shortest', () => {
+    assert.deepEqual([1, 2, 8, 9, 40].map(paddedLengthLimit), [3, 4, 10, 11, 50]);
+  });
+
+  it('gives a short text the same concepts whether a long text is linked with it or not', async () => {
+    const linker = await openLinker(TINY_LINKER, { workers: 0, session: SESSION, cacheSize: 0 });
+    try {
+      const long = '糖尿病;骨质疏松；高血压冠心病不稳定心绞痛右乳腺癌IV期，骨转移、肝转移';
+      const [together, alone] = await Promise.all([linker.link(['肺Ca', long]), linker.link(['心衰'])]);
+      assert.deepEqual(together[0], (await linker.link(['肺Ca']))[0]);
+      assert.deepEqual(together[1], (await linker.link([long]))[0]);
+      assert.deepEqual(alone[0], (await linker.link(['心衰']))[0]);
+    } finally {
+      await linker.close();
+    }
+  });
+
+  it('links a text once for callers that ask while it is being linked, even without a cache', async () => {
+    const linker = await openLinker(TINY_LINKER, { workers: 1, session: SESSION, cacheSize: 0 });
+    try {
+      const first = linker.link(['胃癌伴幽门梗阻', '高血压']);
+      await new Promise((resolve) => setImmediate(resolve)); // a later turn: the first call's queries are on the worker
+      const second = linker.link(['高血压', '肺Ca']);
+      const [[, a], [b, c]] = await Promise.all([first, second]);
+      assert.equal(b, a, 'the answer in flight, shared');
+      assert.ok(c!.length > 0);
+      const [again] = await linker.link(['高血压']);
+      assert.notEqual(again, a, 'once answered (no cache), computed again');
+      assert.deepEqual(again, a);
+    } finally {
+      await linker.close();
+    }
   });
 
   it('keeps at most cacheSize texts, dropping the least recently used', async () => {

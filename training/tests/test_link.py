@@ -142,3 +142,46 @@ def test_restore_float32_gives_the_same_answers_and_finds_the_names_product(fixt
     b = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(None, feeds)
     assert np.array_equal(a[1], b[1]) and np.allclose(a[0], b[0], atol=1e-6)
     assert len(_names_matmul(dst)) == 1
+
+
+def test_a_distilled_query_encoder_keeps_the_teachers_names_and_split(data, tmp_path):
+    """link-distill: a 1-layer student of a 2-layer teacher learns to rank as the teacher (its loss falls), keeps the
+    teacher's split, and link-export embeds the names and the memory with the teacher, not the student."""
+    from cner_train.link import LinkExportConfig, OnnxLinker, export_linker, load_link_run
+    from cner_train.link_distill import LinkDistillConfig, distill_linker
+
+    enc = torch.load(data / "encoder.pt")
+    config = {**enc["bert_config"], "num_hidden_layers": 2}
+    torch.manual_seed(0)
+    torch.save({**enc, "bert_config": config, "state_dict": build_bert(config).state_dict()}, tmp_path / "encoder2.pt")
+    train_linker(LinkTrainConfig(pairs=str(data / "pairs.jsonl"), candidates=str(data / "cand.tsv"), encoder=str(tmp_path / "encoder2.pt"),
+                                 out=str(tmp_path / "teacher"), dev_size=6, tune_size=6, epochs=1, batch_size=4, lr=1e-3,
+                                 hard_negatives=2, dim=8))
+    ccks = tmp_path / "ccks.jsonl"
+    ccks.write_text(json.dumps({"originalText": "既往高血压病史，胃Ca术后。", "entities": [
+        {"start_pos": 2, "end_pos": 5, "label_type": "疾病和诊断"}, {"start_pos": 8, "end_pos": 11, "label_type": "疾病和诊断"},
+        {"start_pos": 0, "end_pos": 2, "label_type": "手术"}]}, ensure_ascii=False) + "\n", encoding="utf-8")
+    result = distill_linker(LinkDistillConfig(teacher=str(tmp_path / "teacher"), pairs=str(data / "pairs.jsonl"),
+                                              candidates=str(data / "cand.tsv"), out=str(tmp_path / "student"), layers=1,
+                                              mentions=[str(ccks)], epochs=4, batch_size=8, lr=3e-3))
+    assert result["bert_config"]["num_hidden_layers"] == 1 and result["teacher"]["layers"] == 2
+    assert (result["config"]["dev_size"], result["config"]["tune_size"], result["config"]["split_seed"]) == (6, 6, 42)
+    losses = [h["loss"] for h in result["history"][1:]]
+    assert losses[-1] < losses[0], losses
+    # 8 names + 3 training-side texts not in dev (the 8 pairs repeat) + their parts + the CCKS mentions, dev texts left out
+    assert result["distilled_texts"] >= len(NAMES) + 1
+
+    student, _, _ = load_link_run(tmp_path / "student")
+    teacher, vocab, _ = load_link_run(tmp_path / "teacher")
+    assert student.bert.config.num_hidden_layers == 1
+    bundle = export_linker(LinkExportConfig(run=str(tmp_path / "student"), candidates=str(data / "cand.tsv"), out=str(tmp_path / "bundle"),
+                                            pairs=str(data / "pairs.jsonl"), version="distilled", top_k=4, memory=True, memory_top=2))
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["distilled_from"]["run"] == str(tmp_path / "teacher")
+    linker = OnnxLinker(bundle)
+    from cner_train.link import embed
+
+    # A name asked as a query: the student's cosine to the name as the teacher embedded it, which the graph stores.
+    want = embed(student, vocab, ["高血压"]) @ embed(teacher, vocab, linker.names).T  # [1, names]
+    idx, cos = linker.top(["高血压"])
+    assert np.allclose(cos[0], want[0, idx[0]], atol=2e-3)  # float16 storage of the embedded names

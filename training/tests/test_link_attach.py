@@ -72,7 +72,8 @@ def test_attaching_again_replaces_the_linker_and_its_version_suffix(tmp_path: Pa
     assert m["linker"]["version"] == "tiny-linker-0"
     assert not (second / "linker" / "reranker.onnx").exists()
     assert "linker/reranker.onnx" not in m["files"]
-    assert sorted(k for k in m["files"] if k.startswith("linker/")) == sorted(f"linker/{n}" for n in [*manifest(LINKER)["files"], "manifest.json"])
+    carried = sorted(f"linker/{n}" for n in [*manifest(LINKER)["files"], "manifest.json"])
+    assert sorted(k for k in m["files"] if k.startswith("linker/")) == carried
 
 
 def test_version_can_be_named(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from .export import ExportConfig, export
 from .golden import GoldenConfig, golden
 from .link import LinkExportConfig, LinkQuantizeConfig, LinkTrainConfig, export_linker, quantize_linker, train_linker
 from .link_attach import LinkAttachConfig, attach_linker
+from .link_distill import LinkDistillConfig, distill_linker
 from .pretrain import PretrainConfig, pretrain
 from .pseudo import PseudoConfig, pseudo_label
 from .publish import PublishConfig, publish
@@ -28,10 +29,12 @@ COMMANDS = {
                "medical corpus; the chunks it is sure of become CCKS-format records for train --extra"),
     "link-train": (LinkTrainConfig, train_linker, "train the ICD-10 linker (CHIP-CDN): a bge-small-zh bi-encoder, contrastive with "
                    "hard negatives, and the thresholds that decide how many names to keep; dev set F1 on a seeded split"),
+    "link-distill": (LinkDistillConfig, distill_linker, "a shallower query encoder for a trained linker: the teacher's first layers, "
+                     "taught to rank the teacher's embedded names and memory as the teacher does (names stay the teacher's)"),
     "link-export": (LinkExportConfig, export_linker, "write the linker bundle (ONNX query encoder with the candidate names embedded "
                     "and a top-k inside, names.tsv, vocab, decision thresholds, manifest) and score it on the run's dev split"),
-    "link-attach": (LinkAttachConfig, attach_linker, "a model bundle that carries its linker: the tagger bundle copied with the linker in linker/, "
-                    "both checked against their manifests (published, verified and switched with the tagger)"),
+    "link-attach": (LinkAttachConfig, attach_linker, "a model bundle that carries its linker: the tagger bundle copied with "
+                    "the linker in linker/, both checked against their manifests (published, verified and switched with the tagger)"),
     "link-quantize": (LinkQuantizeConfig, quantize_linker, "static int8 copy of a linker bundle (its query encoder and re-ranker; "
                       "the embedded names stay float), scored against the float bundle on the dev split"),
     "rerank-train": (RerankTrainConfig, train_reranker, "train the ICD-10 linker's re-ranker (CHIP-CDN): a bge-small-zh cross-encoder "

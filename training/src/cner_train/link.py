@@ -586,8 +586,10 @@ def memory_pairs(pairs: Sequence[tuple[str, tuple[str, ...]]], cands: Sequence[C
 
 
 def write_linker_files(model: LinkEncoder, vocab: Vocab, cands: Sequence[Candidate], out: Path, decision: dict,
-                       top_k: int, memory: LinkMemory | None = None) -> dict:
-    """Every linker bundle file but manifest.json; returns the torch parity and the bytes float16 saved."""
+                       top_k: int, memory: LinkMemory | None = None, index_model: LinkEncoder | None = None) -> dict:
+    """Every linker bundle file but manifest.json; returns the torch parity and the bytes float16 saved.
+    ``model`` encodes queries in the graph; ``index_model`` (default: the same) embeds the names and the memory."""
+    index_model = index_model or model
     from .export import OPSET, store_float16
 
     out.mkdir(parents=True, exist_ok=True)
@@ -597,8 +599,8 @@ def write_linker_files(model: LinkEncoder, vocab: Vocab, cands: Sequence[Candida
         rows = torch.full((len(memory.names), width), -1, dtype=torch.int64)  # [pairs, l], -1 pads
         for i, n in enumerate(memory.names):
             rows[i, : len(n)] = torch.tensor(n, dtype=torch.int64)
-        mem_args = {"memory": torch.from_numpy(embed(model, vocab, memory.texts)), "memory_names": rows, "memory_top": memory.top}
-    graph = LinkerGraph(model, torch.from_numpy(embed(model, vocab, [c.name for c in cands])), top_k, **mem_args).eval()
+        mem_args = {"memory": torch.from_numpy(embed(index_model, vocab, memory.texts)), "memory_names": rows, "memory_top": memory.top}
+    graph = LinkerGraph(model, torch.from_numpy(embed(index_model, vocab, [c.name for c in cands])), top_k, **mem_args).eval()
     outputs = ["scores", "indices", *(MEMORY_OUTPUTS if memory is not None else ())]
     onnx_path = out / "linker.onnx"
     ids, mask = torch.ones(2, 5, dtype=torch.int64), torch.ones(2, 5, dtype=torch.int64)
@@ -646,17 +648,29 @@ def write_linker_manifest(out: Path, extra: dict, files: Sequence[str] = LINKER_
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
-def export_linker(cfg: LinkExportConfig) -> Path:
-    import datetime as dt
-
+def load_link_run(run: Path) -> tuple[LinkEncoder, Vocab, dict]:
+    """A link-train (or link-distill) run folder → its query encoder, vocabulary and metrics."""
     from .bge import build_bert
 
-    run, out = Path(cfg.run), Path(cfg.out)
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     vocab = Vocab.load(run / "vocab.txt")
     model = LinkEncoder(build_bert({k: v for k, v in metrics["bert_config"].items() if k != "vocab_size"}, len(vocab)),
                         metrics["dim"] if metrics["dim"] != metrics["bert_config"]["hidden_size"] else 0)
     model.load_state_dict(torch.load(run / "model.pt", map_location="cpu"))
+    return model.eval(), vocab, metrics
+
+
+def export_linker(cfg: LinkExportConfig) -> Path:
+    import datetime as dt
+
+    run, out = Path(cfg.run), Path(cfg.out)
+    model, vocab, metrics = load_link_run(run)
+    # A distilled run answers queries only: the names and the memory are embedded by its teacher.
+    index_model = model
+    if "teacher" in metrics:
+        index_model, teacher_vocab, _ = load_link_run(Path(metrics["teacher"]["run"]))
+        if teacher_vocab.tokens != vocab.tokens:
+            raise SystemExit(f"{run}: its vocabulary is not its teacher's ({metrics['teacher']['run']})")
     cands = read_candidates(Path(cfg.candidates))
     memory = None
     if cfg.memory:
@@ -667,7 +681,7 @@ def export_linker(cfg: LinkExportConfig) -> Path:
         memory = memory_pairs(fit + tune, cands, cfg.memory_top,
                               f"{len(fit)} fit then {len(tune)} tune pairs of {Path(cfg.pairs).name} (dev {c['dev_size']}, tune "
                               f"{c['tune_size']}, split seed {c['split_seed']}); texts embedded, gold names as rows")
-    written = write_linker_files(model, vocab, cands, out, metrics["decision"], cfg.top_k, memory)
+    written = write_linker_files(model, vocab, cands, out, metrics["decision"], cfg.top_k, memory, index_model)
 
     scored = None
     if cfg.pairs:
@@ -684,6 +698,7 @@ def export_linker(cfg: LinkExportConfig) -> Path:
         "version": cfg.version or f"{dt.date.today():%Y.%m.%d}-link",
         "encoder": metrics["encoder"],
         "training": metrics.get("config", {}),
+        **({"distilled_from": metrics["teacher"]} if "teacher" in metrics else {}),
         "metrics": {"protocol": metrics["protocol"], "dev": scored or metrics["dev"],
                     "dev_pytorch": metrics["dev"], "dev_recall": metrics["history"][-1]["dev"]},
         **written,
