@@ -15,9 +15,10 @@ const USAGE = `Usage: cner link [--linker NAME|DIR] [--model NAME|DIR] < in.json
 Reads one JSON object per line with a diagnosis in "text" and an optional
 "id"; writes one line per input line with the id and "links": [{"code",
 "name", "score"}], best first (score: with a re-ranking bundle, the
-re-ranker's probability that the name is one of the text's standard names,
-fused with the cosine by the bundle's weight; else the cosine between the text, or the listed part that found it, and the
-name). A line that cannot be linked gets {"id", "error"} and the exit code is 1.
+bundle's probability that the name is one of the text's standard names, a
+logistic regression over the re-ranker's probability, the cosine and the
+memory's vote; else the cosine between the text, or the listed part that
+found it, and the name). A line that cannot be linked gets {"id", "error"} and the exit code is 1.
 The linker is chosen as for cner tag and cner serve: --linker (or
 CNER_LINKER_DIR) names a linker bundle; by default (bundle) the one the model
 bundle (--model) carries in linker/ (cner-train link-attach).

@@ -55,8 +55,16 @@ describe('cner link', () => {
     assert.deepEqual(await run('--model', carrying, '--linker', TINY_LINKER), await run('--linker', TINY_LINKER));
   });
 
+  it('links with the ICD-10 linker the shipped default bundle carries', async () => {
+    const io = memoryIo(lines({ id: 'g', text: '胃癌伴幽门梗阻' }, { id: 'd', text: '2型糖尿病' }));
+    assert.equal(await command.run(['--threads', '1'], io), 0);
+    const [g, d] = parse(io.out()).map((o) => (o['links'] as { code: string; name: string }[]).map((l) => `${l.code} ${l.name}`));
+    assert.ok(g!.includes('C16 胃恶性肿瘤') && g!.includes('K31.102 幽门梗阻'), g!.join(', '));
+    assert.equal(d![0], 'E11.901 2型糖尿病');
+  });
+
   it('needs a linker: a bundle without one, or none', async () => {
-    for (const flags of [[], ['--model', TINY], ['--model', await withLinker('w'), '--linker', 'none']]) {
+    for (const flags of [['--model', TINY], ['--linker', 'none'], ['--model', await withLinker('w'), '--linker', 'none']]) {
       const io = memoryIo('');
       assert.equal(await command.run(flags, io), 2);
       assert.match(io.err(), /a linker is required and (the model bundle .* carries no linker|linking is off)/);
