@@ -47,6 +47,8 @@ export interface KafkaBenchOptions {
   /** How long records are produced at half the saturation rate. */
   readonly latencySeconds: number;
   readonly partitions: number;
+  /** The linker `cner serve` links with (as cner in process did in the linked run); null: none. */
+  readonly linker: string | null;
   readonly progress: (message: string) => void;
 }
 
@@ -55,6 +57,8 @@ export interface KafkaResult {
   readonly partitions: number;
   /** How `bin/cner.js serve` ran: the compiled dist/ or the sources through tsx. */
   readonly processor: string;
+  /** Whether cner serve linked (compare with the in-process run with linking, then). */
+  readonly linked: boolean;
   readonly saturation: {
     readonly records: number;
     readonly recordsPerSecond: number;
@@ -129,8 +133,8 @@ export async function kafkaBench(o: KafkaBenchOptions): Promise<KafkaResult> {
       CNER_INTRA_OP_THREADS: String(o.settings.intraOpThreads),
       CNER_MAX_BATCH_SIZE: String(o.settings.maxBatchSize),
       CNER_MAX_WAIT_MS: String(o.settings.maxWaitMs),
-      // Measured against cner in process without a linker: the bundle's own linker, if it carries one, stays off.
-      CNER_LINKER_DIR: 'none',
+      // As cner in process ran: with the linker of the linked run (the deployed default when the bundle carries one), else none.
+      CNER_LINKER_DIR: o.linker ?? 'none',
       CNER_HTTP_PORT: '0',
       CNER_LOG_LEVEL: 'info',
     });
@@ -161,6 +165,7 @@ export async function kafkaBench(o: KafkaBenchOptions): Promise<KafkaResult> {
       topicPrefix: run,
       partitions: o.partitions,
       processor: processorMode(o.root),
+      linked: o.linker !== null,
       saturation,
       latency: {
         targetRate: rate,

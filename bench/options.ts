@@ -21,8 +21,9 @@ model bundle; prints a table and writes the results as JSON.
                         the float32 peers' as an agreement F1, not required identical
   --linker NAME|DIR     also run cner with this ICD-10 linker, interleaved with cner alone, for the
                         cost of linking; its cache starts empty at each pass, as in a processor
-                        that has just started (default CNER_LINKER_DIR; --smoke: the tiny linker
-                        of the fixtures; none: leave it out)
+                        that has just started (default CNER_LINKER_DIR: bundle = the linker
+                        cner's bundle carries, if any; --smoke: the tiny linker of the fixtures;
+                        none: leave it out)
   --reps N              timed runs of each contender, interleaved (default 5; --smoke 1)
   --out FILE            results JSON (default bench/results/<timestamp>.json)
   --threads N           onnxruntime intra-op threads, all contenders
@@ -33,7 +34,8 @@ model bundle; prints a table and writes the results as JSON.
                         represent: int8 copies; ensembles run as cner_train.export.Ensemble)
   --kafka MODE          auto (default: when KAFKA_BROKERS and SCHEMA_REGISTRY_URL are set),
                         on (fail without them) or off
-  --kafka-records N     records preloaded for the saturation run (default: as many as texts, at least 1000)
+  --kafka-records N     records preloaded for the saturation run (default: as many as texts, at least 1000;
+                        with a linker exactly as many, so that no text repeats into the linker's cache)
   --latency-seconds S   length of the fixed-rate latency run (default 30)
   --partitions N        partitions of the benchmark's topics (default 3, cner serve's default)
   --python PATH         Python with onnxruntime, numpy, torch (default .venv/bin/python)
@@ -66,6 +68,9 @@ export interface BenchOptions {
 export const SMOKE_FIXTURE = 'bench/fixtures/smoke.jsonl';
 const CCKS2019 = '../shared/data/ccks2019/train.jsonl';
 const TINY_LINKER = 'fixtures/tiny-linker-bundle';
+
+/** The linker a model bundle carries in linker/ (cner-train link-attach), or null. */
+const carriedLinker = (bundle: string): string | null => (existsSync(path.join(bundle, 'linker', 'manifest.json')) ? path.join(bundle, 'linker') : null);
 
 /** null: --help was asked for. */
 export function parseOptions(argv: readonly string[], root: string, now: Date = new Date()): BenchOptions | null {
@@ -114,7 +119,8 @@ export function parseOptions(argv: readonly string[], root: string, now: Date = 
     limit: values.limit === undefined ? null : int(values.limit, '--limit', 0, 1),
     bundle: abs(values.bundle ?? 'models/default'),
     cnerBundle: abs(values['cner-bundle'] ?? values.bundle ?? 'models/default'),
-    linker: model.linkerDir,
+    // CNER_LINKER_DIR=bundle (the default): the linker cner's bundle carries, as cner serve would link with it.
+    linker: model.linker.kind === 'bundle' ? carriedLinker(abs(values['cner-bundle'] ?? values.bundle ?? 'models/default')) : model.linkerDir,
     reps: int(values.reps, '--reps', smoke ? 1 : 5, 1),
     out: abs(values.out ?? `bench/results/${stamp}${smoke ? '-smoke' : ''}.json`),
     settings: {

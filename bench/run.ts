@@ -240,10 +240,12 @@ async function runKafka(o: BenchOptions, texts: readonly string[], problems: str
     if (o.kafka === 'on') problems.push(`Kafka: ${reason}`);
     return { ran: false, reason };
   }
-  const records = o.kafkaRecords ?? (o.smoke ? 48 : Math.max(1000, texts.length));
+  // With a linker, each text once: cner serve's linker cache would answer a repeated text's diagnoses for
+  // free, which the in-process run it is compared with (cache empty at each pass) never gets.
+  const records = o.kafkaRecords ?? (o.smoke ? 48 : o.linker !== null ? texts.length : Math.max(1000, texts.length));
   progress(`Kafka: ${records} records through cner serve on ${services.brokers}`);
   try {
-    const result = await kafkaBench({ services, root: o.root, bundle: o.cnerBundle, settings: o.settings, texts, records, latencySeconds: o.latencySeconds, partitions: o.partitions, progress });
+    const result = await kafkaBench({ services, root: o.root, bundle: o.cnerBundle, settings: o.settings, texts, records, latencySeconds: o.latencySeconds, partitions: o.partitions, linker: o.linker, progress });
     return { ran: true, result };
   } catch (e) {
     const reason = `failed: ${e instanceof Error ? e.message : String(e)}`;
