@@ -16,7 +16,7 @@ import { type NonEmptyArray, getSemigroup } from 'fp-ts/lib/NonEmptyArray.js';
 import { CnerError } from './errors.js';
 import type { LinkerOptions } from './model/linker.js';
 import { BUNDLE_LINKER, type LinkerSource, type ModelOptions, NO_LINKER } from './model/model.js';
-import { DEFAULT_MODEL, PACKAGE_ROOT, resolveModelDir } from './paths.js';
+import { DEFAULT_LINKER, DEFAULT_MODEL, PACKAGE_ROOT, resolveModelDir } from './paths.js';
 import { type ExecutionProvider, isExecutionProvider } from './model/session-options.js';
 import { LOG_LEVELS, type LogLevel } from './observability/logger.js';
 
@@ -54,7 +54,7 @@ export const VARIABLES: readonly VariableSpec[] = Object.freeze([
   { name: 'SCHEMA_REGISTRY_PASSWORD', doc: 'Registry basic-auth password. Never logged.' },
   { name: 'CNER_INSTANCE_ID', default: 'the host name', doc: 'Identity of this instance: names its model cache directory and its model-topic reader; in Kubernetes the pod name (the host name). Transactional ids do not depend on it.' },
   { name: 'CNER_MODEL_DIR', default: 'default', doc: 'Model bundle: the name of a bundle shipped in the package (a folder of `models/` with a manifest, e.g. `default`) or a bundle directory; a relative directory is relative to the package root.' },
-  { name: 'CNER_LINKER_DIR', default: 'bundle', doc: 'ICD-10 linker (`cner-train link-export`): every entity of the types it names (DIS) gets the concepts it denotes in `codes`, and events carry its `linkerVersion`. `bundle` = the linker the served model bundle carries in `linker/` (`cner-train link-attach`), so it switches with each model version, none for a bundle without one; `none` = no linking; a linker bundle shipped in the package by name, or a linker bundle directory (relative: to the package root) = that linker for every model version.' },
+  { name: 'CNER_LINKER_DIR', default: 'icd10', doc: 'ICD-10 linker (`cner-train link-export`): every entity of the types it names (DIS) gets the concepts it denotes in `codes`, and events carry its `linkerVersion`. A linker bundle shipped in the package by name (`icd10`, the default), or a linker bundle directory (relative: to the package root) = that linker for every model version; `bundle` = the linker the served model bundle carries in `linker/` (`cner-train link-attach`), so it switches with each model version from the model topic, none for a bundle without one; `none` = no linking.' },
   { name: 'CNER_MODEL_CACHE_DIR', doc: 'Writable directory where verified model versions from the model topic are kept (default: a directory under the system temp dir; mount a volume to keep them across restarts).' },
   { name: 'CNER_EXECUTION_PROVIDERS', default: 'cpu', doc: 'onnxruntime execution providers to try in order, comma-separated (e.g. `cuda,cpu`); CPU is always the fallback.' },
   { name: 'CNER_INFERENCE_WORKERS', default: '1', doc: 'Inference worker threads (≥ 1: the Kafka loop never runs the model on its own thread).' },
@@ -300,9 +300,9 @@ function modelConfig(get: Getter, mode: ConfigMode): Validated<ModelConfig> {
   });
 }
 
-/** CNER_LINKER_DIR: `bundle` (the default), `none` (either case), or a linker bundle by name or directory (--linker: relative to the working directory). */
+/** CNER_LINKER_DIR: `bundle`, `none` (either case), or a linker bundle by name (default: the shipped `icd10`) or directory (--linker: relative to the working directory). */
 function linkerSource(get: Getter): LinkerSource {
-  const raw = get('CNER_LINKER_DIR') ?? 'bundle';
+  const raw = get('CNER_LINKER_DIR') ?? DEFAULT_LINKER;
   const keyword = raw.toLowerCase();
   if (keyword === 'bundle') return BUNDLE_LINKER;
   if (keyword === 'none') return NO_LINKER;

@@ -14,6 +14,9 @@ export const BUNDLED_MODELS_DIR = path.join(PACKAGE_ROOT, 'models');
 
 export const DEFAULT_MODEL = 'default';
 
+/** The ICD-10 linker shipped in the package (`models/icd10`): CNER_LINKER_DIR's default. */
+export const DEFAULT_LINKER = 'icd10';
+
 const BUNDLE_NAME = /^[a-z0-9][a-z0-9._-]*$/;
 
 /**

@@ -106,12 +106,13 @@ describe('config', () => {
     assert.equal(config.logLevel, 'debug');
   });
 
-  it('links with the served bundle\'s linker by default (bundle); none; a linker directory resolves like a model\'s; --linker wins and is relative to the working directory', () => {
+  it('links with the shipped icd10 linker by default; bundle; none; a linker directory resolves like a model\'s; --linker wins and is relative to the working directory', () => {
     const linker = (env: Record<string, string>, flags: Record<string, string> = {}) => {
       const { model } = loadConfig({ ...REQUIRED, ...env }, 'tool', flags).config;
       return { ...model.linker, linkerDir: model.linkerDir };
     };
-    assert.deepEqual(linker({}), { kind: 'bundle', linkerDir: null });
+    const shipped = path.join(PACKAGE_ROOT, 'models', 'icd10');
+    assert.deepEqual(linker({}), { kind: 'dir', dir: shipped, linkerDir: shipped });
     assert.deepEqual(linker({ CNER_LINKER_DIR: 'Bundle' }), { kind: 'bundle', linkerDir: null });
     assert.deepEqual(linker({ CNER_LINKER_DIR: 'None' }), { kind: 'none', linkerDir: null });
     const tiny = path.join(PACKAGE_ROOT, 'fixtures', 'tiny-linker-bundle');
@@ -119,7 +120,7 @@ describe('config', () => {
     assert.deepEqual(linker({ CNER_LINKER_DIR: '/l' }, { linker: 'some/dir' }), { kind: 'dir', dir: path.resolve(process.cwd(), 'some/dir'), linkerDir: path.resolve(process.cwd(), 'some/dir') });
     assert.deepEqual(linker({ CNER_LINKER_DIR: '/l' }, { linker: 'none' }), { kind: 'none', linkerDir: null });
     assert.deepEqual(linker({ CNER_LINKER_DIR: 'none' }, { linker: 'bundle' }), { kind: 'bundle', linkerDir: null });
-    assert.equal(VARIABLES.find((v) => v.name === 'CNER_LINKER_DIR')?.default, 'bundle');
+    assert.equal(VARIABLES.find((v) => v.name === 'CNER_LINKER_DIR')?.default, 'icd10');
   });
 
   it('resolves a relative model directory against the package root', () => {

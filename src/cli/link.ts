@@ -20,8 +20,9 @@ logistic regression over the re-ranker's probability, the cosine and the
 memory's vote; else the cosine between the text, or the listed part that
 found it, and the name). A line that cannot be linked gets {"id", "error"} and the exit code is 1.
 The linker is chosen as for cner tag and cner serve: --linker (or
-CNER_LINKER_DIR) names a linker bundle; by default (bundle) the one the model
-bundle (--model) carries in linker/ (cner-train link-attach).
+CNER_LINKER_DIR) names a linker bundle, by default the shipped one (icd10);
+with bundle, the one the model bundle (--model) carries in linker/
+(cner-train link-attach).
 
 Options:
   --batch N            lines read, then linked together (default 64; the linker's own batches are of 64 distinct queries)

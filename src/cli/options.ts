@@ -22,7 +22,7 @@ export const MODEL_FLAG_OPTIONS = {
 
 const HELP: Readonly<Record<ModelFlag, [string, string]>> = {
   model: ['NAME|DIR', `a bundle shipped in the package by name (${bundledModelNames().join(', ')}) or a bundle directory`],
-  linker: ['bundle|none|NAME|DIR', 'ICD-10 linker for the entities\' codes: bundle = the one the model bundle carries (cner-train link-attach), if any; none = no linking; else a linker bundle (cner-train link-export)'],
+  linker: ['NAME|DIR|bundle|none', 'ICD-10 linker for the entities\' codes: a linker bundle shipped by name (icd10) or a directory (cner-train link-export); bundle = the one the model bundle carries (cner-train link-attach), if any; none = no linking'],
   workers: ['N', 'inference worker threads (0 = onnxruntime on the command\'s own thread)'],
   providers: ['LIST', 'execution providers to try in order, e.g. cuda,cpu (CPU is always the fallback)'],
   threads: ['N', 'onnxruntime intra-op threads per worker (0 = the usable CPUs divided among the workers)'],

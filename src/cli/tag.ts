@@ -1,8 +1,8 @@
 // `cner tag`: JSON Lines in ({"text"|"originalText": …, "id"?: …}), one JSON
 // line out per input line, in order: {"id", "entities": [{label_type,
 // start_pos, end_pos, text, score, type}]} with code-point offsets, end
-// exclusive (the CCKS-2019 convention). With a linker (by default the one the
-// model bundle carries; --linker or CNER_LINKER_DIR choose, as for cner serve),
+// exclusive (the CCKS-2019 convention). With a linker (by default the shipped
+// ICD-10 linker; --linker or CNER_LINKER_DIR choose, as for cner serve),
 // each entity of a linked type also carries its "codes".
 
 import { parseArgs } from 'node:util';
@@ -20,8 +20,8 @@ const USAGE = `Usage: cner tag [--model DIR] < in.jsonl > out.jsonl
 Reads one JSON object per line with the text in "text" or "originalText" and
 an optional "id"; writes one line per input line with the id and "entities":
 [{"label_type", "start_pos", "end_pos", "text", "score", "type"}]. Offsets are
-code points, end exclusive. With a linker (--linker; by default the one the
-model bundle carries, if any), every entity also has "codes":
+code points, end exclusive. With a linker (--linker; by default the shipped
+ICD-10 linker, icd10), every entity also has "codes":
 [{"system", "code", "name", "score"}], best first (empty for the types the
 linker does not link). A line that cannot be tagged gets {"id", "error"} and
 the exit code is 1.

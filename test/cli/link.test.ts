@@ -42,20 +42,20 @@ describe('cner link', () => {
     assert.equal((out[4]!['links'] as { name: string }[])[0]!.name, '高血压');
   });
 
-  it('links with the linker the model bundle carries by default (bundle); --linker wins', async () => {
+  it('links with the linker the model bundle carries with --linker bundle; another --linker wins', async () => {
     const carrying = await withLinker('with-reranked', TINY_RERANKED_LINKER);
     const run = async (...flags: string[]): Promise<unknown> => {
       const io = memoryIo(lines({ id: 'd', text: '胃癌伴幽门梗阻' }));
       assert.equal(await command.run([...flags, '--workers', '0'], io), 0);
       return parse(io.out())[0];
     };
-    const carried = await run('--model', carrying);
+    const carried = await run('--model', carrying, '--linker', 'bundle');
     assert.deepEqual(carried, await run('--linker', TINY_RERANKED_LINKER));
     assert.notDeepEqual(carried, await run('--linker', TINY_LINKER), 'the two tiny linkers answer differently');
     assert.deepEqual(await run('--model', carrying, '--linker', TINY_LINKER), await run('--linker', TINY_LINKER));
   });
 
-  it('links with the ICD-10 linker the shipped default bundle carries', async () => {
+  it('links with the ICD-10 linker shipped in the package by default (icd10)', async () => {
     const io = memoryIo(lines({ id: 'g', text: '胃癌伴幽门梗阻' }, { id: 'd', text: '2型糖尿病' }));
     assert.equal(await command.run(['--threads', '1'], io), 0);
     const [g, d] = parse(io.out()).map((o) => (o['links'] as { code: string; name: string }[]).map((l) => `${l.code} ${l.name}`));
@@ -64,7 +64,7 @@ describe('cner link', () => {
   });
 
   it('needs a linker: a bundle without one, or none', async () => {
-    for (const flags of [['--model', TINY], ['--linker', 'none'], ['--model', await withLinker('w'), '--linker', 'none']]) {
+    for (const flags of [['--model', TINY, '--linker', 'bundle'], ['--linker', 'none'], ['--model', await withLinker('w'), '--linker', 'none']]) {
       const io = memoryIo('');
       assert.equal(await command.run(flags, io), 2);
       assert.match(io.err(), /a linker is required and (the model bundle .* carries no linker|linking is off)/);

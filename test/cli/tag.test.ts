@@ -62,7 +62,7 @@ describe('cner tag', () => {
     assert.deepEqual(ents[1]!.codes, links.map((l) => ({ system: 'ICD-10-BJ-v601', ...l })));
   });
 
-  it('links with the linker the model bundle carries by default (bundle); --linker none or another linker win', async () => {
+  it('links with the linker the model bundle carries with --linker bundle; --linker none or another linker win', async () => {
     const carrying = await attachLinker(await copyOf(TABLE_BUNDLE), TINY_RERANKED_LINKER);
     const run = async (...flags: string[]): Promise<{ type: string; codes?: { code: string }[] }[]> => {
       const io = memoryIo(lines({ id: 'a', text: '患者查ＣＴ示肺炎。' }));
@@ -74,7 +74,7 @@ describe('cner tag', () => {
       assert.equal(await link.run(['--linker', linker, '--workers', '0'], io), 0);
       return (parse(io.out())[0]!['links'] as { code: string }[]).map((l) => l.code);
     };
-    const carried = await run();
+    const carried = await run('--linker', 'bundle');
     assert.deepEqual(carried.map((e) => e.type), ['EXA', 'DIS']);
     assert.deepEqual(carried[1]!.codes!.map((c) => c.code), await codesOf(TINY_RERANKED_LINKER));
     assert.ok((await run('--linker', 'none')).every((e) => !('codes' in e)));

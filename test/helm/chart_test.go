@@ -90,7 +90,7 @@ func TestProcessorEnvironment(t *testing.T) {
 		"KAFKA_SSL":                     "false",
 		"SCHEMA_REGISTRY_URL":           "http://schema-registry:8081",
 		"CNER_MODEL_DIR":                "default",
-		"CNER_LINKER_DIR":               "bundle",
+		"CNER_LINKER_DIR":               "icd10",
 		"CNER_MODEL_CACHE_DIR":          "/var/cache/cner/models",
 		"CNER_EXECUTION_PROVIDERS":      "cpu",
 		"CNER_INFERENCE_WORKERS":        "1",

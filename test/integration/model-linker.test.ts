@@ -1,6 +1,6 @@
 // The ICD-10 linker travelling inside the model bundle, against the real
 // broker and registry (docs/model-versions.md, "A bundle that carries its
-// linker"): a processor with CNER_LINKER_DIR=bundle (the default) serves v1,
+// linker"): a processor with CNER_LINKER_DIR=bundle serves v1,
 // a bundle without a linker (no codes, linkerVersion null); v2, the same
 // tagger with the tiny linker attached (by `cner-train link-attach` and
 // published by `cner-train publish` when the training venv has them), is
@@ -81,7 +81,7 @@ describe('a linker inside the model bundle: published, switched and rolled back 
       CNER_MAX_BATCH_SIZE: '4',
       CNER_HTTP_PORT: '0',
       CNER_LOG_LEVEL: 'info',
-      // CNER_LINKER_DIR unset: `bundle`, the served bundle's linker
+      CNER_LINKER_DIR: 'bundle', // the served bundle's linker
     }));
     assert.equal(config.model.linker.kind, 'bundle');
     service = await startService({ config, log: capturingLogger(logs, 'info'), httpHost: '127.0.0.1', backoff: { initialMs: 50, maxMs: 1_000, multiplier: 2, jitter: 0.2 } });
