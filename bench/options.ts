@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../src/config.js';
+import { LINKER_SUBDIR } from '../src/model/bundle.js';
 import type { ModelSettings } from './inprocess.js';
 
 export const USAGE = `npm run bench -- [options]
@@ -70,7 +71,7 @@ const CCKS2019 = '../shared/data/ccks2019/train.jsonl';
 const TINY_LINKER = 'fixtures/tiny-linker-bundle';
 
 /** The linker a model bundle carries in linker/ (cner-train link-attach), or null. */
-const carriedLinker = (bundle: string): string | null => (existsSync(path.join(bundle, 'linker', 'manifest.json')) ? path.join(bundle, 'linker') : null);
+const carriedLinker = (bundle: string): string | null => (existsSync(path.join(bundle, LINKER_SUBDIR, 'manifest.json')) ? path.join(bundle, LINKER_SUBDIR) : null);
 
 /** null: --help was asked for. */
 export function parseOptions(argv: readonly string[], root: string, now: Date = new Date()): BenchOptions | null {
