@@ -57,6 +57,8 @@ export interface KafkaResult {
   readonly partitions: number;
   /** How `bin/cner.js serve` ran: the compiled dist/ or the sources through tsx. */
   readonly processor: string;
+  /** glibc's MALLOC_ARENA_MAX in cner serve's environment (the image's setting unless the bench's environment sets it). */
+  readonly mallocArenaMax?: string; // absent in results from before it was set
   /** Whether cner serve linked (compare with the in-process run with linking, then). */
   readonly linked: boolean;
   readonly saturation: {
@@ -82,6 +84,15 @@ export interface KafkaResult {
   };
 }
 
+/**
+ * The Dockerfile's MALLOC_ARENA_MAX. glibc gives every thread that allocates
+ * its own malloc arena (up to 8 per core); the processor's worker threads and
+ * onnxruntime then keep freed memory in many arenas. cner serve's peak RSS
+ * (linking, 200 records): 620 MB by default (16 arenas on 2 cores), 527 MB
+ * with 2, 507 MB with 1, at the same throughput (bench/NOTES.md).
+ */
+export const IMAGE_MALLOC_ARENA_MAX = '2';
+
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export async function kafkaBench(o: KafkaBenchOptions): Promise<KafkaResult> {
@@ -91,6 +102,8 @@ export async function kafkaBench(o: KafkaBenchOptions): Promise<KafkaResult> {
   const dlt = `${input}.DLT`;
   const models = `${run}.models`;
   const log = pino({ level: 'silent' });
+  // The processor runs as the image runs it.
+  const mallocArenaMax = process.env['MALLOC_ARENA_MAX'] ?? IMAGE_MALLOC_ARENA_MAX;
   const brokers = o.services.brokers.split(',');
   const kafka = createKafkaClient({ brokers, clientId: 'cner-bench', groupId: `${run}.unused`, tls: null, sasl: null, sessionTimeoutMs: 10_000, log, retries: 3 });
   await kafka.createTopics([
@@ -137,6 +150,7 @@ export async function kafkaBench(o: KafkaBenchOptions): Promise<KafkaResult> {
       CNER_LINKER_DIR: o.linker ?? 'none',
       CNER_HTTP_PORT: '0',
       CNER_LOG_LEVEL: 'info',
+      MALLOC_ARENA_MAX: mallocArenaMax,
     });
     const satTimeout = Math.max(180_000, o.records * 100);
     const satTimes = await watcher.waitFor(satKeys, satTimeout, serve);
@@ -165,6 +179,7 @@ export async function kafkaBench(o: KafkaBenchOptions): Promise<KafkaResult> {
       topicPrefix: run,
       partitions: o.partitions,
       processor: processorMode(o.root),
+      mallocArenaMax,
       linked: o.linker !== null,
       saturation,
       latency: {

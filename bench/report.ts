@@ -218,6 +218,7 @@ function resultRows(r: BenchResult): Row[] {
     rows.push(['', `latency at ${f(k.latency.targetRate)} records/s, p50 / p99 / max`, `${f(k.latency.p50Ms, 0)} / ${f(k.latency.p99Ms, 0)} / ${f(k.latency.maxMs, 0)} ms`]);
     rows.push(['', 'peak RSS (VmHWM)', `${f(k.rss.peakMb, 0)} MB`]);
     rows.push(['', 'processor code', k.processor]);
+    rows.push(['', 'MALLOC_ARENA_MAX (glibc malloc arenas)', k.mallocArenaMax ?? 'not set (glibc default: 8 per core)']);
   } else {
     rows.push(['Kafka', 'not run', r.kafka.reason]);
   }

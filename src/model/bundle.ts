@@ -9,13 +9,14 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { inflateSync } from 'node:zlib';
 import { isLeft } from 'fp-ts/lib/Either.js';
 import { MAX_CHUNK_LEN } from '../pipeline/chunk.js';
 import { type Crf, parseCrf } from '../pipeline/crf.js';
 import { type Vocab, parseVocab } from '../pipeline/encode.js';
 import { CnerError } from '../errors.js';
 import { TAGS } from '../pipeline/labels.js';
-import { LEXICON_FEATURES, type Lexicon, parseLexicon } from '../pipeline/lexicon.js';
+import { LEXICON_FEATURES, type Lexicon, decodeLexiconTrie, parseLexicon } from '../pipeline/lexicon.js';
 
 export interface BundleManifest {
   readonly name: string;
@@ -74,8 +75,12 @@ export async function loadBundle(dirArg: string): Promise<ModelBundle> {
   if (readsLexicon(config)) {
     if (!(LEXICON_FILE in manifest.files)) errors.push(`manifest.json: files must list ${LEXICON_FILE} (config.json inputs name lexicon_features)`);
     else {
-      const parsed = parseLexicon(await readText(dir, LEXICON_FILE));
-      if (isLeft(parsed)) errors.push(...parsed.left.map((e) => `${LEXICON_FILE}: ${e}`));
+      // The precomputed trie when the bundle has one (cner-train writes it since 2026-12); else built from the TSV.
+      const [file, parsed] =
+        LEXICON_TRIE_FILE in manifest.files
+          ? [LEXICON_TRIE_FILE, decodeLexiconTrie(await readBytes(dir, LEXICON_TRIE_FILE), (body) => inflateSync(body))]
+          : [LEXICON_FILE, parseLexicon(await readText(dir, LEXICON_FILE))];
+      if (isLeft(parsed)) errors.push(...parsed.left.map((e) => `${file}: ${e}`));
       else lexicon = parsed.right;
     }
   }
@@ -250,13 +255,18 @@ function decodeConfig(json: unknown, errors: string[]): Readonly<Record<string, 
 }
 
 const LEXICON_FILE = 'lexicon.tsv';
+const LEXICON_TRIE_FILE = 'lexicon.trie';
 
 const readsLexicon = (config: Readonly<Record<string, unknown>>): boolean =>
   Array.isArray(config['inputs']) && config['inputs'].includes('lexicon_features');
 
 export async function readText(dir: string, name: string): Promise<string> {
+  return (await readBytes(dir, name)).toString('utf8');
+}
+
+async function readBytes(dir: string, name: string): Promise<Buffer> {
   try {
-    return await readFile(path.join(dir, name), 'utf8');
+    return await readFile(path.join(dir, name));
   } catch (cause) {
     throw new CnerError('BUNDLE_NOT_FOUND', `${name} is missing from model bundle ${dir}`, { cause, context: { dir, file: name } });
   }

@@ -131,6 +131,83 @@ function buildTrie(masks: ReadonlyMap<string, number>): Lexicon {
   });
 }
 
+/** `lexicon.trie`'s first 8 bytes (format 1). */
+export const LEXICON_TRIE_MAGIC = 'CNERTRI1';
+const TRIE_HEADER = 20; // magic + uint32 terms, nodes, first-level count
+const ROOT_SIZE = 0x110000;
+
+/**
+ * The trie as `cner-train` writes it next to lexicon.tsv (`lexicon.trie`,
+ * docs/contract.md "Lexicon trie"): the arrays buildTrie would make from the
+ * same terms, so loading is a copy instead of parsing and sorting 193 k terms
+ * (80 MB of transient heap for the default's lexicon). `inflate` undoes the
+ * body's zlib compression (the caller owns node:zlib). The structure is
+ * checked, so a walk always ends: every child and next sibling lies after its
+ * node, siblings ascend.
+ */
+export function decodeLexiconTrie(file: Uint8Array, inflate: (body: Uint8Array) => Uint8Array): Either<readonly string[], Lexicon> {
+  if (file.length < TRIE_HEADER || new TextDecoder().decode(file.subarray(0, 8)) !== LEXICON_TRIE_MAGIC) {
+    return left([`must start with ${LEXICON_TRIE_MAGIC} (a lexicon.trie written by cner-train)`]);
+  }
+  const header = new DataView(file.buffer, file.byteOffset, TRIE_HEADER);
+  const terms = header.getUint32(8, true);
+  const nodes = header.getUint32(12, true);
+  const first = header.getUint32(16, true);
+  let body: Uint8Array;
+  try {
+    body = inflate(file.subarray(TRIE_HEADER));
+  } catch (e) {
+    return left([`its body does not inflate: ${e instanceof Error ? e.message : String(e)}`]);
+  }
+  const expected = 4 * (2 * first + 4 * nodes);
+  if (body.length !== expected) return left([`its body holds ${body.length} bytes, the header's counts need ${expected}`]);
+  const view = new DataView(body.buffer, body.byteOffset, body.length);
+  const ints = new Int32Array(expected / 4);
+  for (let i = 0; i < ints.length; i++) ints[i] = view.getInt32(4 * i, true);
+  const at = (k: number, n: number): Int32Array => ints.subarray(k, k + n);
+  const rootKeys = at(0, first);
+  const rootNodes = at(first, first);
+  const firstChild = at(2 * first, nodes);
+  const nextSibling = at(2 * first + nodes, nodes);
+  const order = at(2 * first + 2 * nodes, nodes);
+  const categories = at(2 * first + 3 * nodes, nodes);
+  const errors = checkTrie(rootKeys, rootNodes, firstChild, nextSibling, order, categories);
+  if (errors.length > 0) return left(errors);
+  const root = new Int32Array(ROOT_SIZE);
+  for (let i = 0; i < first; i++) root[rootKeys[i]!] = rootNodes[i]!;
+  return right(Object.freeze({ terms, root, firstChild, nextSibling, order, categories }));
+}
+
+function checkTrie(
+  rootKeys: Int32Array,
+  rootNodes: Int32Array,
+  firstChild: Int32Array,
+  nextSibling: Int32Array,
+  order: Int32Array,
+  categories: Int32Array,
+): string[] {
+  const nodes = order.length;
+  const errors: string[] = [];
+  const bad = (what: string): void => {
+    if (errors.length < 10) errors.push(what);
+  };
+  for (let i = 0; i < rootKeys.length; i++) {
+    const key = rootKeys[i]!;
+    if (key < 0 || key >= ROOT_SIZE || (i > 0 && key <= rootKeys[i - 1]!)) bad(`first-level key ${i} (${key}) is not an ascending code point rank`);
+    const node = rootNodes[i]!;
+    if (node <= 0 || node >= nodes || order[node] !== key) bad(`first-level node ${i} (${node}) is not a node of key ${key}`);
+  }
+  for (let n = 1; n < nodes; n++) {
+    const child = firstChild[n]!;
+    const sibling = nextSibling[n]!;
+    if (child !== 0 && (child <= n || child >= nodes)) bad(`node ${n}: first child ${child} must lie after it`);
+    if (sibling !== 0 && (sibling <= n || sibling >= nodes || order[sibling]! <= order[n]!)) bad(`node ${n}: next sibling ${sibling} must lie after it, in ascending order`);
+    if (order[n]! < 0 || order[n]! >= ROOT_SIZE) bad(`node ${n}: code point rank ${order[n]} out of range`);
+    if (categories[n]! >>> LEXICON_CATEGORIES.length !== 0) bad(`node ${n}: category bits ${categories[n]} name no list`);
+  }
+  return errors;
+}
+
 /** Features of `chars[chunk.start..chunk.end)`: [length, LEXICON_FEATURES], 0 or 1. */
 export function lexiconFeatures(chars: readonly string[], chunk: Chunk, lexicon: Lexicon): Uint8Array {
   const n = chunk.end - chunk.start;

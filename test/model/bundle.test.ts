@@ -33,6 +33,9 @@ const editJson = async (file: string, f: (json: Record<string, unknown>) => unkn
   await writeFile(file, JSON.stringify(f(JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>)));
 };
 
+const withoutFile = (manifest: Record<string, unknown>, name: string): Record<string, unknown> =>
+  Object.fromEntries(Object.entries(manifest['files'] as object).filter(([k]) => k !== name));
+
 describe('loadBundle', () => {
   it('loads a valid bundle into a frozen, typed object', async () => {
     const b = await loadBundle(TABLE_BUNDLE);
@@ -128,15 +131,31 @@ describe('loadBundle', () => {
 });
 
 describe('loadBundle (a model that reads lexicon features)', () => {
-  it('loads lexicon.tsv when config.json names the lexicon_features input', async () => {
+  it('loads the lexicon when config.json names the lexicon_features input: lexicon.trie when listed, else lexicon.tsv, the same', async () => {
     const b = await loadBundle(TINY_LEXICON_BUNDLE);
     assert.ok(b.lexicon !== null && b.lexicon.terms > 10);
+    assert.ok('lexicon.trie' in b.manifest.files);
+    await withCopy(
+      (dir) => editJson(path.join(dir, 'manifest.json'), (m) => ({ ...m, files: withoutFile(m, 'lexicon.trie') })),
+      async (dir) => assert.deepEqual((await loadBundle(dir)).lexicon, b.lexicon),
+      false,
+      TINY_LEXICON_BUNDLE,
+    );
     assert.equal((await loadBundle(TINY_BUNDLE)).lexicon, null);
+  });
+
+  it('reports a lexicon.trie that is not one', async () => {
+    await withCopy(
+      (dir) => writeFile(path.join(dir, 'lexicon.trie'), 'DIS\t肺炎\n'),
+      (dir) => rejectsWith(loadBundle(dir), 'BUNDLE_INVALID', /lexicon\.trie: must start with CNERTRI1/).then(() => undefined),
+      true,
+      TINY_LEXICON_BUNDLE,
+    );
   });
 
   it('refuses a lexicon model whose manifest does not cover lexicon.tsv', async () => {
     await withCopy(
-      (dir) => editJson(path.join(dir, 'manifest.json'), (m) => ({ ...m, files: Object.fromEntries(Object.entries(m['files'] as object).filter(([k]) => k !== 'lexicon.tsv')) })),
+      (dir) => editJson(path.join(dir, 'manifest.json'), (m) => ({ ...m, files: withoutFile(m, 'lexicon.tsv') })),
       (dir) => rejectsWith(loadBundle(dir), 'BUNDLE_INVALID', /files must list lexicon\.tsv/).then(() => undefined),
       false,
       TINY_LEXICON_BUNDLE,
@@ -148,6 +167,7 @@ describe('loadBundle (a model that reads lexicon features)', () => {
       async (dir) => {
         await writeFile(path.join(dir, 'lexicon.tsv'), 'DIS\t肺炎\nNOPE\t术后\n');
         await editJson(path.join(dir, 'config.json'), (c) => ({ ...c, lexicon: { ...(c['lexicon'] as object), features: 30 } }));
+        await editJson(path.join(dir, 'manifest.json'), (m) => ({ ...m, files: withoutFile(m, 'lexicon.trie') })); // the TSV is read
       },
       (dir) => rejectsWith(loadBundle(dir), 'BUNDLE_INVALID', /lexicon\.features must be 24[\s\S]*lexicon\.tsv: line 2 /).then(() => undefined),
       true,

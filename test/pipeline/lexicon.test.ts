@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { deflateSync, inflateSync } from 'node:zlib';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { isLeft, isRight } from 'fp-ts/lib/Either.js';
-import { LEXICON_CATEGORIES, LEXICON_FEATURES, type Lexicon, lexiconFeatures, parseLexicon } from '../../src/pipeline/lexicon.js';
+import { LEXICON_CATEGORIES, LEXICON_FEATURES, type Lexicon, decodeLexiconTrie, lexiconFeatures, parseLexicon } from '../../src/pipeline/lexicon.js';
 
 const F = LEXICON_FEATURES;
 const cat = (code: (typeof LEXICON_CATEGORIES)[number]): number => LEXICON_CATEGORIES.indexOf(code);
@@ -92,5 +94,56 @@ describe('lexicon features', () => {
       ),
       { numRuns: 400 },
     );
+  });
+});
+
+describe('lexicon.trie (written by cner-train)', () => {
+  const read = (bundle: string): { tsv: string; trie: Buffer } => ({
+    tsv: readFileSync(new URL(`../../${bundle}/lexicon.tsv`, import.meta.url), 'utf8'),
+    trie: readFileSync(new URL(`../../${bundle}/lexicon.trie`, import.meta.url)),
+  });
+  const decode = (trie: Uint8Array): Lexicon => {
+    const d = decodeLexiconTrie(trie, inflateSync);
+    if (isLeft(d)) throw new Error(d.left.join('; '));
+    return d.right;
+  };
+
+  for (const bundle of ['models/default', 'fixtures/tiny-lexicon-bundle']) {
+    it(`${bundle}: the Python-written trie is the one parseLexicon builds from lexicon.tsv, array for array`, () => {
+      const { tsv, trie } = read(bundle);
+      const built = lexicon(tsv);
+      const loaded = decode(trie);
+      assert.equal(loaded.terms, built.terms);
+      for (const k of ['root', 'firstChild', 'nextSibling', 'order', 'categories'] as const) {
+        assert.ok(Buffer.from(loaded[k].buffer, loaded[k].byteOffset, loaded[k].byteLength).equals(Buffer.from(built[k].buffer, built[k].byteOffset, built[k].byteLength)), k);
+      }
+    });
+  }
+
+  /** The default's trie with its body (int32 words) changed by `edit`, re-deflated. */
+  const edited = (edit: (words: Int32Array, header: DataView) => void): Buffer => {
+    const { trie } = read('models/default');
+    const head = Buffer.from(trie.subarray(0, 20));
+    const body = inflateSync(trie.subarray(20));
+    const words = new Int32Array(body.buffer.slice(body.byteOffset, body.byteOffset + body.length));
+    edit(words, new DataView(head.buffer, head.byteOffset, 20));
+    return Buffer.concat([head, deflateSync(Buffer.from(words.buffer))]);
+  };
+  const refused = (file: Uint8Array, pattern: RegExp): void => {
+    const d = decodeLexiconTrie(file, inflateSync);
+    assert.ok(isLeft(d), 'refused');
+    assert.match(d.left.join('\n'), pattern);
+  };
+
+  it('refuses what is not a trie, a body of the wrong size, and a structure a walk could loop in', () => {
+    refused(Buffer.from('DIS\t胃癌\n'), /must start with CNERTRI1/);
+    refused(Buffer.concat([read('models/default').trie.subarray(0, 20), Buffer.from('not zlib')]), /does not inflate/);
+    refused(edited((_, h) => h.setUint32(12, h.getUint32(12, true) + 1, true)), /the header's counts need/);
+    const { trie } = read('models/default');
+    const first = new DataView(trie.buffer, trie.byteOffset).getUint32(16, true);
+    // node 1's first child pointing back at node 1; first-level keys out of order
+    refused(edited((w) => (w[2 * first + 1] = 1)), /node 1: first child 1 must lie after it/);
+    refused(edited((w) => (w[1] = w[0]!)), /first-level key 1 \(\d+\) is not an ascending/);
+    assert.ok(isRight(decodeLexiconTrie(edited(() => undefined), inflateSync)), 'the unedited round trip loads');
   });
 });

@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cner_train.lexicon import CATEGORIES, NUM_FEATURES, Lexicon
 
@@ -69,3 +71,69 @@ def test_features_agree_with_a_brute_force_scan():
                     want[s + 1 : s + len(t) - 1, 3 * ci + 1] = 1
                     want[s + len(t) - 1, 3 * ci + 2] = 1
         np.testing.assert_array_equal(lex.features(text), want)
+
+
+def trie_features(a: dict, text: str) -> np.ndarray:
+    """Lexicon features by walking the arrays of ``trie_arrays`` as src/pipeline/lexicon.ts does."""
+    from cner_train.lexicon import normalize_term, unit_order
+
+    root = dict(zip(a["root_keys"].tolist(), a["root_nodes"].tolist(), strict=True))
+    cps = [unit_order(ord(c)) for c in normalize_term(text)]
+    out = np.zeros((len(cps), NUM_FEATURES), dtype=np.uint8)
+    for s in range(len(cps)):
+        node = root.get(cps[s], 0)
+        for e in range(s + 2, len(cps) + 1):
+            if node == 0:
+                break
+            child = int(a["first_child"][node])
+            while child and a["order"][child] < cps[e - 1]:
+                child = int(a["next_sibling"][child])
+            node = child if child and a["order"][child] == cps[e - 1] else 0
+            mask = int(a["categories"][node]) if node else 0
+            for c in range(len(CATEGORIES)):
+                if mask >> c & 1:
+                    out[s, 3 * c] = 1
+                    out[s + 1 : e - 1, 3 * c + 1] = 1
+                    out[e - 1, 3 * c + 2] = 1
+    return out
+
+
+# Astral characters and U+E000..U+FFFF order differently by code unit and by code point: both are here.
+ALPHABET = ["胃", "癌", "肝", "肺", "左", "叶", "𠀀", "𝔸", "\ue000", "ｚ", "Z", "z"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([c for c, _ in CATEGORIES]), st.text(ALPHABET, min_size=1, max_size=5)),
+                max_size=30),
+       st.text(ALPHABET, max_size=30))
+def test_the_trie_file_gives_the_features_of_the_lexicon(entries, text):
+    """lexicon.trie's arrays, walked as the processor walks them, mark what Lexicon.features marks;
+    siblings ascend and every child and sibling lies after its node (what lexicon.ts checks)."""
+    from cner_train.lexicon import trie_arrays
+
+    lex = Lexicon(entries)
+    a = trie_arrays(lex.masks)
+    assert int(a["terms"]) == len(lex.masks)
+    assert np.array_equal(trie_features(a, text), lex.features(text))
+    n = np.arange(len(a["order"]))
+    fc, ns = a["first_child"], a["next_sibling"]
+    assert ((fc == 0) | (fc > n)).all() and ((ns == 0) | (ns > n)).all()
+    assert (a["order"][ns[ns > 0]] > a["order"][n[ns > 0]]).all()
+    assert (np.diff(a["root_keys"]) > 0).all()
+
+
+def test_trie_file_round_trips(tmp_path):
+    import zlib
+
+    from cner_train.lexicon import TRIE_MAGIC, save_trie, trie_arrays
+
+    lex = Lexicon([("DIS", "胃癌"), ("DIS", "胃癌根治"), ("DRU", "奥沙利铂"), ("TES", "N端脑钠肽前体")])
+    save_trie(lex, tmp_path / "lexicon.trie")
+    raw = (tmp_path / "lexicon.trie").read_bytes()
+    assert raw[:8] == TRIE_MAGIC
+    terms, nodes, first = np.frombuffer(raw[8:20], dtype="<u4").tolist()
+    words = np.frombuffer(zlib.decompress(raw[20:]), dtype="<i4")
+    a = trie_arrays(lex.masks)
+    assert (terms, nodes, first) == (4, len(a["order"]), len(a["root_keys"]))
+    parts = ("root_keys", "root_nodes", "first_child", "next_sibling", "order", "categories")
+    assert np.array_equal(words, np.concatenate([a[k] for k in parts]))

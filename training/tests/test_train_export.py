@@ -238,6 +238,7 @@ def test_lexicon_model_exports_a_third_input_and_its_lexicon(lexicon_run, tmp_pa
     assert sess.get_inputs()[2].shape[2] == NUM_FEATURES
     manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
     assert sha256_file(bundle / "lexicon.tsv") == manifest["files"]["lexicon.tsv"]
+    assert sha256_file(bundle / "lexicon.trie") == manifest["files"]["lexicon.trie"]  # the processor loads this one
     config = json.loads((bundle / "config.json").read_text(encoding="utf-8"))
     assert config["inputs"][-1] == "lexicon_features" and config["lexicon"]["features"] == NUM_FEATURES
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from .corpus import sha256_file
 from .crf import CRF
-from .lexicon import CATEGORIES, MAX_TERM, MIN_TERM, NUM_FEATURES, POSITIONS, Lexicon
+from .lexicon import CATEGORIES, MAX_TERM, MIN_TERM, NUM_FEATURES, POSITIONS, TRIE_FILE, Lexicon, save_trie
 from .models import ModelConfig, Tagger
 from .text import ENTITY_TYPES, MAX_CHUNK_LEN, SECONDARY_TIERS, TAGS, WHITESPACE
 from .vocab import PAD, SPACE, SPECIAL_TOKENS, UNK, UNK_ID, Vocab
@@ -154,6 +154,7 @@ def encoding_config(lexicon: bool = False) -> dict:
         cfg["lexicon"] = {
             "file": "lexicon.tsv",
             "format": "CATEGORY<TAB>term per line; terms already normalized like the characters",
+            "trie": f"{TRIE_FILE}: the same terms as the trie the processor walks (docs/contract.md)",
             "categories": [c for c, _ in CATEGORIES],
             "positions": list(POSITIONS),
             "features": NUM_FEATURES,
@@ -241,8 +242,10 @@ def write_bundle_files(model: nn.Module, vocab: Vocab, out: Path, lexicon: Lexic
         raise ValueError("a model that reads lexicon features needs its lexicon, and only such a model takes one")
     out.mkdir(parents=True, exist_ok=True)
     (out / "lexicon.tsv").unlink(missing_ok=True)
+    (out / TRIE_FILE).unlink(missing_ok=True)
     if lexicon is not None:
         lexicon.save(out / "lexicon.tsv")
+        save_trie(lexicon, out / TRIE_FILE)
     export_onnx(model, out / "model.onnx")
     (out / "crf.json").write_text(json.dumps(model.crf.to_json()), encoding="utf-8")
     (out / "labels.json").write_text(json.dumps(list(TAGS)), encoding="utf-8")
@@ -258,7 +261,7 @@ def write_bundle_manifest(out: Path, manifest_extra: dict) -> None:
         "opset": OPSET,
         "labels": list(TAGS),
         **manifest_extra,
-        "files": {name: sha256_file(out / name) for name in BUNDLE_FILES + ("lexicon.tsv",) if (out / name).exists()},
+        "files": {name: sha256_file(out / name) for name in BUNDLE_FILES + ("lexicon.tsv", TRIE_FILE) if (out / name).exists()},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
 
@@ -410,3 +413,26 @@ def check_parity(model: nn.Module, onnx_path: Path, vocab_size: int, atol: float
     if worst > atol:
         raise AssertionError(f"ONNX parity: max abs difference {worst:.2e} > {atol:.0e}")
     return worst
+
+
+@dataclass
+class LexiconTrieConfig:
+    bundle: str = field(metadata={"help": "a model bundle with lexicon.tsv (written in place)", "positional": True})
+
+
+def add_lexicon_trie(cfg: LexiconTrieConfig) -> Path:
+    """Adds ``lexicon.trie`` to a bundle exported before bundles carried it: built from its
+    ``lexicon.tsv`` (checked against the manifest first) and listed in the manifest's
+    files; nothing else in the bundle or its manifest changes."""
+    bundle = Path(cfg.bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    files = manifest.get("files", {})
+    if "lexicon.tsv" not in files:
+        raise SystemExit(f"{bundle}: its manifest lists no lexicon.tsv (the model reads no lexicon features)")
+    if sha256_file(bundle / "lexicon.tsv") != files["lexicon.tsv"]:
+        raise SystemExit(f"{bundle}/lexicon.tsv does not match its manifest's sha256")
+    save_trie(Lexicon.load(bundle / "lexicon.tsv"), bundle / TRIE_FILE)
+    manifest["files"] = {**files, TRIE_FILE: sha256_file(bundle / TRIE_FILE)}
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+    log.info("%s: %s written (%d bytes)", bundle, TRIE_FILE, (bundle / TRIE_FILE).stat().st_size)
+    return bundle
