@@ -16,10 +16,12 @@ model bundle; prints a table and writes the results as JSON.
                         (default ../shared/data/ccks2019/train.jsonl when present,
                         else bench/fixtures/smoke.jsonl)
   --limit N             only the first N records
-  --bundle DIR          model bundle (default models/default)
-  --cner-bundle DIR     another bundle for cner alone, e.g. the int8 copy of --bundle
-                        (cner-train quantize); its entities are then compared with
-                        the float32 peers' as an agreement F1, not required identical
+  --bundle DIR          the peers' model bundle (default models/default-f32, the float32
+                        bundle the shipped default was quantized from: what a Python team
+                        would serve); cner runs it too unless --cner-bundle says otherwise
+  --cner-bundle DIR     cner's bundle (default: models/default, the static int8 copy, when
+                        --bundle is not given; else --bundle); an int8 copy's entities are
+                        compared with the float32 peers' as an agreement F1, not required identical
   --linker NAME|DIR     also run cner with this ICD-10 linker, interleaved with cner alone, for the
                         cost of linking; its cache starts empty at each pass, as in a processor
                         that has just started (default CNER_LINKER_DIR: bundle = the linker
@@ -69,6 +71,8 @@ export interface BenchOptions {
 export const SMOKE_FIXTURE = 'bench/fixtures/smoke.jsonl';
 const CCKS2019 = '../shared/data/ccks2019/train.jsonl';
 const TINY_LINKER = 'fixtures/tiny-linker-bundle';
+/** The float32 bundle models/default (static int8, `cner-train quantize --method static`) was made from. */
+const PEER_BUNDLE = 'models/default-f32';
 
 /** The linker a model bundle carries in linker/ (cner-train link-attach), or null. */
 const carriedLinker = (bundle: string): string | null => (existsSync(path.join(bundle, LINKER_SUBDIR, 'manifest.json')) ? path.join(bundle, LINKER_SUBDIR) : null);
@@ -113,15 +117,16 @@ export function parseOptions(argv: readonly string[], root: string, now: Date = 
 
   // cner serve's model settings (CNER_* variables or their defaults), so the in-process run is the deployed one.
   const model = loadConfig(process.env, 'demo', values.linker === undefined && smoke ? { linker: TINY_LINKER } : { linker: values.linker }).config.model;
+  const cnerBundle = values['cner-bundle'] ?? values.bundle ?? 'models/default';
   const stamp = now.toISOString().replace(/[:.]/g, '-');
   return {
     root,
     input: abs(values.input ?? (!smoke && existsSync(abs(CCKS2019)) ? CCKS2019 : SMOKE_FIXTURE)),
     limit: values.limit === undefined ? null : int(values.limit, '--limit', 0, 1),
-    bundle: abs(values.bundle ?? 'models/default'),
-    cnerBundle: abs(values['cner-bundle'] ?? values.bundle ?? 'models/default'),
-    // CNER_LINKER_DIR=bundle (the default): the linker cner's bundle carries, as cner serve would link with it.
-    linker: model.linker.kind === 'bundle' ? carriedLinker(abs(values['cner-bundle'] ?? values.bundle ?? 'models/default')) : model.linkerDir,
+    bundle: abs(values.bundle ?? PEER_BUNDLE),
+    cnerBundle: abs(cnerBundle),
+    // CNER_LINKER_DIR=bundle: the linker cner's bundle carries, as cner serve would link with it.
+    linker: model.linker.kind === 'bundle' ? carriedLinker(abs(cnerBundle)) : model.linkerDir,
     reps: int(values.reps, '--reps', smoke ? 1 : 5, 1),
     out: abs(values.out ?? `bench/results/${stamp}${smoke ? '-smoke' : ''}.json`),
     settings: {
