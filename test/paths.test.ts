@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -27,5 +28,22 @@ describe('resolveModelDir', () => {
     } finally {
       await rm(base, { recursive: true, force: true });
     }
+  });
+});
+
+describe('the shipped tagger bundles', () => {
+  const manifest = (name: string): { version: string; files: Record<string, string>; quantization?: { float32_version?: string; method?: string } } =>
+    JSON.parse(readFileSync(path.join(BUNDLED_MODELS_DIR, name, 'manifest.json'), 'utf8')) as never;
+  const megabytes = (name: string): number =>
+    readdirSync(path.join(BUNDLED_MODELS_DIR, name)).reduce((sum, f) => sum + statSync(path.join(BUNDLED_MODELS_DIR, name, f)).size, 0) / 1e6;
+
+  it('default is the static int8 copy of default-f32 (the bench serves the peers default-f32), each at most 40 MB', () => {
+    const int8 = manifest('default');
+    const f32 = manifest('default-f32');
+    assert.equal(int8.quantization?.float32_version, f32.version);
+    assert.match(int8.quantization?.method ?? '', /quantize_static, QDQ/);
+    for (const file of ['vocab.txt', 'crf.json', 'lexicon.tsv', 'lexicon.trie']) assert.equal(int8.files[file], f32.files[file], file);
+    assert.notEqual(int8.files['model.onnx'], f32.files['model.onnx']);
+    for (const name of ['default', 'default-f32']) assert.ok(megabytes(name) <= 40, `${name}: ${megabytes(name).toFixed(1)} MB`);
   });
 });
