@@ -14,6 +14,8 @@ export const LEXICON_CATEGORIES = ['DIS', 'EXA', 'TES', 'OPE', 'DRU', 'ANA', 'CH
 export const LEXICON_FEATURES = LEXICON_CATEGORIES.length * 3; // 24
 const MIN_TERM = 2;
 const MAX_TERM = 40;
+/** Entries of the first-level table: one per code point rank. */
+const ROOT_SIZE = 0x110000;
 
 /** The term normalized character by character (a new string only when something changes). */
 function normalize(term: string): string {
@@ -98,7 +100,7 @@ function buildTrie(masks: ReadonlyMap<string, number>): Lexicon {
   const nextSibling = new Int32Array(capacity);
   const order = new Int32Array(capacity);
   const categories = new Int32Array(capacity);
-  const root = new Int32Array(0x110000);
+  const root = new Int32Array(ROOT_SIZE);
   let nodes = 1;
   for (const term of terms) {
     let node = 0;
@@ -134,7 +136,6 @@ function buildTrie(masks: ReadonlyMap<string, number>): Lexicon {
 /** `lexicon.trie`'s first 8 bytes (format 1). */
 export const LEXICON_TRIE_MAGIC = 'CNERTRI1';
 const TRIE_HEADER = 20; // magic + uint32 terms, nodes, first-level count
-const ROOT_SIZE = 0x110000;
 
 /**
  * The trie as `cner-train` writes it next to lexicon.tsv (`lexicon.trie`,

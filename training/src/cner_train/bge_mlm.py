@@ -36,8 +36,7 @@ import torch
 from .bge import SPECIAL_ROWS, load_encoder, pruned_state_dict
 from .corpus import WindowFilter, dev_split, read_ccks
 from .models import frame
-from .pretrain import SegmentStore, collate, make_batches, mask_spans, masked_holdout
-from .text import chunk_text
+from .pretrain import SegmentStore, collate, encode_segments, make_batches, mask_spans, masked_holdout
 from .train import set_seed, warmup_linear
 from .vocab import PAD_ID, Vocab
 
@@ -98,22 +97,21 @@ def build_segments(cfg: BgeMlmConfig, vocab: Vocab, exclude: WindowFilter) -> tu
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise SystemExit(f"corpus files not found: {missing}; list files of {corpus} in --files, or '*' for all")
-    segs: list[list[int]] = []
     counts = {"lines": 0, "lines_dropped": 0}
-    for path in paths:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                line = line.rstrip("\n")
-                if not line:
-                    continue
-                if exclude.hits(line):
-                    counts["lines_dropped"] += 1
-                    continue
-                counts["lines"] += 1
-                for s, e in chunk_text(line, cfg.max_length):
-                    if e - s >= 2:
-                        segs.append(vocab.encode(line[s:e]))
-    return segs, counts
+
+    def kept_lines():
+        for path in paths:
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    line = line.rstrip("\n")
+                    if not line:
+                        continue
+                    dropped = exclude.hits(line)
+                    counts["lines_dropped" if dropped else "lines"] += 1
+                    if not dropped:
+                        yield line
+
+    return encode_segments(kept_lines(), vocab, cfg.max_length), counts
 
 
 class MlmModel(torch.nn.Module):
@@ -154,11 +152,7 @@ def save_encoder(model: MlmModel, enc: dict, vocab: Vocab, path: Path, record: d
 
 def evaluate(model: MlmModel, store: SegmentStore, cfg: BgeMlmConfig, vocab_size: int) -> tuple[float, float]:
     """Masked-token loss and accuracy on held-out segments with a fixed mask (float32)."""
-    model.eval()
-    try:
-        return masked_holdout(model, store, cfg, vocab_size)
-    finally:
-        model.train()
+    return masked_holdout(model, model, store, cfg, vocab_size)
 
 
 def adapt(cfg: BgeMlmConfig) -> Path:

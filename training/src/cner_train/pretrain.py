@@ -12,6 +12,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -131,13 +132,13 @@ def collate(store: SegmentStore, idx: list[int]) -> tuple[np.ndarray, np.ndarray
     return ids, lengths
 
 
+def encode_segments(lines: Iterable[str], vocab: Vocab, max_length: int) -> list[list[int]]:
+    """Each line cut into chunks of at most ``max_length`` code points (as the tagger cuts), encoded; chunks of one character dropped."""
+    return [vocab.encode(line[s:e]) for line in lines for s, e in chunk_text(line, max_length) if e - s >= 2]
+
+
 def build_segments(cfg: PretrainConfig, vocab: Vocab, exclude: WindowFilter) -> list[list[int]]:
-    segs: list[list[int]] = []
-    for line in corpus_lines(Path(cfg.corpus), exclude):
-        for s, e in chunk_text(line, cfg.max_length):
-            if e - s >= 2:
-                segs.append(vocab.encode(line[s:e]))
-    return segs
+    return encode_segments(corpus_lines(Path(cfg.corpus), exclude), vocab, cfg.max_length)
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:
@@ -304,19 +305,23 @@ def save_encoder(model: AlbertForMLM, path: Path, state: dict) -> None:
 
 
 @torch.no_grad()
-def masked_holdout(score, store: SegmentStore, cfg, vocab_size: int) -> tuple[float, float]:
-    """Masked-token loss and accuracy on held-out segments with a fixed mask. ``score(ids,
-    lengths, inputs, labels)`` → (summed loss, correct, predicted positions) for one batch;
-    ``cfg`` has tokens_per_batch, mask_rate and max_span."""
+def masked_holdout(model: torch.nn.Module, score, store: SegmentStore, cfg, vocab_size: int) -> tuple[float, float]:
+    """Masked-token loss and accuracy on held-out segments with a fixed mask, ``model`` in eval
+    mode meanwhile. ``score(ids, lengths, inputs, labels)`` → (summed loss, correct, predicted
+    positions) for one batch; ``cfg`` has tokens_per_batch, mask_rate and max_span."""
     rng = np.random.default_rng(7)
     tot_loss, correct, n = 0.0, 0, 0
-    for idx in make_batches(store.lengths, cfg.tokens_per_batch, random.Random(7)):
-        ids, lengths = collate(store, idx)
-        inp, lab = mask_spans(ids, lengths, cfg, vocab_size, rng)
-        loss, c, k = score(ids, lengths, inp, lab)
-        tot_loss += float(loss)
-        correct += c
-        n += k
+    model.eval()
+    try:
+        for idx in make_batches(store.lengths, cfg.tokens_per_batch, random.Random(7)):
+            ids, lengths = collate(store, idx)
+            inp, lab = mask_spans(ids, lengths, cfg, vocab_size, rng)
+            loss, c, k = score(ids, lengths, inp, lab)
+            tot_loss += float(loss)
+            correct += c
+            n += k
+    finally:
+        model.train()
     return tot_loss / max(1, n), correct / max(1, n)
 
 
@@ -332,8 +337,4 @@ def evaluate(model: AlbertForMLM, store: SegmentStore, cfg: PretrainConfig, voca
         loss = torch.nn.functional.cross_entropy(logits, target, reduction="sum")
         return loss, int((logits.argmax(-1) == target).sum()), int(picked.sum())
 
-    model.eval()
-    try:
-        return masked_holdout(score, store, cfg, vocab_size)
-    finally:
-        model.train()
+    return masked_holdout(model, score, store, cfg, vocab_size)
