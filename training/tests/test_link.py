@@ -98,6 +98,17 @@ def test_a_short_training_run_measures_dev_and_fits_its_thresholds_on_the_traini
     assert all(1 <= len(c) <= 6 for c in chosen)
     assert all(-1.0 <= s <= 1.0 + 1e-6 for c in chosen for _, s in c)
 
+    from cner_train.link import LinkNamesConfig, int8_names
+
+    names8 = int8_names(LinkNamesConfig(bundle=str(bundle), out=str(data / "names8"), pairs=str(data / "pairs.jsonl")))
+    m8 = json.loads((names8 / "manifest.json").read_text(encoding="utf-8"))
+    assert m8["version"] == "link-test-names8" and m8["quantization"]["names"]["names"] == len(NAMES)
+    assert m8["metrics"]["dev_names_float"] == manifest["metrics"]["dev"] and m8["metrics"]["dev"]["gold"] == result["dev"]["gold"]
+    from cner_train.corpus import sha256_file
+
+    assert m8["files"]["linker.onnx"] == sha256_file(names8 / "linker.onnx") != manifest["files"]["linker.onnx"]
+    assert len(OnnxLinker(names8).link(["胃癌伴幽门梗阻"])[0]) >= 1
+
 
 def test_golden_link_fixture_is_what_this_package_computes(fixtures_dir):
     """fixtures/golden/link.json (checked by the TypeScript suite too) is up to date with query_parts and Decision."""
@@ -185,3 +196,44 @@ def test_a_distilled_query_encoder_keeps_the_teachers_names_and_split(data, tmp_
     want = embed(student, vocab, ["高血压"]) @ embed(teacher, vocab, linker.names).T  # [1, names]
     idx, cos = linker.top(["高血压"])
     assert np.allclose(cos[0], want[0, idx[0]], atol=2e-3)  # float16 storage of the embedded names
+
+
+@pytest.mark.parametrize("memory", [False, True])
+def test_int8_names_keep_the_answers_within_int8_rounding_and_batch_invariant(tmp_path, memory):
+    """link-names-int8 on the tiny linker (with and without a memory of training pairs): the names stored
+    as int8 with a scale per name, nothing float left of them; the same nearest names, cosines within
+    int8 rounding of the float graph's, and a query's answer the same alone as in a batch."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto
+
+    from cner_train.link import int8_names_graph, tiny_linker_bundle
+
+    bundle = tiny_linker_bundle(tmp_path / "bundle", memory=memory)
+    dst = tmp_path / "names8.onnx"
+    report = int8_names_graph(bundle / "linker.onnx", dst)
+    assert report["memory_gathers"] == int(memory) and report["int8_bytes"] < report["float_bytes"] / 3
+    graph = onnx.load(str(dst)).graph
+    inits = {t.name: t for t in graph.initializer}
+    assert inits["names.int8"].data_type == TensorProto.INT8
+    assert not {"names", "names.float16"} & set(inits) and "names" not in {o for n in graph.node for o in n.output}
+    assert [n.op_type for n in graph.node].count("MatMulInteger") == 1
+
+    feeds = {"input_ids": np.array([[6, 7, 8, 9], [9, 10, 0, 0], [11, 6, 12, 0]], dtype=np.int64),
+             "attention_mask": np.array([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]], dtype=np.int64)}
+    a = ort.InferenceSession(str(bundle / "linker.onnx"), providers=["CPUExecutionProvider"])
+    b = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
+    names = [o.name for o in a.get_outputs()]
+    assert names == [o.name for o in b.get_outputs()]
+    fa, fb = dict(zip(names, a.run(None, feeds), strict=True)), dict(zip(names, b.run(None, feeds), strict=True))
+    # 16-d vectors, int8 per name and per query row: a cosine moves by at most a few 1e-3
+    assert np.allclose(fa["scores"], fb["scores"], atol=2e-2)
+    for row in range(3):  # the int8 graph's best name is the float graph's best or within rounding of it
+        top = fb["indices"][row, 0]
+        assert top in fa["indices"][row] and fa["scores"][row, list(fa["indices"][row]).index(top)] >= fa["scores"][row, 0] - 2e-2
+    if memory:
+        assert np.array_equal(fa["memory_rows"], fb["memory_rows"]) and np.array_equal(fa["memory_names"], fb["memory_names"])
+        assert np.allclose(fa["memory_cosines"], fb["memory_cosines"], atol=2e-2)
+    alone = dict(zip(names, b.run(None, {k: v[1:2] for k, v in feeds.items()}), strict=True))
+    for k in names:
+        assert np.array_equal(alone[k][0], fb[k][1]), k

@@ -8,7 +8,16 @@ from .bge_mlm import BgeMlmConfig, adapt
 from .evaluate import EvaluateConfig, evaluate_bundle
 from .export import ExportConfig, LexiconTrieConfig, add_lexicon_trie, export
 from .golden import GoldenConfig, golden
-from .link import LinkExportConfig, LinkQuantizeConfig, LinkTrainConfig, export_linker, quantize_linker, train_linker
+from .link import (
+    LinkExportConfig,
+    LinkNamesConfig,
+    LinkQuantizeConfig,
+    LinkTrainConfig,
+    export_linker,
+    int8_names,
+    quantize_linker,
+    train_linker,
+)
 from .link_attach import LinkAttachConfig, attach_linker
 from .link_distill import LinkDistillConfig, distill_linker
 from .pretrain import PretrainConfig, pretrain
@@ -40,6 +49,8 @@ COMMANDS = {
                     "the linker in linker/, both checked against their manifests (published, verified and switched with the tagger)"),
     "link-quantize": (LinkQuantizeConfig, quantize_linker, "static int8 copy of a linker bundle (its query encoder and re-ranker; "
                       "the embedded names stay float), scored against the float bundle on the dev split"),
+    "link-names-int8": (LinkNamesConfig, int8_names, "a linker bundle's embedded names as int8 (one scale per name, the query "
+                        "quantized per row, MatMulInteger): a quarter of their memory; scored against the bundle on the dev split"),
     "rerank-train": (RerankTrainConfig, train_reranker, "train the ICD-10 linker's re-ranker (CHIP-CDN): a bge-small-zh cross-encoder "
                      "over the linker bundle's candidates, and the probability threshold that decides how many names to keep"),
     "rerank-export": (RerankExportConfig, export_reranker, "add the re-ranker to its linker bundle (reranker.onnx, config, manifest) "

@@ -809,6 +809,25 @@ class LinkQuantizeConfig:
     version_suffix: str = "-int8"
 
 
+def _copy_to_rewrite(src: Path, out: Path, pairs: str) -> tuple[dict, list, list]:
+    """``src`` copied to ``out`` for a rewrite of its graphs: its manifest, and the fit and dev pairs of its split."""
+    import shutil
+
+    if out.resolve() == src.resolve():
+        raise SystemExit("--out must be another folder than the bundle")
+    manifest = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
+    train = manifest["training"]
+    fit, _, dev, _ = fit_tune_dev(read_pairs(Path(pairs)), train["dev_size"], train["tune_size"], train["split_seed"])
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(src, out)
+    return manifest, fit, dev
+
+
+def _dev_score(linker: OnnxLinker, dev: list) -> dict:
+    return set_prf([g for _, g in dev], [[linker.names[i] for i, _ in c] for c in linker.link([t for t, _ in dev])])
+
+
 def _names_matmul(path: Path) -> list[str]:
     """The MatMul of a query with the embedded names: the one whose output the TopK reads."""
     import onnx
@@ -822,7 +841,6 @@ def quantize_linker(cfg: LinkQuantizeConfig) -> Path:
     """Static int8 (QDQ, calibrated, so a query's names never depend on its batch mates) of a linker
     bundle's graphs, the names product kept float; scored against the float bundle on the dev split."""
     import re
-    import shutil
     import tempfile
 
     import onnx
@@ -831,16 +849,9 @@ def quantize_linker(cfg: LinkQuantizeConfig) -> Path:
     from .quantize import QUANTIZED_OPS, quantize_static_graph, restore_float32
 
     src, out = Path(cfg.bundle), Path(cfg.out)
-    if out.resolve() == src.resolve():
-        raise SystemExit("--out must be another folder than the bundle")
-    manifest = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
-    train = manifest["training"]
-    fit, _, dev, _ = fit_tune_dev(read_pairs(Path(cfg.pairs)), train["dev_size"], train["tune_size"], train["split_seed"])
+    manifest, fit, dev = _copy_to_rewrite(src, out, cfg.pairs)
     calib = [t for t, _ in fit[: cfg.calibration_texts]]
     base = OnnxLinker(src)
-    if out.exists():
-        shutil.rmtree(out)
-    shutil.copytree(src, out)
 
     rx = re.compile(cfg.exclude) if cfg.exclude else None
     report = {}
@@ -874,10 +885,7 @@ def quantize_linker(cfg: LinkQuantizeConfig) -> Path:
             report[name] = {"int8_nodes": len(nodes) - len(exclude), "float_nodes": exclude, "calibration_batches": len(feeds),
                             "float16_bytes_saved": saved}
 
-    def score(linker: OnnxLinker) -> dict:
-        return set_prf([g for _, g in dev], [[linker.names[i] for i, _ in c] for c in linker.link([t for t, _ in dev])])
-
-    f, q = score(base), score(OnnxLinker(out))
+    f, q = _dev_score(base, dev), _dev_score(OnnxLinker(out), dev)
     log.info("dev set F1: float %.2f, int8 %.2f", f["f1"], q["f1"])
     from .corpus import sha256_file
 
@@ -891,6 +899,123 @@ def quantize_linker(cfg: LinkQuantizeConfig) -> Path:
         "int8_dev": q,
     }
     manifest["metrics"] = {**manifest.get("metrics", {}), "dev": q, "dev_float": f}
+    manifest["files"] = {name: sha256_file(out / name) for name in manifest["files"]}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+    return out
+
+
+# ---------------------------------------------------------------- int8 names
+
+@dataclass
+class LinkNamesConfig:
+    bundle: str = field(metadata={"help": "linker bundle (link-export, rerank-export or link-quantize)"})
+    out: str = field(metadata={"help": "folder of the copy with int8 embedded names"})
+    pairs: str = field(metadata={"help": "CHIP-CDN train.jsonl: the dev split (the bundle's) that scores the copy against the bundle"})
+    version_suffix: str = "-names8"
+
+
+NAMES = "names"
+
+
+def int8_names_graph(src: Path, dst: Path) -> dict:
+    """``src``'s linker graph with its embedded names ([dim, names], the largest weight by far) stored as
+    int8, one scale per name, and the query's product with them done in integers (MatMulInteger):
+    the names take a quarter of the memory, and ONNX Runtime no longer keeps both a float32 copy and
+    its pre-packed twin. The query is quantized per row (its own max |value| / 127, symmetric), so a
+    query's scores never depend on its batch mates; a name's cosine moves by about 1e-3. The memory
+    branch's gather of the names a neighbour holds reads the same int8 columns and their scales.
+    Returns what was done, for the manifest."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    cast = next((n for n in graph.node if n.op_type == "Cast" and n.output[0] == NAMES), None)
+    stored = cast.input[0] if cast is not None else NAMES
+    if stored not in inits:
+        raise SystemExit(f"{src}: no embedded names (initializer {NAMES!r}); is this a linker graph from link-export?")
+    names = numpy_helper.to_array(inits[stored]).astype(np.float32)  # [dim, names]
+    users = [n for n in graph.node if NAMES in n.input]
+    products = [n for n in users if n.op_type == "MatMul" and list(n.input) == [n.input[0], NAMES]]
+    gathers = [n for n in users if n.op_type == "Gather" and n.input[0] == NAMES
+               and next((a.i for a in n.attribute if a.name == "axis"), 0) == 1]
+    if len(products) != 1 or len(products) + len(gathers) != len(users):
+        raise SystemExit(f"{src}: the names are read by {[n.op_type for n in users]}; expected one MatMul (and Gathers of columns)")
+
+    peak = np.abs(names).max(axis=0)  # [names]
+    scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)  # [names]
+    q_names = np.clip(np.rint(names / scale), -127, 127).astype(np.int8)  # [dim, names]
+
+    del graph.initializer[:]
+    graph.initializer.extend(t for t in inits.values() if t.name != stored)
+    graph.initializer.extend([
+        numpy_helper.from_array(q_names, "names.int8"),
+        numpy_helper.from_array(scale, "names.scale"),
+        numpy_helper.from_array(np.array(127.0, dtype=np.float32), "names.q_max"),
+        numpy_helper.from_array(np.array(128.0, dtype=np.float32), "names.q_offset"),
+        numpy_helper.from_array(np.array(128, dtype=np.uint8), "names.q_zero"),
+        numpy_helper.from_array(np.array(1e-30, dtype=np.float32), "names.q_tiny"),
+    ])
+    mm = products[0]
+    q, out = mm.input[0], mm.output[0]
+    p = "/names_int8"
+    replaced = {id(mm): [
+        helper.make_node("Abs", [q], [f"{p}/abs"], name=f"{p}/Abs"),
+        helper.make_node("ReduceMax", [f"{p}/abs"], [f"{p}/peak"], axes=[1], keepdims=1, name=f"{p}/ReduceMax"),  # [batch, 1]
+        helper.make_node("Max", [f"{p}/peak", "names.q_tiny"], [f"{p}/peak_safe"], name=f"{p}/Max"),
+        helper.make_node("Div", [f"{p}/peak_safe", "names.q_max"], [f"{p}/row_scale"], name=f"{p}/RowScale"),  # [batch, 1]
+        helper.make_node("Div", [q, f"{p}/row_scale"], [f"{p}/q_scaled"], name=f"{p}/Scale"),
+        helper.make_node("Round", [f"{p}/q_scaled"], [f"{p}/q_round"], name=f"{p}/Round"),  # [-127, 127]
+        helper.make_node("Add", [f"{p}/q_round", "names.q_offset"], [f"{p}/q_shift"], name=f"{p}/Shift"),  # [1, 255]
+        helper.make_node("Cast", [f"{p}/q_shift"], [f"{p}/q_u8"], to=TensorProto.UINT8, name=f"{p}/ToUint8"),
+        helper.make_node("MatMulInteger", [f"{p}/q_u8", "names.int8", "names.q_zero"], [f"{p}/dot"],
+                         name=f"{p}/MatMulInteger"),  # [batch, names] int32, exact (|sum| ≤ dim·127² < 2^24)
+        helper.make_node("Cast", [f"{p}/dot"], [f"{p}/dot_f"], to=TensorProto.FLOAT, name=f"{p}/ToFloat"),
+        helper.make_node("Mul", [f"{p}/dot_f", f"{p}/row_scale"], [f"{p}/dot_rows"], name=f"{p}/MulRows"),
+        helper.make_node("Mul", [f"{p}/dot_rows", "names.scale"], [out], name=f"{p}/MulNames"),  # [batch, names]
+    ]}
+    for i, g in enumerate(gathers):
+        idx, gout = g.input[1], g.output[0]
+        replaced[id(g)] = [
+            helper.make_node("Gather", ["names.int8", idx], [f"{p}/picked{i}"], axis=1, name=f"{p}/Gather{i}"),  # [dim, …] int8
+            helper.make_node("Cast", [f"{p}/picked{i}"], [f"{p}/picked{i}_f"], to=TensorProto.FLOAT, name=f"{p}/PickedFloat{i}"),
+            helper.make_node("Gather", ["names.scale", idx], [f"{p}/picked{i}_scale"], axis=0, name=f"{p}/GatherScale{i}"),
+            helper.make_node("Mul", [f"{p}/picked{i}_f", f"{p}/picked{i}_scale"], [gout], name=f"{p}/PickedNames{i}"),
+        ]
+    # Each replacement where the node it replaces was: its inputs are computed before, its users after.
+    order = [m for n in graph.node if n is not cast for m in replaced.get(id(n), [n])]
+    del graph.node[:]
+    graph.node.extend(order)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
+    return {"names": int(names.shape[1]), "dim": int(names.shape[0]), "float_bytes": int(names.nbytes),
+            "int8_bytes": int(q_names.nbytes + scale.nbytes), "memory_gathers": len(gathers)}
+
+
+def int8_names(cfg: LinkNamesConfig) -> Path:
+    """A copy of a linker bundle with int8 embedded names (``int8_names_graph``), scored against the bundle on its dev split."""
+    from .corpus import sha256_file
+
+    src, out = Path(cfg.bundle), Path(cfg.out)
+    manifest, _, dev = _copy_to_rewrite(src, out, cfg.pairs)
+    report = int8_names_graph(src / "linker.onnx", out / "linker.onnx")
+    base, copy = OnnxLinker(src), OnnxLinker(out)
+    texts = [p for t, _ in dev for p in query_parts(t)]
+    (bi, bs), (ci, cs) = base.top(texts), copy.top(texts)
+    f, q = _dev_score(base, dev), _dev_score(copy, dev)
+    report.update({
+        "method": "embedded names int8, one scale per name (max |value| / 127); the query int8 per row (batch-invariant); "
+                  "MatMulInteger, scores rescaled to float",
+        "dev_before": f, "dev": q,
+        "top1_agreement": float((bi[:, 0] == ci[:, 0]).mean()),
+        "max_abs_cosine_diff_top1": float(np.abs(bs[:, 0] - cs[:, 0]).max()),
+    })
+    log.info("dev set F1: names float %.2f, names int8 %.2f; top-1 name agreement %.4f, max |Δ cosine| %.2e",
+             f["f1"], q["f1"], report["top1_agreement"], report["max_abs_cosine_diff_top1"])
+    manifest["version"] = manifest["version"] + cfg.version_suffix
+    manifest.setdefault("quantization", {})["names"] = report
+    manifest["metrics"] = {**manifest.get("metrics", {}), "dev": q, "dev_names_float": f}
     manifest["files"] = {name: sha256_file(out / name) for name in manifest["files"]}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
     return out
