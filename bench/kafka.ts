@@ -10,9 +10,12 @@
 //    same input topic; latency = visible time − the time the record was
 //    handed to the producer (both clocks are this process's).
 // 3. Peak RSS of the processor process: VmHWM from /proc/<pid>/status.
+// 4. Start-up: /readyz polled from the moment the process is spawned, so the
+//    times when the model was loaded and when the processor became ready.
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import kafkajs from 'kafkajs';
@@ -68,6 +71,13 @@ export interface KafkaResult {
     readonly seconds: number;
     /** Process start to first visible event (model load, group join, first transaction). */
     readonly startupSeconds: number;
+  };
+  /** Process start to /readyz saying so (absent in results from before it was measured). */
+  readonly startup?: {
+    /** The model (and linker) opened: `modelLoaded` left /readyz's waitingFor. */
+    readonly modelLoadedSeconds: number;
+    /** /readyz answered 200: model loaded, consumer joined to its group, broker and registry answering. */
+    readonly readySeconds: number;
   };
   readonly latency: {
     readonly targetRate: number;
@@ -129,6 +139,7 @@ export async function kafkaBench(o: KafkaBenchOptions): Promise<KafkaResult> {
       await kafka.produce(input, satKeys.slice(i, i + 500).map((k, j) => ({ key: Buffer.from(k), value: value(k, textOf(i + j)), headers: {} })));
     }
     o.progress(`kafka: ${o.records} records preloaded into ${input}; starting cner serve`);
+    const httpPort = await freePort();
     serve = Serve.start(o.root, {
       KAFKA_BROKERS: o.services.brokers,
       SCHEMA_REGISTRY_URL: o.services.registryUrl,
@@ -148,10 +159,11 @@ export async function kafkaBench(o: KafkaBenchOptions): Promise<KafkaResult> {
       CNER_MAX_WAIT_MS: String(o.settings.maxWaitMs),
       // As cner in process ran: with the linker of the linked run (the deployed default when the bundle carries one), else none.
       CNER_LINKER_DIR: o.linker ?? 'none',
-      CNER_HTTP_PORT: '0',
+      CNER_HTTP_PORT: String(httpPort),
       CNER_LOG_LEVEL: 'info',
       MALLOC_ARENA_MAX: mallocArenaMax,
     });
+    const startup = serve.readiness(httpPort);
     const satTimeout = Math.max(180_000, o.records * 100);
     const satTimes = await watcher.waitFor(satKeys, satTimeout, serve);
     const first = satTimes.reduce((a, b) => Math.min(a, b));
@@ -175,6 +187,7 @@ export async function kafkaBench(o: KafkaBenchOptions): Promise<KafkaResult> {
     const latencies = latKeys.map((k, i) => latTimes[i]! - paced.producedAt.get(k)!);
 
     const rss = serve.memory();
+    const started = await startup;
     return {
       topicPrefix: run,
       partitions: o.partitions,
@@ -182,6 +195,7 @@ export async function kafkaBench(o: KafkaBenchOptions): Promise<KafkaResult> {
       mallocArenaMax,
       linked: o.linker !== null,
       saturation,
+      startup: started,
       latency: {
         targetRate: rate,
         achievedRate: paced.achievedRate,
@@ -284,6 +298,18 @@ async function producePaced(
   }
 }
 
+/** A TCP port nothing listens on now (the OS's pick), for the processor's HTTP server. */
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address !== null ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
 /** A `cner serve` child process, as the integration tests start it. */
 class Serve {
   readonly startedAt = Date.now();
@@ -313,6 +339,26 @@ class Serve {
 
   output(): string {
     return this.#chunks.join('');
+  }
+
+  /**
+   * Seconds from spawn until /readyz no longer waits for the model, and until
+   * it answers 200 (polled every 20 ms; connection refused until the HTTP
+   * server is up).
+   */
+  async readiness(port: number, timeoutMs = 180_000): Promise<{ modelLoadedSeconds: number; readySeconds: number }> {
+    let modelLoaded = Number.NaN;
+    while (!this.#exited && Date.now() - this.startedAt < timeoutMs) {
+      const res = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => null);
+      if (res !== null) {
+        const body = (await res.json()) as { waitingFor?: string[] };
+        const now = Date.now();
+        if (Number.isNaN(modelLoaded) && !(body.waitingFor ?? []).includes('modelLoaded')) modelLoaded = now;
+        if (res.status === 200) return { modelLoadedSeconds: (modelLoaded - this.startedAt) / 1000, readySeconds: (now - this.startedAt) / 1000 };
+      }
+      await sleep(20);
+    }
+    throw new Error(`cner serve not ready ${timeoutMs / 1000} s after start${this.#exited ? ' (it exited)' : ''}:\n${this.output().slice(-3000)}`);
   }
 
   /** Peak (VmHWM) and current (VmRSS) resident set, MB. */

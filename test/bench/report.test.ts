@@ -110,6 +110,26 @@ describe('judgeTargets', () => {
     assert.equal(target({}).measured, 'not run');
   });
 
+  it('holds start-up to ready to 3 s, and leaves it unjudged in Kafka results from before it was measured', () => {
+    const kafka = (startup?: { modelLoadedSeconds: number; readySeconds: number }): BenchResult['kafka'] => ({
+      ran: true,
+      result: {
+        topicPrefix: 'b', partitions: 3, processor: 'dist/', linked: false,
+        saturation: { records: 10, recordsPerSecond: 95, seconds: 1, startupSeconds: 4 },
+        ...(startup === undefined ? {} : { startup }),
+        latency: { targetRate: 45, achievedRate: 45, records: 9, p50Ms: 40, p99Ms: 90, maxMs: 100 },
+        rss: { peakMb: 480, lastMb: 400 },
+      },
+    });
+    const target = (k: BenchResult['kafka']) => judgeTargets(result({ kafka: k })).find((x) => x.name.startsWith('Processor start-up'))!;
+    assert.equal(target(kafka({ modelLoadedSeconds: 1.2, readySeconds: 2.5 })).pass, true);
+    assert.match(target(kafka({ modelLoadedSeconds: 1.2, readySeconds: 2.5 })).measured, /2\.50 s \(model and linker loaded at 1\.20 s\)/);
+    assert.equal(target(kafka({ modelLoadedSeconds: 1.2, readySeconds: 3.2 })).pass, false);
+    assert.equal(target(kafka()).pass, null);
+    assert.equal(target({ ran: false, reason: 'off' }).measured, 'not run');
+    assert.equal(judgeTargets(result({ kafka: kafka() })).find((x) => x.name === 'Processor peak RSS')!.pass, true);
+  });
+
   it('leaves what did not run unjudged', () => {
     const t = judgeTargets(result());
     assert.equal(t.find((x) => x.name.startsWith('Viterbi'))?.pass, null);
