@@ -106,3 +106,34 @@ def test_excluded_nodes_stay_float32(fixtures_dir, mini_ccks, tmp_path):
     graph = onnx.load(str(out / "model.onnx")).graph
     assert keep in [n.name for n in graph.node if n.op_type == "MatMul"]  # still a float MatMul
     assert any(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in graph.node)  # the others are not
+
+
+def test_static_int8_of_the_convolutions_too_is_batch_invariant_and_stamped(fixtures_dir, mini_ccks, tmp_path):
+    """--ops MatMul,Gemm,Conv: the IDCNN's convolutions become QDQ int8 as well (QLinearConv once
+    ONNX Runtime fuses them), still calibrated once, so a row's emissions never depend on its batch mates."""
+    import numpy as np
+    import onnx
+
+    out = quantize(QuantizeConfig(bundle=str(fixtures_dir / "tiny-lexicon-bundle"), out=str(tmp_path / "c"), data=str(mini_ccks),
+                                  dev_size=2, max_drop=100.0, method="static", calibration_records=4, ops="MatMul,Gemm,Conv"))
+    graph = onnx.load(str(out / "model.onnx")).graph
+    produced = {o: n for n in graph.node for o in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert convs and all(produced[n.input[1]].op_type == "DequantizeLinear" for n in convs), "every Conv reads an int8 weight"
+    assert json.loads((out / "manifest.json").read_text(encoding="utf-8"))["quantization"]["quantized_ops"] == ["MatMul", "Gemm", "Conv"]
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(1)
+    ids = rng.integers(6, 40, size=(2, 30)).astype(np.int64)
+    ids[0, 9:] = 0
+    mask = (ids != 0).astype(np.int64)
+    feats = ((rng.random((2, 30, 24)) < 0.1) * mask[..., None]).astype(np.float32)
+    both = sess.run(["emissions"], {"input_ids": ids, "attention_mask": mask, "lexicon_features": feats})[0]
+    alone = sess.run(["emissions"], {"input_ids": ids[:1, :9], "attention_mask": mask[:1, :9], "lexicon_features": feats[:1, :9]})[0]
+    np.testing.assert_allclose(both[0, :9], alone[0], atol=1e-5)
+
+
+def test_quantize_refuses_unknown_ops_and_dynamic_convolutions(mini_ccks):
+    with pytest.raises(SystemExit, match="--ops must name"):
+        QuantizeConfig(bundle="b", out="o", data=str(mini_ccks), ops="MatMul,Softmax")
+    with pytest.raises(SystemExit, match="needs --method static"):
+        QuantizeConfig(bundle="b", out="o", data=str(mini_ccks), ops="MatMul,Conv")

@@ -7,10 +7,13 @@
   training-side chunks (QDQ format, per-channel weights): batch-invariant like
   float32, so the entities of a record never depend on its neighbours.
 
-Only MatMul/Gemm are quantized (the attention and output projections). The
-convolutions stay float32: ONNX Runtime's ConvInteger ran the whole model 1.9×
-slower than float32 on the 2-core AMD EPYC (AVX-512 VNNI) we measured, while
-MatMul-only int8 ran it 1.5× faster (batch 32 × 96 characters, one thread).
+By default only MatMul/Gemm are quantized (the attention and output
+projections). Dynamically the convolutions must stay float32: ONNX Runtime's
+ConvInteger ran the whole model 1.9× slower than float32 on the 2-core AMD EPYC
+(AVX-512 VNNI) we measured, while MatMul-only int8 ran it 1.5× faster (batch
+32 × 96 characters, one thread). Statically (``--ops MatMul,Gemm,Conv``) they
+become QLinearConv, which is fast: the default's inference 1.45× faster again
+than with MatMul-only static int8, at a larger F1 cost (training/RESULTS.md).
 
 The int8 bundle is kept only if its dev strict micro-F1, measured here through
 ONNX Runtime exactly as the processor would run it, stays within ``max_drop``
@@ -39,6 +42,7 @@ from .evaluate import dev_records, score_bundle
 log = logging.getLogger(__name__)
 
 QUANTIZED_OPS = ("MatMul", "Gemm")
+QUANTIZABLE_OPS = ("MatMul", "Gemm", "Conv")
 
 
 @dataclass
@@ -57,6 +61,8 @@ class QuantizeConfig:
     weights: str = field(default="float32", metadata={
         "help": "float32 | float16: the large weights left in float (embeddings, excluded MatMuls) stored as float16, "
                 "cast once at load (scored as stored)"})
+    ops: str = field(default=",".join(QUANTIZED_OPS), metadata={
+        "help": "comma-separated operator types to quantize, of MatMul, Gemm, Conv (Conv: static only)"})
     calibration_records: int = field(default=60, metadata={
         "help": "static: training-side records (never dev) whose chunks calibrate the activation scales"})
     version_suffix: str = "-int8"
@@ -66,10 +72,19 @@ class QuantizeConfig:
             raise SystemExit(f"--method must be dynamic or static, not {self.method!r}")
         if self.weights not in ("float32", "float16"):
             raise SystemExit(f"--weights must be float32 or float16, not {self.weights!r}")
+        bad = [o for o in self.op_types if o not in QUANTIZABLE_OPS]
+        if bad or not self.op_types:
+            raise SystemExit(f"--ops must name some of {', '.join(QUANTIZABLE_OPS)}, not {self.ops!r}")
+        if "Conv" in self.op_types and self.method != "static":
+            raise SystemExit("--ops Conv needs --method static (dynamic ConvInteger is slower than float32 here)")
+
+    @property
+    def op_types(self) -> tuple[str, ...]:
+        return tuple(o.strip() for o in self.ops.split(",") if o.strip())
 
 
-def excluded_nodes(model_path: Path, pattern: str) -> list[str]:
-    """The quantizable nodes whose names match ``pattern`` (none for an empty pattern)."""
+def excluded_nodes(model_path: Path, pattern: str, ops: tuple[str, ...] = QUANTIZED_OPS) -> list[str]:
+    """The nodes of types ``ops`` whose names match ``pattern`` (none for an empty pattern)."""
     if not pattern:
         return []
     import re
@@ -77,7 +92,7 @@ def excluded_nodes(model_path: Path, pattern: str) -> list[str]:
     import onnx
 
     rx = re.compile(pattern)
-    return [n.name for n in onnx.load(str(model_path)).graph.node if n.op_type in QUANTIZED_OPS and rx.search(n.name)]
+    return [n.name for n in onnx.load(str(model_path)).graph.node if n.op_type in ops and rx.search(n.name)]
 
 
 def quantize_static_qdq(src: Path, dst: Path, cfg: QuantizeConfig, exclude: list[str]) -> str:
@@ -100,7 +115,7 @@ def quantize_static_qdq(src: Path, dst: Path, cfg: QuantizeConfig, exclude: list
         if lexicon is not None:
             feed["lexicon_features"] = pad_features(batch).numpy()
         feeds.append(feed)
-    quantize_static_graph(src / "model.onnx", dst, feeds, exclude)
+    quantize_static_graph(src / "model.onnx", dst, feeds, exclude, cfg.op_types)
     return (f"onnxruntime.quantization.quantize_static, QDQ, weights QInt8 per channel, activations QUInt8 with "
             f"MinMax scales from the {len(examples)} chunks of {len(calib)} training-side records (batch-invariant)")
 
@@ -116,12 +131,12 @@ def quantize(cfg: QuantizeConfig) -> Path:
         shutil.rmtree(out)
     shutil.copytree(src, out)
     (out / "model.onnx").unlink()
-    exclude = excluded_nodes(src / "model.onnx", cfg.exclude)
+    exclude = excluded_nodes(src / "model.onnx", cfg.exclude, cfg.op_types)
     if cfg.method == "static":
         method = quantize_static_qdq(src, out / "model.onnx", cfg, exclude)
     else:
         quantize_dynamic(str(src / "model.onnx"), str(out / "model.onnx"), weight_type=QuantType.QInt8,
-                         op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=exclude)
+                         op_types_to_quantize=list(cfg.op_types), nodes_to_exclude=exclude)
         method = "onnxruntime.quantization.quantize_dynamic, weights QInt8, activations per batch"
     if exclude:
         method += f"; {len(exclude)} nodes matching {cfg.exclude!r} kept float32"
@@ -156,7 +171,7 @@ def quantize(cfg: QuantizeConfig) -> Path:
                                "dev_micro": i8["micro"], "dev_per_type": i8["per_type"]}
     manifest["quantization"] = {
         "method": method,
-        "quantized_ops": list(QUANTIZED_OPS),
+        "quantized_ops": list(cfg.op_types),
         "float32_nodes": exclude,
         "float32_version": float32_version,
         "dev_split": f"{cfg.dev_size} records of {cfg.data}, split seed {cfg.split_seed}",
@@ -192,9 +207,10 @@ def restore_float32(src: Path, dst: Path) -> None:
     onnx.save(model, str(dst))
 
 
-def quantize_static_graph(src: Path, dst: Path, feeds: list[dict], exclude: list[str]) -> None:
+def quantize_static_graph(src: Path, dst: Path, feeds: list[dict], exclude: list[str],
+                          ops: tuple[str, ...] = QUANTIZED_OPS) -> None:
     """Calibrated int8 (QDQ, weights per channel, MinMax activation ranges over ``feeds``) of the
-    MatMul/Gemm nodes of a float32 graph, but those named in ``exclude``."""
+    ``ops`` nodes (MatMul/Gemm by default) of a float32 graph, but those named in ``exclude``."""
     import tempfile
 
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -211,6 +227,6 @@ def quantize_static_graph(src: Path, dst: Path, feeds: list[dict], exclude: list
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         quantize_static(str(pre), str(dst), Feeds(), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=exclude, per_channel=True,
+                        op_types_to_quantize=list(ops), nodes_to_exclude=exclude, per_channel=True,
                         weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
                         calibrate_method=CalibrationMethod.MinMax)
