@@ -237,3 +237,12 @@ def test_int8_names_keep_the_answers_within_int8_rounding_and_batch_invariant(tm
     alone = dict(zip(names, b.run(None, {k: v[1:2] for k, v in feeds.items()}), strict=True))
     for k in names:
         assert np.array_equal(alone[k][0], fb[k][1]), k
+
+
+def test_int8_names_refuses_a_graph_whose_names_are_int8_already(tmp_path):
+    from cner_train.link import int8_names_graph, tiny_linker_bundle
+
+    bundle = tiny_linker_bundle(tmp_path / "bundle")
+    int8_names_graph(bundle / "linker.onnx", tmp_path / "once.onnx")
+    with pytest.raises(SystemExit, match="int8 already"):
+        int8_names_graph(tmp_path / "once.onnx", tmp_path / "twice.onnx")

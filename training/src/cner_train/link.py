@@ -934,7 +934,9 @@ def int8_names_graph(src: Path, dst: Path) -> dict:
     cast = next((n for n in graph.node if n.op_type == "Cast" and n.output[0] == NAMES), None)
     stored = cast.input[0] if cast is not None else NAMES
     if stored not in inits:
-        raise SystemExit(f"{src}: no embedded names (initializer {NAMES!r}); is this a linker graph from link-export?")
+        already = "names.int8" in inits
+        raise SystemExit(f"{src}: no float embedded names (initializer {NAMES!r}): "
+                         + ("they are int8 already" if already else "is this a linker graph from link-export?"))
     names = numpy_helper.to_array(inits[stored]).astype(np.float32)  # [dim, names]
     users = [n for n in graph.node if NAMES in n.input]
     products = [n for n in users if n.op_type == "MatMul" and list(n.input) == [n.input[0], NAMES]]
