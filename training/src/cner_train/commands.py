@@ -27,6 +27,7 @@ from .quantize import QuantizeConfig, quantize
 from .report import ReportConfig, report
 from .rerank import RerankExportConfig, RerankTrainConfig, export_reranker, train_reranker
 from .train import TrainConfig, train
+from .unbundle import UnbundleConfig, unbundle
 from .w2v import W2VConfig, train_w2v
 
 COMMANDS = {
@@ -57,6 +58,8 @@ COMMANDS = {
                       "and score the result on the run's dev split"),
     "evaluate": (EvaluateConfig, evaluate_bundle, "strict entity-level P/R/F1 of an exported bundle (ONNX Runtime) on a CCKS-format file"),
     "report": (ReportConfig, report, "markdown tables of the runs in training/results (models, optimizers, heads)"),
+    "unbundle": (UnbundleConfig, unbundle, "a float model bundle back into training runs (one per ensemble member, "
+                 "checked against ONNX Runtime), so shipped members can join a new ensemble without retraining"),
     "export": (ExportConfig, export, "write the model bundle (ONNX, CRF, labels, vocab, config, manifest) of a training run"),
     "lexicon-trie": (LexiconTrieConfig, add_lexicon_trie, "add lexicon.trie (the lexicon as the trie the processor walks, "
                      "so it loads without building it) to a bundle exported before bundles carried it"),
