@@ -141,7 +141,10 @@ def unbundle(cfg: UnbundleConfig) -> list[Path]:
         own.save(run / "vocab.txt")
         if (bundle / "lexicon.tsv").exists():
             shutil.copyfile(bundle / "lexicon.tsv", run / "lexicon.tsv")
-        config = dict(manifest.get("training", {}), seed=info.get("seed"), out=str(run))
+        # The manifest keeps the first run's training config: a member of another recipe
+        # (a character run beside a bge one) gets only its seed, not a config that is not its own.
+        recipe = manifest.get("training", {}) if info["model"] == manifest.get("model") else {}
+        config = {**recipe, "seed": info.get("seed"), "out": str(run)}
         metrics = {
             "config": config,
             "model": info["model"],
