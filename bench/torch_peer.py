@@ -54,7 +54,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
 
-    model = load_bundle_model(args.bundle)
+    try:
+        model = load_bundle_model(args.bundle)
+    except ValueError as e:  # a graph the Tagger cannot represent (an int8 copy)
+        raise SystemExit(f"{e}; run the benchmark with --no-torch") from e
 
     def emit(ids: np.ndarray, mask: np.ndarray, feats: np.ndarray | None) -> np.ndarray:
         with torch.inference_mode():

@@ -124,6 +124,7 @@ def unbundle(cfg: UnbundleConfig) -> list[Path]:
     vocab = Vocab.load(bundle / "vocab.txt")
     model = load_bundle_model(bundle)
     worst = check_parity(model, bundle / "model.onnx", len(vocab), atol=cfg.atol)
+    onnx_sha256 = sha256_file(bundle / "model.onnx")
     if isinstance(model, Ensemble):
         infos = manifest["ensemble"]["members"]
         members = [(m, getattr(model, f"remap{k}", None), info, out / f"member{k}")
@@ -154,7 +155,7 @@ def unbundle(cfg: UnbundleConfig) -> list[Path]:
             "dev": None,
             "history": [],
             "unbundled_from": {"bundle": str(bundle), "version": manifest["version"], "member": k,
-                               "model_onnx_sha256": sha256_file(bundle / "model.onnx"), "parity_max_abs_diff": worst,
+                               "model_onnx_sha256": onnx_sha256, "parity_max_abs_diff": worst,
                                "crf": "the bundle's (averaged) CRF" if isinstance(model, Ensemble) else "the bundle's CRF"},
         }
         if info["model"].get("embedder") == "bert" and "encoder" in manifest:
