@@ -81,3 +81,40 @@ def test_crf_nll_matches_enumeration():
             g = g + crf.transitions[gold[t - 1], gold[t]] + em[b, t, gold[t]]
         total += float((log_z - g).detach())
     assert np.isclose(float(crf.nll(em, tags, mask)), total / 2, atol=1e-4)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(1, 6), min_size=1, max_size=4), st.integers(0, 10_000))
+def test_log_marginals_are_the_gradient_of_the_log_partition(lengths, seed):
+    """Forward-backward marginals equal d log Z / d emissions (autograd), row by row, padding included."""
+    torch.manual_seed(seed)
+    crf = CRF(len(TAGS))
+    seq = max(lengths)
+    em = (torch.randn(len(lengths), seq, len(TAGS), dtype=torch.float64) * 2).requires_grad_()
+    mask = torch.tensor([[1] * n + [0] * (seq - n) for n in lengths])
+    crf = crf.double()
+    log_z = crf._log_partition(em, mask.double())  # [batch]
+    (grad,) = torch.autograd.grad(log_z.sum(), em)
+    p = crf.log_marginals(em, mask).exp()  # [batch, seq, tags]
+    m = mask.bool()
+    torch.testing.assert_close(p[m], grad[m], atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close(p[m].sum(-1), torch.ones(int(m.sum()), dtype=torch.float64))
+
+
+def test_a_soft_row_whose_target_is_the_crfs_own_marginals_costs_nothing():
+    from cner_train.data import Example
+    from cner_train.models import ModelConfig, Tagger
+    from cner_train.train import batch_loss
+
+    torch.manual_seed(0)
+    model = Tagger(ModelConfig(embedder="char", encoder="idcnn", heads=4), 30)
+    em = torch.randn(2, 5, len(TAGS))
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    own = model.crf.log_marginals(em, mask).exp().detach().numpy()
+    tags = torch.zeros(2, 5, dtype=torch.long)
+    soft = [Example(i, 0, (5,) * n, (0,) * n, soft=own[i, :n]) for i, n in enumerate((5, 3))]
+    assert batch_loss(model, em, soft, tags, mask, 1.0).item() < 1e-5
+    # a gold row next to a soft one: its NLL, halved by the mean over the batch's two rows
+    mixed = [Example(0, 0, (5,) * 5, (0,) * 5), soft[1]]
+    nll = model.crf.nll_rows(em[:1], tags[:1], mask[:1]).item()
+    assert abs(batch_loss(model, em, mixed, tags, mask, 1.0).item() - nll / 2) < 1e-4

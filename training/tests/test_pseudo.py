@@ -86,3 +86,26 @@ def test_train_adds_extra_records_to_the_training_side_only(teacher, corpus, min
     more, dev2, paths = load_data(TrainConfig(ccks2019=str(mini_ccks), out=str(tmp_path / "x"), embedder="char",
                                               dev_size=2, extra=[str(tmp_path / "p.jsonl")]))
     assert len(more) == len(base) + 2 and dev2 == dev and paths[-1] == tmp_path / "p.jsonl"
+
+
+def test_soft_mode_keeps_every_chunk_with_the_teachers_marginals(teacher, corpus, mini_ccks, tmp_path):
+    from cner_train.pseudo import read_soft
+    from cner_train.train import load_data
+
+    summary, kept = _run(teacher, corpus, mini_ccks, tmp_path, min_marginal=1.01, min_chars=5, soft=True)
+    assert summary["kept"] == 2 and summary["soft"]  # the threshold does not apply to soft targets
+    recs, marginals = read_soft(tmp_path / "p.jsonl")
+    assert [r.text for r in recs] == UNLABELED[:2]
+    decoder = ConstrainedDecoder.from_json(json.loads((teacher / "crf.json").read_text(encoding="utf-8")))
+    from cner_train.evaluate import bundle_emissions
+
+    for (_, em), m in zip(sorted(bundle_emissions(teacher, recs), key=lambda p: p[0].record), marginals, strict=True):
+        np.testing.assert_allclose(m, decoder.tag_marginals(em), atol=1e-3)  # stored as float16
+    # a student trains on them: soft chunks join the training side, never dev
+    cfg = TrainConfig(ccks2019=str(mini_ccks), out=str(tmp_path / "student"), vocab=str(teacher / "vocab.txt"),
+                      embedder="char", dev_size=2, epochs=2, batch_size=2, lr=1e-2, lr_embedder=1e-2,
+                      soft=[str(tmp_path / "p.jsonl")], soft_per_epoch=1)
+    base, dev, _ = load_data(cfg)
+    result = train(cfg)
+    assert all(np.isfinite(h["loss"]) for h in result["history"])
+    assert len(result["history"]) == 2 and len(dev) == 2

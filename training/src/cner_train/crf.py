@@ -43,8 +43,36 @@ class CRF(nn.Module):
         emissions: [batch, seq, tags]; tags, mask: [batch, seq]; every row has mask[:, 0] = 1
         and its ones first (right padding).
         """
+        return self.nll_rows(emissions, tags, mask).mean()
+
+    def nll_rows(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood of each row: [batch]."""
         mask_f = mask.to(emissions.dtype)
-        return (self._log_partition(emissions, mask_f) - self._score(emissions, tags, mask_f)).mean()
+        return self._log_partition(emissions, mask_f) - self._score(emissions, tags, mask_f)
+
+    def log_marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """log P(y_t = tag) under this (unconstrained) CRF by forward-backward: [batch, seq, tags].
+
+        Differentiable, for distillation from a teacher's marginals; rows past a row's length
+        hold garbage and must be masked by the caller.
+        """
+        batch, seq, tags = emissions.shape
+        m = mask.to(torch.bool)
+        alphas = [self.start_transitions + emissions[:, 0]]  # each [batch, tags]
+        for t in range(1, seq):
+            nxt = torch.logsumexp(alphas[-1].unsqueeze(2) + self.transitions + emissions[:, t].unsqueeze(1), dim=1)
+            alphas.append(torch.where(m[:, t].unsqueeze(1), nxt, alphas[-1]))
+        log_z = torch.logsumexp(alphas[-1] + self.end_transitions, dim=1)  # [batch]
+        # beta at a row's last real position is the end transition; padding carries it back unchanged
+        end = self.end_transitions.expand(batch, tags)
+        betas = [end]
+        for t in range(seq - 2, -1, -1):
+            # [batch, tags]: from tag i at t through every tag j at t + 1
+            nxt = torch.logsumexp(self.transitions + (emissions[:, t + 1] + betas[-1]).unsqueeze(1), dim=2)
+            betas.append(torch.where(m[:, t + 1].unsqueeze(1), nxt, end))
+        alpha = torch.stack(alphas, dim=1)  # [batch, seq, tags]
+        beta = torch.stack(betas[::-1], dim=1)  # [batch, seq, tags]
+        return alpha + beta - log_z[:, None, None]
 
     def _score(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         batch, seq, _ = emissions.shape

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -23,6 +23,8 @@ class Example:
     tags: tuple[int, ...]
     # [len(ids), NUM_FEATURES] uint8 when the model reads lexicon features
     lexicon: np.ndarray | None = field(default=None, compare=False)
+    # [len(ids), tags] float32: a teacher's tag marginals, the target instead of ``tags`` (cner-train train --soft)
+    soft: np.ndarray | None = field(default=None, compare=False)
 
 
 def make_examples(records: Sequence[Record], vocab: Vocab, max_len: int = MAX_CHUNK_LEN,
@@ -34,6 +36,20 @@ def make_examples(records: Sequence[Record], vocab: Vocab, max_len: int = MAX_CH
             out.append(Example(ri, s, tuple(vocab.encode(chunk)), tuple(bio_tags(e - s, rec.spans, s)),
                                lexicon.features(chunk) if lexicon is not None else None))
     return out
+
+
+def with_soft(examples: Sequence[Example], marginals: Sequence[np.ndarray]) -> list[Example]:
+    """Attach each record's teacher marginals ([len(text), tags]) to its chunk examples."""
+    return [replace(x, soft=marginals[x.record][x.offset : x.offset + len(x.ids)]) for x in examples]
+
+
+def pad_soft(examples: Sequence[Example], seq: int, tags: int) -> torch.Tensor:
+    """Teacher marginals [batch, seq, tags] (zeros on pads and on rows without a teacher)."""
+    soft = np.zeros((len(examples), seq, tags), dtype=np.float32)
+    for i, x in enumerate(examples):
+        if x.soft is not None:
+            soft[i, : len(x.ids)] = x.soft
+    return torch.from_numpy(soft)
 
 
 def pad_features(examples: Sequence[Example]) -> torch.Tensor | None:

@@ -23,10 +23,11 @@ from tqdm import tqdm
 
 from .corpus import Record, dev_split, file_sha256, read_ccks
 from .crf import ConstrainedDecoder
-from .data import Example, eval_batches, make_examples, pad_batch, pad_features, train_batches
+from .data import Example, eval_batches, make_examples, pad_batch, pad_features, pad_soft, train_batches, with_soft
 from .lexicon import NUM_FEATURES, Lexicon
 from .metrics import format_table, strict_prf
 from .models import ModelConfig, Tagger
+from .pseudo import marginals_path, read_soft
 from .text import Span, spans_from_tags
 from .vocab import Vocab
 
@@ -42,6 +43,12 @@ class TrainConfig:
     ccks2020: str | None = field(default=None, metadata={"help": "CCKS-2020 train_new.jsonl, added to the training part"})
     extra: list[str] = field(default_factory=list, metadata={
         "help": "more CCKS-format files for the training part only (comma-separated), e.g. cner-train pseudo output"})
+    soft: list[str] = field(default_factory=list, metadata={
+        "help": "knowledge distillation: cner-train pseudo --soft files (comma-separated); their chunks train on "
+                "the teacher's tag marginals (KL to the CRF's marginals) instead of gold tags"})
+    soft_per_epoch: int = field(default=0, metadata={
+        "help": "soft chunks drawn afresh each epoch (0 = all of them every epoch)"})
+    soft_weight: float = field(default=1.0, metadata={"help": "weight of a soft chunk's KL against a gold chunk's NLL"})
     vocab: str | None = field(default=None, metadata={"help": "vocab.txt (defaults to the pretrained encoder's)"})
     pretrained: str | None = field(default=None, metadata={
         "help": "pretrained encoder.pt: ALBERT from cner-train pretrain (embedder=albert), "
@@ -170,6 +177,23 @@ def evaluate(model: Tagger, records: Sequence[Record], examples: Sequence[Exampl
     return strict_prf([r.spans for r in records], [[s for s, _ in p] for p in pred])
 
 
+def batch_loss(model: Tagger, emissions: torch.Tensor, batch: Sequence[Example], tags: torch.Tensor,
+               mask: torch.Tensor, soft_weight: float) -> torch.Tensor:
+    """Mean over the batch's rows of the gold rows' CRF NLL and the soft rows' KL(teacher || CRF marginals),
+    each summed over the row's characters. emissions: [batch, seq, tags] float32."""
+    is_soft = torch.tensor([x.soft is not None for x in batch])  # [batch]
+    loss = torch.zeros((), dtype=emissions.dtype)
+    if not bool(is_soft.all()):
+        gold = ~is_soft
+        loss = loss + model.crf.nll_rows(emissions[gold], tags[gold], mask[gold]).sum()
+    if bool(is_soft.any()):
+        q = pad_soft([x for x in batch if x.soft is not None], emissions.shape[1], emissions.shape[2])  # [soft rows, seq, tags]
+        log_p = model.crf.log_marginals(emissions[is_soft], mask[is_soft])  # [soft rows, seq, tags]
+        kl = q * (torch.log(q.clamp_min(1e-8)) - log_p)  # zero where q is 0 (pads included)
+        loss = loss + soft_weight * (kl.sum(dim=2) * mask[is_soft].to(kl.dtype)).sum()
+    return loss / len(batch)
+
+
 def load_data(cfg: TrainConfig) -> tuple[list[Record], list[Record], list[Path]]:
     paths = [Path(cfg.ccks2019)]
     records = read_ccks(paths[0])
@@ -215,6 +239,14 @@ def train(cfg: TrainConfig) -> dict:
     train_ex = make_examples(train_recs, vocab, lexicon=lexicon)
     dev_ex = make_examples(dev_recs, vocab, lexicon=lexicon)
     log.info("train: %d records, %d chunks; dev: %d records, %d chunks", len(train_recs), len(train_ex), len(dev_recs), len(dev_ex))
+    soft_ex: list[Example] = []
+    for path in cfg.soft:
+        data_paths += [Path(path), marginals_path(Path(path))]
+        recs, marginals = read_soft(Path(path))
+        soft_ex += with_soft(make_examples(recs, vocab, lexicon=lexicon), marginals)
+    if soft_ex:
+        log.info("soft: %d chunks (%s an epoch)", len(soft_ex), cfg.soft_per_epoch or "all")
+    per_epoch_soft = min(cfg.soft_per_epoch or len(soft_ex), len(soft_ex))
 
     mcfg = ModelConfig(embedder=cfg.embedder, encoder=cfg.encoder, heads=cfg.heads, dropout=cfg.dropout, albert=albert_cfg,
                        bert=bert_cfg, lexicon_features=NUM_FEATURES if lexicon is not None else 0,
@@ -229,7 +261,7 @@ def train(cfg: TrainConfig) -> dict:
     if (cfg.embedder == "char" or cfg.char_concat) and cfg.vectors:
         model.char.weight.data.copy_(load_vectors(Path(cfg.vectors), vocab, mcfg.char_dim))
     opt = build_optimizer(model, cfg)
-    steps_per_epoch = math.ceil(len(train_ex) / cfg.batch_size)
+    steps_per_epoch = math.ceil((len(train_ex) + per_epoch_soft) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     warmup = int(total * cfg.warmup_ratio)
     base_lrs = [g["lr"] for g in opt.param_groups]
@@ -243,7 +275,8 @@ def train(cfg: TrainConfig) -> dict:
         model.train()
         t0 = time.time()
         tot = 0.0
-        bar = tqdm(list(train_batches(train_ex, cfg.batch_size, rng)), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        epoch_ex = train_ex + (rng.sample(soft_ex, per_epoch_soft) if per_epoch_soft < len(soft_ex) else soft_ex)
+        bar = tqdm(list(train_batches(epoch_ex, cfg.batch_size, rng)), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    leave=False, mininterval=10)
         for batch in bar:
             scale = warmup_linear(step, warmup, total)
@@ -252,7 +285,7 @@ def train(cfg: TrainConfig) -> dict:
             ids, mask, tags = pad_batch(batch)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                 emissions = model(ids, mask, pad_features(batch))  # [batch, seq, tags]
-            loss = model.crf.nll(emissions.float(), tags, mask)
+            loss = batch_loss(model, emissions.float(), batch, tags, mask, cfg.soft_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
