@@ -80,3 +80,18 @@ def test_hybrid_concatenates_character_embeddings_that_learn_with_the_head():
     assert all(p is not model.char.weight for p in emb["params"])
     with pytest.raises(ValueError, match="char_concat"):
         ModelConfig(embedder="char", char_concat=True)
+
+
+def test_layer_decay_slows_the_lower_encoder_layers():
+    cfg = ModelConfig(embedder="bert", encoder="none", heads=0, bert=dict(TINY_BERT))
+    model = Tagger(cfg, vocab_size=50)
+    opt = build_optimizer(model, TrainConfig(ccks2019="x", out="y", embedder="bert", pretrained="p", lr=1e-3,
+                                             lr_embedder=1e-4, layer_decay=0.5, optimizer="adam"))
+    top, *emb = opt.param_groups
+    layers = TINY_BERT["num_hidden_layers"]
+    # embeddings, then each layer, top layer last at the full embedder rate
+    assert [g["lr"] for g in emb][: layers + 1] == pytest.approx([1e-4 * 0.5 ** (layers - d) for d in range(layers + 1)])
+    assert any(p is model.bert.embeddings.word_embeddings.weight for p in emb[0]["params"])
+    every = [p for g in opt.param_groups for p in g["params"]]
+    assert len(every) == len({id(p) for p in every}) == len(list(model.parameters()))
+    assert top["lr"] == 1e-3

@@ -69,6 +69,9 @@ class TrainConfig:
     optimizer: str = field(default="adam", metadata={"help": "|".join(OPTIMIZERS)})
     lr: float = field(default=1e-3, metadata={"help": "learning rate of the layers above the embedder"})
     lr_embedder: float = field(default=1e-4, metadata={"help": "learning rate of ALBERT / BERT / the character vectors"})
+    layer_decay: float = field(default=1.0, metadata={
+        "help": "embedder bert: layer-wise learning-rate decay, the top layer at --lr-embedder and each one below "
+                "it this factor slower (1 = one rate for the whole encoder)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW's decoupled weight decay (not on biases and norms)"})
     batch_size: int = 20
     epochs: int = 30
@@ -99,13 +102,30 @@ def warmup_linear(step: int, warmup: int, total: int) -> float:
     return min(1.0, (step + 1) / max(1, warmup)) * max(0.0, 1 - max(0, step - warmup) / max(1, total - warmup))
 
 
+def embedder_groups(model: Tagger, params: list[torch.nn.Parameter], cfg: TrainConfig) -> list[dict]:
+    """The embedder's parameter groups: one at ``lr_embedder``, or with ``layer_decay`` < 1 (BERT only) one per
+    depth, layer l of L at lr_embedder * layer_decay ** (L - l) and the embeddings at depth 0."""
+    if cfg.layer_decay >= 1.0 or cfg.embedder != "bert":
+        return [{"params": params, "lr": cfg.lr_embedder}]
+    ids = {id(p) for p in params}
+    layers = model.bert.config.num_hidden_layers
+    by_depth: dict[int, list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if id(p) not in ids:
+            continue
+        parts = name.split(".")
+        depth = 0 if parts[1] == "embeddings" else int(parts[3]) + 1 if parts[1] == "encoder" else layers
+        by_depth.setdefault(depth, []).append(p)
+    return [{"params": ps, "lr": cfg.lr_embedder * cfg.layer_decay ** (layers - d)} for d, ps in sorted(by_depth.items())]
+
+
 def build_optimizer(model: Tagger, cfg: TrainConfig) -> torch.optim.Optimizer:
     emb_params, top_params = [], []
     # The pretrained encoder learns slowly; a hybrid's character vectors learn with the head.
     embedder = ("char.",) if cfg.embedder == "char" else ("albert.", "bert.")
     for name, p in model.named_parameters():
         (emb_params if name.startswith(embedder) else top_params).append(p)
-    groups = [{"params": top_params, "lr": cfg.lr}, {"params": emb_params, "lr": cfg.lr_embedder}]
+    groups = [{"params": top_params, "lr": cfg.lr}, *embedder_groups(model, emb_params, cfg)]
     if cfg.optimizer == "adam":
         return torch.optim.Adam(groups)
     if cfg.optimizer == "adamw":
