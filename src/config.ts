@@ -59,7 +59,7 @@ export const VARIABLES: readonly VariableSpec[] = Object.freeze([
   { name: 'CNER_EXECUTION_PROVIDERS', default: 'cpu', doc: 'onnxruntime execution providers to try in order, comma-separated (e.g. `cuda,cpu`); CPU is always the fallback.' },
   { name: 'CNER_INFERENCE_WORKERS', default: '1', doc: 'Inference worker threads (≥ 1: the Kafka loop never runs the model on its own thread).' },
   { name: 'CNER_INTRA_OP_THREADS', default: '1', doc: 'onnxruntime intra-op threads per worker; 0 = the CPUs this process may use (the cgroup CPU quota, i.e. a pod\'s CPU limit, else the cores) divided among the workers. One by default: on a loaded machine spinning intra-op threads cost more than they give (bench/NOTES.md); add workers instead.' },
-  { name: 'CNER_MAX_BATCH_SIZE', default: '32', doc: 'Largest inference batch, in 128-code-point chunks.' },
+  { name: 'CNER_MAX_BATCH_SIZE', default: '4', doc: 'Largest inference batch, in 128-code-point chunks. Small batches suit CPUs: the default bundle\'s attention pads every chunk of a batch to its longest, and its activations grow with the batch (peak RSS 472 MB at 4 against 661 MB at 32, and faster; bench/NOTES.md); raise it on a GPU (the chart\'s gpu-values use 64).' },
   { name: 'CNER_MAX_WAIT_MS', default: '5', doc: 'Longest time a chunk waits for its inference batch to fill.' },
   { name: 'CNER_MAX_TEXT_LENGTH', default: '100000', doc: 'Longest accepted text, in Unicode code points; longer records go to the dead-letter topic (`TEXT_TOO_LONG`).' },
   { name: 'CNER_SHADOW_FRACTION', default: '0', doc: 'Fraction (0..1) of records also tagged, in shadow, by the newest published version that is not live; its agreement with the live model is exported as metrics.' },
@@ -294,7 +294,7 @@ function modelConfig(get: Getter, mode: ConfigMode): Validated<ModelConfig> {
     // The stream loop never runs the model on its own thread; a command may.
     workers: integer(get, 'CNER_INFERENCE_WORKERS', 1, mode === 'tool' ? 0 : 1, 256),
     intraOpThreads: integer(get, 'CNER_INTRA_OP_THREADS', 1, 0, 1024),
-    maxBatchSize: integer(get, 'CNER_MAX_BATCH_SIZE', 32, 1, 4096),
+    maxBatchSize: integer(get, 'CNER_MAX_BATCH_SIZE', 4, 1, 4096),
     maxWaitMs: integer(get, 'CNER_MAX_WAIT_MS', 5, 0, 60_000),
     shadowFraction: fraction(get, 'CNER_SHADOW_FRACTION', 0),
   });

@@ -38,7 +38,7 @@ describe('config', () => {
     assert.deepEqual(config.model.executionProviders, ['cpu']);
     assert.equal(config.model.workers, 1);
     assert.equal(config.model.intraOpThreads, 1);
-    assert.equal(config.model.maxBatchSize, 32);
+    assert.equal(config.model.maxBatchSize, 4);
     assert.equal(config.model.maxWaitMs, 5);
     assert.equal(config.model.shadowFraction, 0);
     assert.equal(config.maxTextLength, 100_000);

@@ -51,7 +51,7 @@ export const BUNDLE_LINKER: LinkerSource = Object.freeze({ kind: 'bundle' });
 export const DEFAULT_MODEL_OPTIONS: ModelOptions = Object.freeze({
   workers: 1,
   session: DEFAULT_SESSION_CONFIG,
-  maxBatchSize: 32,
+  maxBatchSize: 4,
   maxWaitMs: 5,
   linker: NO_LINKER,
 });

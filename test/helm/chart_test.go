@@ -95,7 +95,7 @@ func TestProcessorEnvironment(t *testing.T) {
 		"CNER_EXECUTION_PROVIDERS":      "cpu",
 		"CNER_INFERENCE_WORKERS":        "1",
 		"CNER_INTRA_OP_THREADS":         "1",
-		"CNER_MAX_BATCH_SIZE":           "32",
+		"CNER_MAX_BATCH_SIZE":           "4",
 		"CNER_MAX_WAIT_MS":              "5",
 		"CNER_MAX_TEXT_LENGTH":          "1000000", // not 1e+06
 		"CNER_SHADOW_FRACTION":          "0.25",
