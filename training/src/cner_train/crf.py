@@ -6,6 +6,8 @@ the TypeScript Viterbi) forbids invalid BIO sequences, per docs/contract.md.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from torch import nn
@@ -58,10 +60,7 @@ class CRF(nn.Module):
         """
         batch, seq, tags = emissions.shape
         m = mask.to(torch.bool)
-        alphas = [self.start_transitions + emissions[:, 0]]  # each [batch, tags]
-        for t in range(1, seq):
-            nxt = torch.logsumexp(alphas[-1].unsqueeze(2) + self.transitions + emissions[:, t].unsqueeze(1), dim=1)
-            alphas.append(torch.where(m[:, t].unsqueeze(1), nxt, alphas[-1]))
+        alphas = list(self._alphas(emissions, mask.to(emissions.dtype)))  # each [batch, tags]
         log_z = torch.logsumexp(alphas[-1] + self.end_transitions, dim=1)  # [batch]
         # beta at a row's last real position is the end transition; padding carries it back unchanged
         end = self.end_transitions.expand(batch, tags)
@@ -85,14 +84,20 @@ class CRF(nn.Module):
         last = tags[ar, lengths - 1]
         return score + self.end_transitions[last]
 
-    def _log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        seq = emissions.shape[1]
+    def _alphas(self, emissions: torch.Tensor, mask: torch.Tensor) -> Iterator[torch.Tensor]:
+        """The forward scores at each position, [batch, tags] each (log space); a padded
+        position repeats its row's last real one. mask: [batch, seq] float."""
         alpha = self.start_transitions + emissions[:, 0]  # shape: (batch, tags)
-        for t in range(1, seq):
+        yield alpha
+        for t in range(1, emissions.shape[1]):
             # shape: (batch, tags, tags): previous tag i → next tag j
             nxt = torch.logsumexp(alpha.unsqueeze(2) + self.transitions + emissions[:, t].unsqueeze(1), dim=1)
             m = mask[:, t].unsqueeze(1)  # shape: (batch, 1)
             alpha = nxt * m + alpha * (1 - m)
+            yield alpha
+
+    def _log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        *_, alpha = self._alphas(emissions, mask)
         return torch.logsumexp(alpha + self.end_transitions, dim=1)  # shape: (batch,)
 
     def to_json(self) -> dict:

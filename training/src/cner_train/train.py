@@ -202,15 +202,14 @@ def batch_loss(model: Tagger, emissions: torch.Tensor, batch: Sequence[Example],
     """Mean over the batch's rows of the gold rows' CRF NLL and the soft rows' KL(teacher || CRF marginals),
     each summed over the row's characters. emissions: [batch, seq, tags] float32."""
     is_soft = torch.tensor([x.soft is not None for x in batch])  # [batch]
-    loss = torch.zeros((), dtype=emissions.dtype)
-    if not bool(is_soft.all()):
-        gold = ~is_soft
-        loss = loss + model.crf.nll_rows(emissions[gold], tags[gold], mask[gold]).sum()
-    if bool(is_soft.any()):
-        q = pad_soft([x for x in batch if x.soft is not None], emissions.shape[1], emissions.shape[2])  # [soft rows, seq, tags]
-        log_p = model.crf.log_marginals(emissions[is_soft], mask[is_soft])  # [soft rows, seq, tags]
-        kl = q * (torch.log(q.clamp_min(1e-8)) - log_p)  # zero where q is 0 (pads included)
-        loss = loss + soft_weight * (kl.sum(dim=2) * mask[is_soft].to(kl.dtype)).sum()
+    if not bool(is_soft.any()):
+        return model.crf.nll(emissions, tags, mask)  # the usual case: no copies of the batch
+    gold = ~is_soft
+    loss = model.crf.nll_rows(emissions[gold], tags[gold], mask[gold]).sum()
+    q = pad_soft([x for x in batch if x.soft is not None], emissions.shape[1], emissions.shape[2])  # [soft rows, seq, tags]
+    log_p = model.crf.log_marginals(emissions[is_soft], mask[is_soft])  # [soft rows, seq, tags]
+    kl = q * (torch.log(q.clamp_min(1e-8)) - log_p)  # zero where q is 0 (pads included)
+    loss = loss + soft_weight * (kl.sum(dim=2) * mask[is_soft].to(kl.dtype)).sum()
     return loss / len(batch)
 
 
