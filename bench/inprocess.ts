@@ -3,7 +3,7 @@
 // drives them (src/stream/plan.ts: every record of a transaction's
 // slice is tagged concurrently, so the batcher fills batches across records,
 // and each chunk's entities are linked as soon as it is tagged; the next
-// slice starts when the whole slice is done).
+// slice starts once this one is tagged, while it is still being linked).
 //
 // CPU: process.cpuUsage() for the whole process over the run; the inference
 // share is the CPU of the threads openModel started (the worker threads,
@@ -90,8 +90,17 @@ export class InProcessCner {
     const threads0: ThreadCpu | null = threadCpu();
     const cpu0 = process.cpuUsage();
     const t0 = process.hrtime.bigint();
-    for (let i = 0; i < texts.length; i += this.#slice) {
-      entities.push(...(await Promise.all(texts.slice(i, i + this.#slice).map((text) => this.#process(text)))));
+    // As the processor does (src/stream/loop.ts): the next slice starts once this one is tagged.
+    const start = (i: number): { tagged: Promise<unknown>; linked: Promise<LinkedEntity[][]> } => {
+      const records = texts.slice(i, i + this.#slice).map((text) => tagAndLink(text, this.model, this.linker));
+      return { tagged: Promise.allSettled(records.map((r) => r.tagged)), linked: Promise.all(records.map((r) => r.linked)) };
+    };
+    let current: ReturnType<typeof start> | null = texts.length > 0 ? start(0) : null;
+    for (let i = 0; current !== null; i += this.#slice) {
+      const after = i + this.#slice;
+      const ahead = after < texts.length ? current.tagged.then(() => start(after)) : Promise.resolve(null);
+      entities.push(...(await current.linked));
+      current = await ahead;
     }
     const wallSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
     const cpuSeconds = processCpuSeconds(cpu0);
@@ -109,10 +118,6 @@ export class InProcessCner {
       },
       entities,
     };
-  }
-
-  async #process(text: string): Promise<LinkedEntity[]> {
-    return tagAndLink(text, this.model, this.linker).linked;
   }
 
   async close(): Promise<void> {

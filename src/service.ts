@@ -147,8 +147,11 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       health,
       metrics,
       log,
-      plan: (messages, attempt) =>
-        planTransaction(messages, attempt, {
+      plan: (messages, attempt, onTagged) =>
+        planTransaction(
+          messages,
+          attempt,
+          {
           outputTopic: config.kafka.outputTopic,
           dltTopic: config.kafka.dltTopic,
           groupId: config.kafka.groupId,
@@ -159,7 +162,9 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
           maxMessageBytes,
           metrics,
           log,
-        }),
+          },
+          onTagged,
+        ),
     });
     stream.start();
   } catch (e) {

@@ -33,6 +33,11 @@
 // Stopping (SIGTERM) drops work that has not entered a transaction (the next
 // owner reads it again) and waits only for a commit in flight.
 //
+// While a slice is linked and committed, the next slice of the batch is
+// already being tagged (its plan starts once the slice is tagged): the
+// tagger never waits for the linker or the broker. A plan writes nothing, so
+// the one ahead is simply dropped when its predecessor fails.
+//
 // Batches of different partitions are handled one after the other.
 
 import type { Logger } from 'pino';
@@ -48,7 +53,12 @@ export interface StreamOptions {
   readonly inputTopic: string;
   /** Each partition's producer is `<prefix>-<group>-<topic>-<partition>` (see partitionTransactionalId). */
   readonly transactionalIdPrefix: string;
-  readonly plan: (messages: readonly InputMessage[], attempt: number) => Promise<TransactionPlan>;
+  /**
+   * Decodes and tags a slice, writing nothing. It calls `onTagged` once the
+   * slice's inference is done (before its linking and encoding end): the
+   * next slice is planned from then on.
+   */
+  readonly plan: (messages: readonly InputMessage[], attempt: number, onTagged: () => void) => Promise<TransactionPlan>;
   /** Largest record batch one send may make (the topics' max.message.bytes); default: one send per transaction. */
   readonly maxBatchBytes?: number;
   /** Records per transaction (a fetched batch is cut into slices of this size). */
@@ -79,6 +89,17 @@ interface PartitionWriter {
   next: bigint | null;
   /** The commit in flight, if any (a writer is closed only when idle). */
   busy: Promise<unknown>;
+}
+
+/** A slice of a fetched batch and its plan, under way. */
+interface SlicePlan {
+  /** The slice's first index in the batch. */
+  readonly start: number;
+  readonly slice: readonly InputMessage[];
+  readonly attempt: number;
+  readonly plan: Promise<TransactionPlan>;
+  /** Settles once the slice is tagged (or its plan has settled). */
+  readonly tagged: Promise<void>;
 }
 
 export class StreamProcessor {
@@ -309,47 +330,72 @@ class Session {
       this.#o.log.info({ topic, partition, records: start, committedOffset: String(writer.next) }, 'skipped records that an earlier owner of the partition had already committed');
     }
 
-    const max = this.#o.maxRecordsPerTransaction;
-    for (let i = start; i < messages.length; ) {
-      if (!this.#active || !control.isRunning() || control.isStale()) return;
-      const slice = messages.slice(i, i + max);
-      const first = slice[0]!;
-      const last = slice[slice.length - 1]!;
-      const attempt = this.#attemptFor(partition, first.offset);
+    // The next slice is planned as soon as this one is tagged: its inference
+    // runs while this slice is linked and committed, so the tagger does not
+    // wait for the linker nor for the broker. A plan writes nothing: one that
+    // is not used (this slice failed, the session stopped) is dropped.
+    let left = false;
+    let current: SlicePlan | null = start < messages.length ? this.#startPlan(messages, start, partition) : null;
+    try {
+      while (current !== null) {
+        if (!this.#active || !control.isRunning() || control.isStale()) return;
+        const { slice, attempt } = current;
+        const first = slice[0]!;
+        const last = slice[slice.length - 1]!;
+        const after = current.start + slice.length;
+        const ahead = after < messages.length ? current.tagged.then(() => (left ? null : this.#startPlan(messages, after, partition))) : Promise.resolve(null);
 
-      let plan: TransactionPlan | null;
-      try {
-        plan = await this.#withHeartbeats(control, () => this.#untilStopped(this.#o.plan(slice, attempt)));
-      } catch (e) {
-        await this.#afterFailure(e, batch, first.offset, attempt, control);
-        return;
-      }
-      // Stopping: work that has not entered a transaction is dropped (read again by the next owner).
-      if (plan === null || !this.#active) return;
-      const next = (BigInt(last.offset) + 1n).toString();
-      const commit = writer.producer.commit(plan.messages, [{ topic, partition, offset: next }], this.#o.kafka.groupId);
-      writer.busy = commit;
-      try {
-        await commit;
-      } catch (e) {
-        this.#o.metrics.transactions.inc({ result: 'aborted' });
-        if (describeError(e).code === 'PRODUCER_FENCED') await this.#dropWriter(partition);
-        await this.#afterFailure(e, batch, first.offset, attempt, control);
-        return;
-      }
+        let plan: TransactionPlan | null;
+        try {
+          plan = await this.#withHeartbeats(control, () => this.#untilStopped(current!.plan));
+        } catch (e) {
+          left = true;
+          await this.#afterFailure(e, batch, first.offset, attempt, control);
+          return;
+        }
+        // Stopping: work that has not entered a transaction is dropped (read again by the next owner).
+        if (plan === null || !this.#active) return;
+        const next = (BigInt(last.offset) + 1n).toString();
+        const commit = writer.producer.commit(plan.messages, [{ topic, partition, offset: next }], this.#o.kafka.groupId);
+        writer.busy = commit;
+        try {
+          await commit;
+        } catch (e) {
+          left = true;
+          this.#o.metrics.transactions.inc({ result: 'aborted' });
+          if (describeError(e).code === 'PRODUCER_FENCED') await this.#dropWriter(partition);
+          await this.#afterFailure(e, batch, first.offset, attempt, control);
+          return;
+        }
 
-      writer.next = BigInt(next);
-      control.resolveOffset(last.offset);
-      this.#failures.delete(partition);
-      this.#record(batch, slice, plan, next);
-      i += slice.length;
-      try {
-        await control.heartbeat();
-      } catch {
-        this.#o.log.debug({ topic, partition }, 'group is rebalancing: leaving the rest of the batch for after the rejoin');
-        return;
+        writer.next = BigInt(next);
+        control.resolveOffset(last.offset);
+        this.#failures.delete(partition);
+        this.#record(batch, slice, plan, next);
+        try {
+          await control.heartbeat();
+        } catch {
+          this.#o.log.debug({ topic, partition }, 'group is rebalancing: leaving the rest of the batch for after the rejoin');
+          return;
+        }
+        current = await ahead; // started when the slice was tagged, before its plan settled
       }
+    } finally {
+      left = true;
     }
+  }
+
+  /** The plan of the slice of `messages` from `start`, started now. */
+  #startPlan(messages: readonly InputMessage[], start: number, partition: number): SlicePlan {
+    const slice = messages.slice(start, start + this.#o.maxRecordsPerTransaction);
+    const attempt = this.#attemptFor(partition, slice[0]!.offset);
+    let onTagged: () => void = () => {};
+    const tagged = new Promise<void>((resolve) => (onTagged = resolve));
+    const plan = this.#o.plan(slice, attempt, onTagged);
+    // A plan that never says so is tagged when it is done; one that fails starts nothing after it
+    // (and, when it is the one ahead that is dropped, fails unobserved).
+    plan.then(onTagged, () => {});
+    return { start, slice, attempt, plan, tagged };
   }
 
   /** `work`'s value, or null as soon as the session stops (the work is left to finish unobserved). */

@@ -85,11 +85,11 @@ type Outcome = { readonly kind: 'event'; readonly message: OutputMessage; readon
  * the records': registry unavailable, retriable inference failure (before
  * `maxAttempts`), the model closing.
  */
-export async function planTransaction(messages: readonly InputMessage[], attempt: number, options: ProcessorOptions): Promise<TransactionPlan> {
+export async function planTransaction(messages: readonly InputMessage[], attempt: number, options: ProcessorOptions, onTagged: () => void = () => {}): Promise<TransactionPlan> {
   const lease: ModelLease = options.models.acquire();
   const shadows: Promise<void>[] = [];
   try {
-    return await plan(messages, attempt, options, lease, shadows);
+    return await plan(messages, attempt, options, lease, shadows, onTagged);
   } finally {
     // Shadow runs finish in the background; the lease (and so both models) is held until they do.
     if (shadows.length === 0) lease.release();
@@ -97,7 +97,7 @@ export async function planTransaction(messages: readonly InputMessage[], attempt
   }
 }
 
-async function plan(messages: readonly InputMessage[], attempt: number, options: ProcessorOptions, lease: ModelLease, shadows: Promise<void>[]): Promise<TransactionPlan> {
+async function plan(messages: readonly InputMessage[], attempt: number, options: ProcessorOptions, lease: ModelLease, shadows: Promise<void>[], onTagged: () => void): Promise<TransactionPlan> {
   const now = options.now ?? Date.now;
   const model = lease.model;
   const linker = lease.linker;
@@ -105,13 +105,17 @@ async function plan(messages: readonly InputMessage[], attempt: number, options:
 
   // Every record's chunks are queued for inference in this one synchronous
   // burst (the batcher cuts batches across the slice), and each chunk is
-  // linked as soon as it is tagged, while later batches run.
-  const tagged = await Promise.allSettled(
+  // linked as soon as it is tagged, while later batches run. Once every
+  // record is tagged, `onTagged` says so: the stream then starts the next
+  // slice's inference while this one is linked and committed.
+  const taggings: Promise<unknown>[] = [];
+  const planned = Promise.allSettled(
     decoded.map(async (d) => {
       if (isLeft(d)) return null;
       const stop = options.metrics.inferenceSeconds.startTimer();
       const recordLinker = linker === null ? null : timedLinker(linker);
       const record = tagAndLink(d.right.record.text, model, recordLinker);
+      taggings.push(record.tagged);
       const entities = await record.tagged; // a tagging failure is the record's, never said to be the linker's
       stop();
       if (lease.shadow !== null && lease.shadow.pick()) shadows.push(lease.shadow.compare(d.right.record.text, entities));
@@ -123,6 +127,8 @@ async function plan(messages: readonly InputMessage[], attempt: number, options:
       }
     }),
   );
+  void Promise.allSettled(taggings).then(onTagged);
+  const tagged = await planned;
 
   // A failure that may pass (or the model closing) aborts the whole slice before anything is built.
   const retry = tagged.find((t): t is PromiseRejectedResult => {

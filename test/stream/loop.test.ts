@@ -75,6 +75,53 @@ describe('StreamProcessor', () => {
     assert.equal(health.snapshot().ready, false, 'not ready once stopping');
   });
 
+  it('plans the next slice once this one is tagged, while this one is still being linked and committed', async () => {
+    const kafka = new FakeKafka();
+    kafka.add(0, Array.from({ length: 10 }, (_, i) => `a${i}`));
+    const steps: string[] = [];
+    const finish: (() => void)[] = [];
+    const plan = (messages: readonly InputMessage[], _attempt: number, onTagged: () => void): Promise<TransactionPlan> => {
+      steps.push(`plan ${messages[0]!.offset}`);
+      onTagged();
+      return new Promise<void>((resolve) => finish.push(resolve)).then(() => echoPlan(messages)); // linking: until the test says
+    };
+    kafka.beforeCommit = (messages) => void steps.push(`commit ${messages[0]!.value!.toString()}`);
+    const { stream } = setup(kafka, { plan });
+    stream.start();
+    await until('the second slice planned', () => steps.length === 2);
+    assert.deepEqual(steps, ['plan 0', 'plan 4'], 'the slice after it is under way before the first is linked');
+    for (let k = 0; k < 3; k++) {
+      await until(`plan ${k} waiting`, () => finish.length > k);
+      finish[k]!();
+    }
+    await until('all committed', allCommitted(kafka));
+    await stream.stop();
+    assert.deepEqual(steps, ['plan 0', 'plan 4', 'commit out:0:0', 'plan 8', 'commit out:0:4', 'commit out:0:8']);
+    assertExactlyOnce(kafka, 10);
+  });
+
+  it('drops the plan ahead when a slice\'s transaction fails, and plans both again after the seek', async () => {
+    const kafka = new FakeKafka();
+    kafka.add(0, Array.from({ length: 8 }, (_, i) => `a${i}`));
+    const planned: string[] = [];
+    const plan = (messages: readonly InputMessage[], attempt: number, onTagged: () => void): Promise<TransactionPlan> => {
+      planned.push(`${messages[0]!.offset}@${attempt}`);
+      onTagged();
+      return echoPlan(messages);
+    };
+    let failures = 0;
+    kafka.beforeCommit = (messages) => {
+      if (messages[0]!.value!.toString() === 'out:0:0' && failures++ < 1) throw retriable('TRANSACTION_FAILED');
+    };
+    const { stream } = setup(kafka, { plan });
+    stream.start();
+    await until('all committed', allCommitted(kafka));
+    await stream.stop();
+    assertExactlyOnce(kafka, 8);
+    assert.deepEqual(planned, ['0@1', '4@1', '0@2', '4@1'], 'the first plan of offset 4 was dropped unused');
+    assert.deepEqual(kafka.transactions.map((t) => t.offsets[0]!.offset), ['4', '8']);
+  });
+
   it('aborts a failed transaction, seeks back to the last committed offset and reads the slice again', async () => {
     const kafka = new FakeKafka();
     kafka.add(0, Array.from({ length: 10 }, (_, i) => `a${i}`));
