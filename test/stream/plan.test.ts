@@ -219,6 +219,27 @@ describe('planTransaction', () => {
       assert.equal(linking.values.find((v) => v.metricName === 'cner_linking_duration_seconds_count')?.value, 1, 'one observation for the record');
     });
 
+    it('says when the slice is tagged, while its linking is still under way', async () => {
+      const model = heldModel(await fakeModel());
+      const linker = recordingLinker();
+      let answer: () => void = () => {};
+      const held: EntityLinker = { ...linker, link: (texts) => new Promise<void>((r) => (answer = r)).then(() => linker.link(texts)) };
+      let tagged = 0;
+      const planned = planTransaction([message(0, 0, json({ recordId: 'a', text: '癌。' })), message(0, 1, 'not json')], 1, options(model, [], { linker: held }), () => tagged++);
+      await until('the chunk is asked for', () => model.held === 1);
+      assert.equal(tagged, 0);
+      await model.release();
+      await until('tagged', () => tagged === 1);
+      let settled = false;
+      void planned.then(() => (settled = true));
+      await new Promise((r) => setImmediate(r));
+      assert.equal(settled, false, 'the plan waits for the linker');
+      answer();
+      const plan = await planned;
+      assert.equal(tagged, 1, 'once');
+      assert.deepEqual(plan.records.map((r) => r.kind), ['event', 'dead']);
+    });
+
     it('does not say a tagging failure is the linker\'s', async () => {
       const linker = recordingLinker();
       const o = options(await fakeModel({ fail: () => new CnerError('INFERENCE_FAILED', 'device out of memory') }), [], { linker });
