@@ -19,7 +19,7 @@ import { AvroReader, EventEncoder, loadSchema } from './records/avro.js';
 import { type BackoffOptions, DEFAULT_BACKOFF, retrying } from './backoff.js';
 import { createKafkaClient } from './kafka/adapter.js';
 import { modelTopicDecoder } from './versions/topic.js';
-import { planTransaction } from './stream/plan.js';
+import { type ProcessorOptions, planTransaction } from './stream/plan.js';
 import { SchemaRegistry } from './records/registry.js';
 import { StreamProcessor } from './stream/loop.js';
 import type { KafkaClient, ModelTopicClient } from './kafka/port.js';
@@ -135,7 +135,18 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
 
     const records = { maxTextLength: config.maxTextLength, avro: new AvroReader(input.type, registry) };
     const encoder = new EventEncoder(output.type, outputSchemaId);
-    const models = model;
+    const processor: ProcessorOptions = {
+      outputTopic: config.kafka.outputTopic,
+      dltTopic: config.kafka.dltTopic,
+      groupId: config.kafka.groupId,
+      models: model,
+      records,
+      encoder,
+      maxAttempts: options.maxAttempts ?? 5,
+      maxMessageBytes,
+      metrics,
+      log,
+    };
     stream = new StreamProcessor({
       kafka,
       inputTopic: config.kafka.inputTopic,
@@ -147,24 +158,7 @@ export async function startService(options: ServiceOptions): Promise<RunningServ
       health,
       metrics,
       log,
-      plan: (messages, attempt, onTagged) =>
-        planTransaction(
-          messages,
-          attempt,
-          {
-          outputTopic: config.kafka.outputTopic,
-          dltTopic: config.kafka.dltTopic,
-          groupId: config.kafka.groupId,
-          models,
-          records,
-          encoder,
-          maxAttempts: options.maxAttempts ?? 5,
-          maxMessageBytes,
-          metrics,
-          log,
-          },
-          onTagged,
-        ),
+      plan: (messages, attempt, onTagged) => planTransaction(messages, attempt, processor, onTagged),
     });
     stream.start();
   } catch (e) {

@@ -98,7 +98,7 @@ interface SlicePlan {
   readonly slice: readonly InputMessage[];
   readonly attempt: number;
   readonly plan: Promise<TransactionPlan>;
-  /** Settles once the slice is tagged (or its plan has settled). */
+  /** Resolves once the slice is tagged (or its plan succeeded without saying so); never, when the plan fails. */
   readonly tagged: Promise<void>;
 }
 

@@ -108,14 +108,18 @@ async function plan(messages: readonly InputMessage[], attempt: number, options:
   // linked as soon as it is tagged, while later batches run. Once every
   // record is tagged, `onTagged` says so: the stream then starts the next
   // slice's inference while this one is linked and committed.
-  const taggings: Promise<unknown>[] = [];
-  const planned = Promise.allSettled(
-    decoded.map(async (d) => {
-      if (isLeft(d)) return null;
-      const stop = options.metrics.inferenceSeconds.startTimer();
-      const recordLinker = linker === null ? null : timedLinker(linker);
-      const record = tagAndLink(d.right.record.text, model, recordLinker);
-      taggings.push(record.tagged);
+  const started = decoded.map((d) => {
+    if (isLeft(d)) return null;
+    const stop = options.metrics.inferenceSeconds.startTimer();
+    const recordLinker = linker === null ? null : timedLinker(linker);
+    return { stop, recordLinker, record: tagAndLink(d.right.record.text, model, recordLinker) };
+  });
+  void Promise.allSettled(started.flatMap((s) => (s === null ? [] : [s.record.tagged]))).then(onTagged);
+  const tagged = await Promise.allSettled(
+    decoded.map(async (d, i) => {
+      const s = started[i]!;
+      if (isLeft(d) || s === null) return null;
+      const { stop, recordLinker, record } = s;
       const entities = await record.tagged; // a tagging failure is the record's, never said to be the linker's
       stop();
       if (lease.shadow !== null && lease.shadow.pick()) shadows.push(lease.shadow.compare(d.right.record.text, entities));
@@ -127,8 +131,6 @@ async function plan(messages: readonly InputMessage[], attempt: number, options:
       }
     }),
   );
-  void Promise.allSettled(taggings).then(onTagged);
-  const tagged = await planned;
 
   // A failure that may pass (or the model closing) aborts the whole slice before anything is built.
   const retry = tagged.find((t): t is PromiseRejectedResult => {
