@@ -11,30 +11,12 @@ from cner_train.bge_mlm import BgeMlmConfig, MlmModel, adapt, row_names
 from cner_train.corpus import dev_split, read_ccks
 from cner_train.golden import TINY_BERT
 from cner_train.train import TrainConfig, train
-from cner_train.vocab import SPECIAL_TOKENS, Vocab
 
 
-def tiny_encoder(tmp_path, texts):
-    """A tiny random BERT in ``cner-train bge``'s format: rows named by a fake 'bert vocabulary'
-    in another order than the tagger's, so the pruning really maps rows."""
-    d = tmp_path / "bge"
-    d.mkdir()
-    vocab = Vocab.build([], texts)
-    vocab.save(d / "vocab.txt")
-    bert_tokens = ["[PAD]", "[unused1]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(vocab.tokens[len(SPECIAL_TOKENS):],
-                                                                                       reverse=True)
-    config = {**TINY_BERT, "vocab_size": len(bert_tokens)}
-    torch.manual_seed(0)
-    model = bge.build_bert(config)
-    torch.save({"bert_config": config, "state_dict": model.state_dict(), "vocab": bert_tokens,
-                "source": {"name": "tiny"}}, d / "encoder.pt")
-    return d / "encoder.pt", vocab
-
-
-def test_adapts_resumes_and_feeds_training(tmp_path, mini_ccks):
+def test_adapts_resumes_and_feeds_training(tmp_path, mini_ccks, tiny_encoder):
     records = read_ccks(mini_ccks)
     texts = [r.text for r in records]
-    encoder_path, vocab = tiny_encoder(tmp_path, texts)
+    encoder_path, vocab = tiny_encoder(texts)
     _, dev_idx = dev_split(len(records), 2, 42)
     corpus = tmp_path / "corpus"
     corpus.mkdir()

@@ -137,3 +137,73 @@ def test_quantize_refuses_unknown_ops_and_dynamic_convolutions(mini_ccks):
         QuantizeConfig(bundle="b", out="o", data=str(mini_ccks), ops="MatMul,Softmax")
     with pytest.raises(SystemExit, match="needs --method static"):
         QuantizeConfig(bundle="b", out="o", data=str(mini_ccks), ops="MatMul,Conv")
+
+
+def test_smoothing_keeps_the_float_graph_and_evens_out_the_channels(tmp_path):
+    """SmoothQuant's rewrite is exact in real arithmetic: the smoothed float graph gives the same
+    output; the MatMul's input channels then have maxima sqrt(a_j * w_j) (alpha 0.5), so one
+    outlier channel no longer sets the activation's range alone."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from cner_train.quantize import smooth_graph
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(8, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["h"], name="act"), helper.make_node("MatMul", ["h", "w"], ["y"], name="/out/dense/MatMul")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "s", 8]),
+              helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["b", "s"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "s", 3])], [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    src, dst = tmp_path / "f.onnx", tmp_path / "s.onnx"
+    onnx.save(model, str(src))
+    x = np.abs(rng.normal(size=(2, 5, 8))).astype(np.float32)
+    x[..., 3] *= 40  # the outlier channel
+    mask = np.ones((2, 5), dtype=np.int64)
+    x_pad = x.copy()
+    x_pad[1, 4] = 1e4  # a pad position: must not count
+    mask_pad = mask.copy()
+    mask_pad[1, 4] = 0
+    feeds = [{"x": x_pad, "attention_mask": mask_pad}]
+
+    assert smooth_graph(src, dst, feeds, r"out/dense", 0.5) == ["/out/dense/MatMul"]
+    run = lambda p, f: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(["y"], f)[0]  # noqa: E731
+    np.testing.assert_allclose(run(dst, {"x": x, "attention_mask": mask}), run(src, {"x": x, "attention_mask": mask}),
+                               rtol=1e-5, atol=1e-5)
+    smoothed = onnx.load(str(dst))
+    mul = next(n for n in smoothed.graph.node if n.op_type == "Mul")
+    assert mul.name == "/out/dense/MatMul/smooth"
+    inv = numpy_helper.to_array(next(i for i in smoothed.graph.initializer if i.name == mul.input[1]))
+    a = np.abs(x_pad[mask_pad.astype(bool)]).max(axis=0)  # [8], pads left out
+    np.testing.assert_allclose(a * inv, np.sqrt(a * np.abs(w).max(axis=1)), rtol=1e-5)
+    with pytest.raises(SystemExit, match="matches no MatMul"):
+        smooth_graph(src, dst, feeds, r"nothing", 0.5)
+
+
+def test_real_rows_know_the_framed_bert_sequence():
+    import numpy as np
+
+    from cner_train.quantize import real_rows
+
+    mask = np.array([[1, 1, 1], [1, 0, 0]])
+    assert real_rows(np.zeros((2, 3, 4)), mask).tolist() == mask.astype(bool).tolist()
+    # [CLS] + tokens + [SEP] (+ pads): row 1 has one token, so [CLS], it and [SEP]
+    assert real_rows(np.zeros((2, 5, 4)), mask).tolist() == [[True] * 5, [True, True, True, False, False]]
+    assert real_rows(np.zeros((6, 4)), mask).all()
+
+
+def test_static_int8_with_smoothing_and_another_calibration(fixtures_dir, mini_ccks, tmp_path):
+    out = quantize(QuantizeConfig(bundle=str(fixtures_dir / "tiny-lexicon-bundle"), out=str(tmp_path / "s"), data=str(mini_ccks),
+                                  dev_size=2, max_drop=100.0, method="static", calibration_records=4,
+                                  smooth=r"attn/out/MatMul", calibration="percentile"))
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    method = manifest["quantization"]["method"]
+    assert "99.999th-percentile scales" in method and "SmoothQuant (alpha 0.5) on 1 MatMuls matching" in method
+    nodes = __import__("onnx").load(str(out / "model.onnx")).graph.node
+    assert any(n.name == "/mha/attn/out/MatMul/smooth" for n in nodes)
+    with pytest.raises(SystemExit, match="--smooth needs --method static"):
+        QuantizeConfig(bundle="b", out="o", data="d", smooth="x")
+    with pytest.raises(SystemExit, match="--calibration must be one of"):
+        QuantizeConfig(bundle="b", out="o", data="d", method="static", calibration="mse")

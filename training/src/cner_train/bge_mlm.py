@@ -150,21 +150,27 @@ def save_encoder(model: MlmModel, enc: dict, vocab: Vocab, path: Path, record: d
     os.replace(tmp, path)
 
 
+def start_encoder_run(out_dir: str, encoder: str, vocab: str | None, threads: int, seed: int) -> tuple[Path, dict, Vocab]:
+    """The start of a run that trains an encoder.pt further: its folder (with the tagger vocabulary
+    copied in, so ``train --pretrained OUT/encoder.pt`` finds it), threads, seed, the encoder and
+    the vocabulary (``vocab``, or the encoder's folder's vocab.txt)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if threads:
+        torch.set_num_threads(threads)
+    set_seed(seed)
+    vocab_path = Path(vocab) if vocab else Path(encoder).parent / "vocab.txt"
+    (out / "vocab.txt").write_bytes(vocab_path.read_bytes())
+    return out, load_encoder(Path(encoder)), Vocab.load(vocab_path)
+
+
 def evaluate(model: MlmModel, store: SegmentStore, cfg: BgeMlmConfig, vocab_size: int) -> tuple[float, float]:
     """Masked-token loss and accuracy on held-out segments with a fixed mask (float32)."""
     return masked_holdout(model, model, store, cfg, vocab_size)
 
 
 def adapt(cfg: BgeMlmConfig) -> Path:
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    set_seed(cfg.seed)
-    enc = load_encoder(Path(cfg.encoder))
-    vocab_path = Path(cfg.vocab) if cfg.vocab else Path(cfg.encoder).parent / "vocab.txt"
-    vocab = Vocab.load(vocab_path)
-    (out / "vocab.txt").write_bytes(vocab_path.read_bytes())
+    out, enc, vocab = start_encoder_run(cfg.out, cfg.encoder, cfg.vocab, cfg.threads, cfg.seed)
 
     records = read_ccks(Path(cfg.ccks2019))
     _, dev_idx = dev_split(len(records), cfg.dev_size, cfg.split_seed)

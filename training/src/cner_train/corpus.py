@@ -19,8 +19,10 @@ class Record:
     spans: tuple[Span, ...]
 
 
-def read_ccks(path: Path, prefix: str = "") -> list[Record]:
-    """CCKS-2019-format JSON Lines: ``originalText`` and ``entities`` (end exclusive)."""
+def read_ccks(path: Path, prefix: str = "", keep_labels: bool = False) -> list[Record]:
+    """CCKS-2019-format JSON Lines: ``originalText`` and ``entities`` (end exclusive). A span's
+    ``code`` is its CCKS-2019 type code (DIS, …), or with ``keep_labels`` its ``label_type`` as
+    written, for the sets with label sets of their own (CCKS-2017/2018)."""
     out: list[Record] = []
     with open(path, encoding="utf-8-sig") as f:
         for i, line in enumerate(f):
@@ -30,7 +32,9 @@ def read_ccks(path: Path, prefix: str = "") -> list[Record]:
             text = obj.get("originalText", obj.get("text"))
             if not isinstance(text, str):
                 raise ValueError(f"{path}:{i + 1}: no originalText")
-            spans = tuple(spans_from_entities(obj.get("entities", [])))
+            entities = obj.get("entities", [])
+            spans = tuple(Span(int(e["start_pos"]), int(e["end_pos"]), str(e["label_type"])) for e in entities) \
+                if keep_labels else tuple(spans_from_entities(entities))
             for sp in spans:
                 if not 0 <= sp.start < sp.end <= len(text):
                     raise ValueError(f"{path}:{i + 1}: span {sp} out of bounds")

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 QUANTIZED_OPS = ("MatMul", "Gemm")
 QUANTIZABLE_OPS = ("MatMul", "Gemm", "Conv")
+CALIBRATIONS = ("minmax", "percentile", "entropy")
 
 
 @dataclass
@@ -63,6 +65,15 @@ class QuantizeConfig:
                 "cast once at load (scored as stored)"})
     ops: str = field(default=",".join(QUANTIZED_OPS), metadata={
         "help": "comma-separated operator types to quantize, of MatMul, Gemm, Conv (Conv: static only)"})
+    smooth: str = field(default="", metadata={
+        "help": "static: regular expression of MatMul nodes to smooth before quantizing (SmoothQuant, Xiao et al. 2023): "
+                "each input channel j of the activation is divided by s_j and the weight's row j multiplied by it, "
+                "s_j = max|x_j|^alpha / max|w_j|^(1-alpha), so a few outlier channels no longer set the whole "
+                "activation's int8 step (e.g. 'output/dense' for BERT's post-GELU feed-forward outputs)"})
+    smooth_alpha: float = field(default=0.5, metadata={"help": "SmoothQuant's migration strength alpha, in (0, 1)"})
+    calibration: str = field(default="minmax", metadata={
+        "help": "static: how activation ranges are set from the calibration chunks: minmax | percentile (99.999th "
+                "percentile of |x|, outliers clipped) | entropy (KL-minimizing threshold, TensorRT's method)"})
     calibration_records: int = field(default=60, metadata={
         "help": "static: training-side records (never dev) whose chunks calibrate the activation scales"})
     version_suffix: str = "-int8"
@@ -75,6 +86,12 @@ class QuantizeConfig:
         bad = [o for o in self.op_types if o not in QUANTIZABLE_OPS]
         if bad or not self.op_types:
             raise SystemExit(f"--ops must name some of {', '.join(QUANTIZABLE_OPS)}, not {self.ops!r}")
+        if self.smooth and self.method != "static":
+            raise SystemExit("--smooth needs --method static (its scales are calibrated)")
+        if not 0 < self.smooth_alpha < 1:
+            raise SystemExit(f"--smooth-alpha must be in (0, 1), not {self.smooth_alpha}")
+        if self.calibration not in CALIBRATIONS:
+            raise SystemExit(f"--calibration must be one of {', '.join(CALIBRATIONS)}, not {self.calibration!r}")
         if "Conv" in self.op_types and self.method != "static":
             raise SystemExit("--ops Conv needs --method static (dynamic ConvInteger is slower than float32 here)")
 
@@ -101,6 +118,7 @@ def quantize_static_qdq(src: Path, dst: Path, cfg: QuantizeConfig, exclude: list
     from .corpus import dev_split, read_ccks
     from .data import eval_batches, make_examples, pad_batch, pad_features
     from .lexicon import Lexicon
+    from .text import MAX_CHUNK_LEN
     from .vocab import Vocab
 
     records = read_ccks(Path(cfg.data))
@@ -109,15 +127,93 @@ def quantize_static_qdq(src: Path, dst: Path, cfg: QuantizeConfig, exclude: list
     lexicon = Lexicon.load(src / "lexicon.tsv") if (src / "lexicon.tsv").exists() else None
     examples = make_examples(calib, Vocab.load(src / "vocab.txt"), lexicon=lexicon)
     feeds = []
-    for _, batch in eval_batches(examples, 16):
+    # ONNX Runtime's histogram calibrators stack every batch's activations into one array, so
+    # there all batches must have one shape: one chunk each, padded to the chunk limit.
+    for _, batch in eval_batches(examples, 16 if cfg.calibration == "minmax" else 1):
         ids, mask, _ = pad_batch(batch)
         feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
         if lexicon is not None:
             feed["lexicon_features"] = pad_features(batch).numpy()
+        if cfg.calibration != "minmax":
+            width = MAX_CHUNK_LEN - ids.shape[1]
+            feed = {k: np.pad(v, [(0, 0), (0, width)] + [(0, 0)] * (v.ndim - 2)) for k, v in feed.items()}
         feeds.append(feed)
-    quantize_static_graph(src / "model.onnx", dst, feeds, exclude, cfg.op_types)
+    graph = src / "model.onnx"
+    smoothed = ""
+    with tempfile.TemporaryDirectory() as tmp:
+        if cfg.smooth:
+            graph = Path(tmp) / "smoothed.onnx"
+            names = smooth_graph(src / "model.onnx", graph, feeds, cfg.smooth, cfg.smooth_alpha)
+            smoothed = (f"; SmoothQuant (alpha {cfg.smooth_alpha}) on {len(names)} MatMuls matching {cfg.smooth!r}, "
+                        "channel maxima from the same chunks")
+        quantize_static_graph(graph, dst, feeds, exclude, cfg.op_types, cfg.calibration)
+    how = {"minmax": "MinMax", "percentile": "99.999th-percentile", "entropy": "entropy (KL)"}[cfg.calibration]
     return (f"onnxruntime.quantization.quantize_static, QDQ, weights QInt8 per channel, activations QUInt8 with "
-            f"MinMax scales from the {len(examples)} chunks of {len(calib)} training-side records (batch-invariant)")
+            f"{how} scales from the {len(examples)} chunks of {len(calib)} training-side records (batch-invariant)"
+            + smoothed)
+
+
+def smooth_graph(src: Path, dst: Path, feeds: list[dict], pattern: str, alpha: float) -> list[str]:
+    """SmoothQuant (Xiao et al., 2023) on the float32 MatMuls of ``src`` whose names match ``pattern``
+    and whose weight is an initializer [in, out]: with a_j the largest |x_j| of input channel j over
+    ``feeds`` and w_j the largest |W[j, :]|, s_j = a_j^alpha / w_j^(1 - alpha); a Mul by 1/s (named
+    ``<MatMul>/smooth``) goes before the MatMul and W's row j is multiplied by s_j. The product is
+    unchanged in exact arithmetic (float32 rounding aside); what changes is that a few outlier
+    channels (BERT's post-GELU activations have single channels 5-10x the median channel's
+    maximum) no longer set the int8 step of the whole activation. Returns the smoothed MatMuls."""
+    import re
+
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    rx = re.compile(pattern)
+    targets = [n for n in graph.node if n.op_type == "MatMul" and rx.search(n.name) and n.input[1] in inits
+               and len(inits[n.input[1]].dims) == 2]
+    if not targets:
+        raise SystemExit(f"--smooth {pattern!r} matches no MatMul with an initializer weight")
+    probe = onnx.load(str(src))
+    for name in dict.fromkeys(n.input[0] for n in targets):
+        probe.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    wanted = list(dict.fromkeys(n.input[0] for n in targets))
+    amax: dict[str, np.ndarray] = {}
+    for feed in feeds:
+        for name, x in zip(wanted, sess.run(wanted, feed), strict=True):
+            a = np.abs(x[real_rows(x, feed["attention_mask"])]).max(axis=0)  # [in]
+            amax[name] = a if name not in amax else np.maximum(amax[name], a)
+    for n in targets:
+        w = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)  # [in, out]
+        a = np.maximum(amax[n.input[0]], 1e-5)  # [in]
+        s = (a**alpha / np.maximum(np.abs(w).max(axis=1), 1e-5) ** (1 - alpha)).astype(np.float32)  # [in]
+        inits[n.input[1]].CopyFrom(numpy_helper.from_array(w * s[:, None], n.input[1]))
+        inv = numpy_helper.from_array((1.0 / s).astype(np.float32), f"{n.name}/smooth/inv_scale")
+        graph.initializer.append(inv)
+        smoothed = f"{n.name}/smooth_output_0"
+        mul = helper.make_node("Mul", [n.input[0], inv.name], [smoothed], name=f"{n.name}/smooth")
+        graph.node.insert(list(graph.node).index(n), mul)
+        n.input[0] = smoothed
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
+    return [n.name for n in targets]
+
+
+def real_rows(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The positions of activation ``x`` ([batch, seq or seq + 2, …]) that hold a real token of a
+    batch with ``mask`` ([batch, seq]), [CLS] and [SEP] included for a framed BERT sequence:
+    [batch, seq(+2)] booleans; every position for other shapes. A pad's activations are never read
+    by the output, so they must not stretch a channel's range."""
+    if x.ndim < 3 or x.shape[0] != mask.shape[0]:
+        return np.ones(x.shape[: max(1, x.ndim - 1)], dtype=bool)
+    if x.shape[1] == mask.shape[1]:
+        return mask.astype(bool)
+    if x.shape[1] == mask.shape[1] + 2:
+        lengths = mask.sum(axis=1)  # [batch]
+        return np.arange(x.shape[1])[None, :] < (lengths + 2)[:, None]
+    return np.ones(x.shape[:2], dtype=bool)
 
 
 def quantize(cfg: QuantizeConfig) -> Path:
@@ -208,9 +304,10 @@ def restore_float32(src: Path, dst: Path) -> None:
 
 
 def quantize_static_graph(src: Path, dst: Path, feeds: list[dict], exclude: list[str],
-                          ops: tuple[str, ...] = QUANTIZED_OPS) -> None:
-    """Calibrated int8 (QDQ, weights per channel, MinMax activation ranges over ``feeds``) of the
-    ``ops`` nodes (MatMul/Gemm by default) of a float32 graph, but those named in ``exclude``."""
+                          ops: tuple[str, ...] = QUANTIZED_OPS, calibration: str = "minmax") -> None:
+    """Calibrated int8 (QDQ, weights per channel, activation ranges over ``feeds`` by ``calibration``,
+    one of CALIBRATIONS) of the ``ops`` nodes (MatMul/Gemm by default) of a float32 graph, but those
+    named in ``exclude``."""
     import tempfile
 
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -229,4 +326,5 @@ def quantize_static_graph(src: Path, dst: Path, feeds: list[dict], exclude: list
         quantize_static(str(pre), str(dst), Feeds(), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=list(ops), nodes_to_exclude=exclude, per_channel=True,
                         weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+                        calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                                          "entropy": CalibrationMethod.Entropy}[calibration])

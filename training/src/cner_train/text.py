@@ -124,24 +124,26 @@ def spans_from_entities(entities: Iterable[dict]) -> list[Span]:
     return [Span(int(e["start_pos"]), int(e["end_pos"]), CODE_BY_LABEL[e["label_type"]]) for e in entities]
 
 
-def bio_tags(length: int, spans: Iterable[Span], offset: int = 0) -> list[int]:
-    """Tag ids for ``length`` positions starting at ``offset`` in the record.
+def bio_tags(length: int, spans: Iterable[Span], offset: int = 0, names: Sequence[str] = TAGS) -> list[int]:
+    """Tag ids (indices into ``names``, CCKS-2019's tags by default) for ``length`` positions starting at
+    ``offset`` in the record.
 
     A span that crosses the window is clipped to it, so a chunk boundary that
     cuts an entity yields two partial entities (counted by ``entities_cut``).
     """
-    tags = [TAG_INDEX["O"]] * length
+    index = TAG_INDEX if names is TAGS else {t: i for i, t in enumerate(names)}
+    tags = [index["O"]] * length
     for sp in spans:
         s, e = max(sp.start, offset), min(sp.end, offset + length)
         if s >= e:
             continue
-        tags[s - offset] = TAG_INDEX[f"B-{sp.code}"]
+        tags[s - offset] = index[f"B-{sp.code}"]
         for i in range(s + 1, e):
-            tags[i - offset] = TAG_INDEX[f"I-{sp.code}"]
+            tags[i - offset] = index[f"I-{sp.code}"]
     return tags
 
 
-def spans_from_tags(tags: Sequence[int], offset: int = 0) -> list[Span]:
+def spans_from_tags(tags: Sequence[int], offset: int = 0, names: Sequence[str] = TAGS) -> list[Span]:
     """Strict IOB2 reading: an entity starts at B-X and continues over I-X only.
 
     A stray I-X (possible from an unconstrained decoder) is ignored, as seqeval's
@@ -150,7 +152,7 @@ def spans_from_tags(tags: Sequence[int], offset: int = 0) -> list[Span]:
     spans: list[Span] = []
     cur: tuple[int, str] | None = None
     for i, t in enumerate(tags):
-        name = TAGS[t]
+        name = names[t]
         if cur is not None and name != f"I-{cur[1]}":
             spans.append(Span(cur[0] + offset, i + offset, cur[1]))
             cur = None

@@ -1,0 +1,223 @@
+"""Intermediate-task fine-tuning of the bge encoder on the other CCKS clinical NER sets.
+
+CCKS-2017 (five types of its own, another hospital) and CCKS-2018 (five types,
+the same Yidu source as CCKS-2019) annotate the same kind of text under other
+label sets, so they cannot join CCKS-2019's tag set. Here each set gets its own
+emission layer and CRF over its own BIO tags, all on the one shared encoder,
+trained jointly (every batch from one set, the sets' batches shuffled
+together). Only the encoder is kept: ``encoder.pt`` has the format of
+``cner-train bge`` / ``bge-mlm``, so ``cner-train train --embedder bert
+--pretrained OUT/encoder.pt`` fine-tunes it on CCKS-2019 as usual, with a
+fresh head.
+
+Leakage: every record sharing a 20-character window (whitespace ignored) with a
+dev record of the fine-tuning split (or with a ``--protect`` file's text) is
+dropped before anything is trained, so the encoder never reads a dev record:
+CCKS-2018 is the same Yidu source as CCKS-2019, and 345 of its 600 records
+share such a window with the 150 dev records (CCKS-2017: none). Records that
+only share text with CCKS-2019 *training* records stay: the fine-tuning reads
+those texts anyway. A seeded ``holdout`` share
+of each set's kept records measures the heads (strict F1 per set), so a run
+that learns nothing shows up in its metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .bge import build_bert, pruned_state_dict
+from .bge_mlm import row_names, start_encoder_run
+from .corpus import Record, WindowFilter, dev_split, read_ccks
+from .crf import CRF, ConstrainedDecoder
+from .data import Example, eval_batches, pad_batch, train_batches
+from .metrics import strict_prf
+from .models import frame
+from .text import Span, bio_tags, chunk_text, spans_from_tags
+from .train import warmup_linear
+from .vocab import Vocab
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TransferConfig:
+    pretrained: str = field(metadata={"help": "encoder.pt from cner-train bge or bge-mlm (its folder's vocab.txt is the "
+                                              "tagger vocabulary unless --vocab)"})
+    sets: list[str] = field(metadata={"help": "NAME=PATH,… CCKS-format files with their own label sets, one head each "
+                                              "(e.g. ccks2017=$DATA/ccks2017/train.jsonl,ccks2018=$DATA/ccks2018/train.jsonl)"})
+    ccks2019: str = field(metadata={"help": "CCKS-2019 train.jsonl: no trained record may share a 20-character window "
+                                            "with one of its dev records"})
+    out: str = field(default="runs/bge-transfer", metadata={"help": "run folder: encoder.pt, vocab.txt, metrics.json"})
+    protect: list[str] = field(default_factory=list, metadata={
+        "help": "more CCKS files (comma-separated) whose every text is protected like the dev records"})
+    dev_size: int = field(default=150, metadata={"help": "dev records of the fine-tuning split (0 = none protected)"})
+    split_seed: int = 42
+    vocab: str | None = None
+    holdout: float = field(default=0.1, metadata={"help": "share of each set's records held out to score its head"})
+    epochs: int = 3
+    batch_size: int = 16
+    lr: float = field(default=1e-4, metadata={"help": "peak learning rate of the encoder"})
+    head_lr: float = field(default=1e-3, metadata={"help": "peak learning rate of the sets' heads (emissions and CRFs)"})
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    dropout: float = 0.1
+    bf16: bool = field(default=True, metadata={"help": "bfloat16 autocast for the forward pass (CRF loss float32)"})
+    seed: int = 1
+    threads: int = 0
+    max_minutes: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.sets:
+            raise ValueError("--sets needs at least one NAME=PATH")
+        for s in self.sets:
+            name, sep, path = s.partition("=")
+            if not sep or not name.isidentifier() or not path:
+                raise ValueError(f"--sets entry {s!r}: write NAME=PATH with NAME a plain identifier (e.g. ccks2017=…)")
+        if not 0 <= self.holdout < 1:
+            raise ValueError("--holdout must be in [0, 1)")
+
+
+def tag_set(records: Sequence[Record]) -> tuple[str, ...]:
+    """O, then B-/I- of each label in sorted order."""
+    labels = sorted({sp.code for r in records for sp in r.spans})
+    return ("O",) + tuple(f"{p}-{lab}" for lab in labels for p in ("B", "I"))
+
+
+def examples_of(records: Sequence[Record], vocab: Vocab, tags: tuple[str, ...]) -> list[Example]:
+    out = []
+    for ri, rec in enumerate(records):
+        for s, e in chunk_text(rec.text):
+            out.append(Example(ri, s, tuple(vocab.encode(rec.text[s:e])), tuple(bio_tags(e - s, rec.spans, s, names=tags))))
+    return out
+
+
+class TransferModel(nn.Module):
+    """The shared BERT encoder and, per set, dropout → linear → CRF over that set's tags."""
+
+    def __init__(self, bert_config: dict, vocab_size: int, tags: dict[str, tuple[str, ...]], dropout: float):
+        super().__init__()
+        self.bert = build_bert(bert_config, vocab_size)
+        hidden = self.bert.config.hidden_size
+        self.dropout = nn.Dropout(dropout)
+        self.heads = nn.ModuleDict({name: nn.Linear(hidden, len(t)) for name, t in tags.items()})
+        self.crfs = nn.ModuleDict({name: CRF(len(t)) for name, t in tags.items()})
+
+    def forward(self, name: str, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """input_ids, attention_mask: [batch, seq] → emissions [batch, seq, tags of ``name``]."""
+        ids, mask = frame(input_ids, attention_mask)  # [batch, seq + 2]
+        x = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state[:, 1:-1]  # [batch, seq, hidden]
+        return self.heads[name](self.dropout(x))
+
+
+@torch.no_grad()
+def score(model: TransferModel, name: str, tags: tuple[str, ...], records: Sequence[Record],
+          examples: Sequence[Example]) -> dict:
+    """Strict micro and per-label P/R/F1 of one set's head on its held-out records (constrained Viterbi)."""
+    model.eval()
+    crf = model.crfs[name]
+    decoder = ConstrainedDecoder(crf.start_transitions.numpy(), crf.end_transitions.numpy(), crf.transitions.numpy(), tags)
+    pred: list[list[Span]] = [[] for _ in records]
+    for _, batch in eval_batches(examples, 64):
+        ids, mask, _ = pad_batch(batch)
+        em = model(name, ids, mask).float().numpy()  # [batch, seq, tags]
+        for row, x in enumerate(batch):
+            for sp in spans_from_tags(decoder.viterbi(em[row, : len(x.ids)]), x.offset, names=tags):
+                pred[x.record].append(sp)
+    labels = sorted({t[2:] for t in tags if t != "O"})
+    return strict_prf([r.spans for r in records], pred, labels)
+
+
+def transfer(cfg: TransferConfig) -> dict:
+    out, enc, vocab = start_encoder_run(cfg.out, cfg.pretrained, cfg.vocab, cfg.threads, cfg.seed)
+
+    base = read_ccks(Path(cfg.ccks2019))
+    _, dev_idx = dev_split(len(base), cfg.dev_size, cfg.split_seed) if cfg.dev_size else ([], [])
+    guard = WindowFilter([base[i].text for i in dev_idx] + [r.text for p in cfg.protect for r in read_ccks(Path(p))])
+    rng = random.Random(cfg.seed)
+    tags: dict[str, tuple[str, ...]] = {}
+    train_ex: dict[str, list[Example]] = {}
+    held: dict[str, tuple[list[Record], list[Example]]] = {}
+    kept_counts: dict[str, dict[str, int]] = {}
+    for entry in cfg.sets:
+        name, _, path = entry.partition("=")
+        records = read_ccks(Path(path), keep_labels=True)
+        kept = [r for r in records if not guard.hits(r.text)]
+        tags[name] = tag_set(kept)
+        order = list(range(len(kept)))
+        rng.shuffle(order)
+        n_held = int(round(len(kept) * cfg.holdout))
+        held_recs = [kept[i] for i in sorted(order[:n_held])]
+        train_recs = [kept[i] for i in sorted(order[n_held:])]
+        train_ex[name] = examples_of(train_recs, vocab, tags[name])
+        held[name] = (held_recs, examples_of(held_recs, vocab, tags[name]))
+        kept_counts[name] = {"records": len(records), "dropped_protected": len(records) - len(kept),
+                             "train": len(train_recs), "holdout": len(held_recs), "chunks": len(train_ex[name])}
+        log.info("%s: %d records, %d dropped (a window shared with a protected text), %d train / %d held out; tags %s",
+                 name, len(records), len(records) - len(kept), len(train_recs), len(held_recs), " ".join(tags[name]))
+
+    model = TransferModel(enc["bert_config"], len(vocab), tags, cfg.dropout)
+    missing, unexpected = model.bert.load_state_dict(pruned_state_dict(enc, vocab), strict=False)
+    if unexpected or [m for m in missing if not m.endswith("position_ids")]:
+        raise ValueError(f"{cfg.pretrained} does not fit BertModel: missing {missing}, unexpected {unexpected}")
+    enc_ids = {id(p) for p in model.bert.parameters()}
+    groups = []
+    for kind, lr in (("encoder", cfg.lr), ("head", cfg.head_lr)):
+        params = [p for p in model.parameters() if (id(p) in enc_ids) == (kind == "encoder")]
+        groups += [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay, "base_lr": lr},
+                   {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "base_lr": lr}]
+    opt = torch.optim.AdamW(groups)
+    steps_per_epoch = sum(math.ceil(len(x) / cfg.batch_size) for x in train_ex.values())
+    total = steps_per_epoch * cfg.epochs
+    warmup = int(total * cfg.warmup_ratio)
+
+    history = []
+    started = time.time()
+    step = 0
+    for epoch in range(cfg.epochs):
+        model.train()
+        t0 = time.time()
+        batches = [(name, b) for name, ex in train_ex.items() for b in train_batches(ex, cfg.batch_size, rng)]
+        rng.shuffle(batches)
+        losses: dict[str, list[float]] = {name: [] for name in train_ex}
+        for name, batch in batches:
+            for g in opt.param_groups:
+                g["lr"] = g["base_lr"] * warmup_linear(step, warmup, total)
+            ids, mask, gold = pad_batch(batch)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                emissions = model(name, ids, mask)  # [batch, seq, tags]
+            loss = model.crfs[name].nll(emissions.float(), gold, mask)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            losses[name].append(loss.item())
+            step += 1
+        rec = {"epoch": epoch + 1, "train_seconds": time.time() - t0,
+               "loss": {n: sum(v) / max(1, len(v)) for n, v in losses.items()},
+               "holdout_f1": {n: score(model, n, tags[n], *held[n])["micro"]["f1"] for n in held if held[n][0]}}
+        history.append(rec)
+        log.info("epoch %d: %s", epoch + 1, json.dumps(rec))
+        if cfg.max_minutes and time.time() - started > cfg.max_minutes * 60:
+            log.info("time budget reached")
+            break
+
+    holdout = {n: score(model, n, tags[n], *held[n]) for n in held if held[n][0]}
+    record = {"sets": kept_counts, "tags": tags, "epochs": len(history), "lr": cfg.lr, "head_lr": cfg.head_lr,
+              "holdout_f1": {n: m["micro"]["f1"] for n, m in holdout.items()}}
+    sd = {k: v.detach().clone() for k, v in model.bert.state_dict().items()}
+    torch.save({"bert_config": {**enc["bert_config"], "vocab_size": len(vocab)}, "state_dict": sd,
+                "vocab": row_names(vocab), "source": {**enc["source"], "transfer": record}}, out / "encoder.pt")
+    result = {"config": asdict(cfg), "transfer": record, "holdout": holdout, "history": history,
+              "wall_seconds": time.time() - started}
+    (out / "metrics.json").write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    return result
