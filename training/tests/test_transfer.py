@@ -85,3 +85,33 @@ def test_transfer_drops_protected_records_and_feeds_training(tmp_path, mini_ccks
 def test_sets_need_name_equals_path(entry):
     with pytest.raises(ValueError, match="NAME=PATH"):
         TransferConfig(pretrained="e.pt", sets=[entry], ccks2019="train.jsonl")
+
+
+def test_character_model_transfer_feeds_train_init(tmp_path, mini_ccks, fixtures_dir):
+    from cner_train.vocab import Vocab
+
+    a = write(tmp_path / "a.jsonl", SET_A)
+    b = write(tmp_path / "b.jsonl", SET_B)
+    texts = [t for t, _ in SET_A + SET_B] + [r.text for r in read_ccks(mini_ccks)]
+    Vocab.build([], texts).save(tmp_path / "vocab.txt")
+    lexicon = str(fixtures_dir / "tiny-lexicon-bundle" / "lexicon.tsv")
+    out = tmp_path / "char-transfer"
+    arch = dict(encoder="idcnn", heads=2, lexicon=lexicon)
+    result = transfer(TransferConfig(sets=[f"a={a}", f"b={b}"], ccks2019=str(mini_ccks), dev_size=2, out=str(out),
+                                     embedder="char", vocab=str(tmp_path / "vocab.txt"), lr=1e-3, dropout=0.5,
+                                     holdout=0.25, epochs=1, batch_size=2, bf16=False, **arch))
+    assert set(result["holdout"]) == {"a", "b"}
+    body = torch.load(out / "body.pt", weights_only=False)
+    assert body["model"]["lexicon_features"] == 24 and body["model"]["heads"] == 2
+    assert not [k for k in body["state_dict"] if k.startswith(("classifier.", "crf."))]
+    assert "encoder.inp.weight" in body["state_dict"] and "mha.attn.qkv.weight" in body["state_dict"]
+
+    common = dict(ccks2019=str(mini_ccks), vocab=str(tmp_path / "vocab.txt"), embedder="char", dev_size=2, epochs=1,
+                  batch_size=2, init=str(out / "body.pt"))
+    run = train(TrainConfig(out=str(tmp_path / "run"), **common, **arch))
+    assert run["init"]["transfer"]["sets"]["a"]["records"] == 4
+    with pytest.raises(ValueError, match="another architecture than this run's \\(it differs in heads\\)"):
+        train(TrainConfig(out=str(tmp_path / "run2"), **common, **{**arch, "heads": 4}))
+    Vocab.build([], texts + ["另外的字"]).save(tmp_path / "vocab2.txt")
+    with pytest.raises(ValueError, match="another vocabulary"):
+        train(TrainConfig(out=str(tmp_path / "run3"), **{**common, "vocab": str(tmp_path / "vocab2.txt")}, **arch))

@@ -150,10 +150,12 @@ def save_encoder(model: MlmModel, enc: dict, vocab: Vocab, path: Path, record: d
     os.replace(tmp, path)
 
 
-def start_encoder_run(out_dir: str, encoder: str, vocab: str | None, threads: int, seed: int) -> tuple[Path, dict, Vocab]:
-    """The start of a run that trains an encoder.pt further: its folder (with the tagger vocabulary
-    copied in, so ``train --pretrained OUT/encoder.pt`` finds it), threads, seed, the encoder and
-    the vocabulary (``vocab``, or the encoder's folder's vocab.txt)."""
+def start_encoder_run(out_dir: str, encoder: str | None, vocab: str | None, threads: int,
+                      seed: int) -> tuple[Path, dict | None, Vocab]:
+    """The start of a run that trains an encoder.pt (or, with ``encoder`` None, a character model)
+    further: its folder (with the tagger vocabulary copied in, so ``train --pretrained
+    OUT/encoder.pt`` finds it), threads, seed, the encoder and the vocabulary (``vocab``, or the
+    encoder's folder's vocab.txt)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if threads:
@@ -161,7 +163,7 @@ def start_encoder_run(out_dir: str, encoder: str, vocab: str | None, threads: in
     set_seed(seed)
     vocab_path = Path(vocab) if vocab else Path(encoder).parent / "vocab.txt"
     (out / "vocab.txt").write_bytes(vocab_path.read_bytes())
-    return out, load_encoder(Path(encoder)), Vocab.load(vocab_path)
+    return out, load_encoder(Path(encoder)) if encoder else None, Vocab.load(vocab_path)
 
 
 def evaluate(model: MlmModel, store: SegmentStore, cfg: BgeMlmConfig, vocab_size: int) -> tuple[float, float]:

@@ -165,6 +165,12 @@ class Tagger(nn.Module):
                 lexicon_features: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids, attention_mask: [batch, seq] int64; lexicon_features: [batch, seq, features] float32
         (required when the model was built with them) → emissions [batch, seq, tags] float32."""
+        return self.classifier(self.dropout(self.features(input_ids, attention_mask, lexicon_features)))
+
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 lexicon_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Everything below the classifier: [batch, seq, classifier input] (``cner-train transfer``
+        puts heads of other label sets on it)."""
         if self.cfg.embedder == "albert":
             x = self.albert(input_ids, attention_mask)
         elif self.cfg.embedder == "bert":
@@ -183,7 +189,7 @@ class Tagger(nn.Module):
             x = self.encoder(x, attention_mask)
         if self.mha is not None:
             x = self.mha(x, attention_mask)
-        return self.classifier(self.dropout(x))
+        return x
 
     def loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, tags: torch.Tensor,
              lexicon_features: torch.Tensor | None = None) -> torch.Tensor:

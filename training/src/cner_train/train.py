@@ -53,6 +53,9 @@ class TrainConfig:
     pretrained: str | None = field(default=None, metadata={
         "help": "pretrained encoder.pt: ALBERT from cner-train pretrain (embedder=albert), "
                 "bge-small-zh from cner-train bge (embedder=bert)"})
+    init: str | None = field(default=None, metadata={
+        "help": "start from body.pt of cner-train transfer --embedder char: everything below the classifier "
+                "(same architecture and vocabulary, checked); the classifier and CRF start fresh"})
     vectors: str | None = field(default=None, metadata={
         "help": "character vectors (embedder=char, or --char-concat); random if absent"})
     char_concat: bool = field(default=False, metadata={
@@ -230,6 +233,28 @@ def load_data(cfg: TrainConfig) -> tuple[list[Record], list[Record], list[Path]]
     return train_recs, dev_recs, paths
 
 
+# ModelConfig fields that do not change the weights' shapes
+SHAPELESS = ("dropout", "attn_dropout", "num_tags")
+
+
+def load_body(model: Tagger, path: Path, vocab: Vocab) -> dict:
+    """Load ``cner-train transfer``'s body.pt (every weight below the classifier) into ``model``,
+    which must have the body's architecture and vocabulary; returns the body's source record."""
+    body = torch.load(path, map_location="cpu", weights_only=False)
+    want = {k: v for k, v in model.cfg.to_dict().items() if k not in SHAPELESS}
+    have = {k: v for k, v in body["model"].items() if k not in SHAPELESS}
+    diff = sorted(k for k in want.keys() | have.keys()
+                  if json.dumps(want.get(k), sort_keys=True, default=list) != json.dumps(have.get(k), sort_keys=True, default=list))
+    if diff:
+        raise ValueError(f"{path} is another architecture than this run's (it differs in {', '.join(diff)})")
+    if list(body["vocab"]) != list(vocab.tokens):
+        raise ValueError(f"{path} was trained on another vocabulary than --vocab")
+    missing, unexpected = model.load_state_dict(body["state_dict"], strict=False)
+    if unexpected or [m for m in missing if not m.startswith(("classifier.", "crf."))]:
+        raise ValueError(f"{path} does not fit the model: missing {missing}, unexpected {unexpected}")
+    return body["source"]
+
+
 def train(cfg: TrainConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -279,6 +304,7 @@ def train(cfg: TrainConfig) -> dict:
         model.bert.load_state_dict(pruned_state_dict(pretrained, vocab))
     if (cfg.embedder == "char" or cfg.char_concat) and cfg.vectors:
         model.char.weight.data.copy_(load_vectors(Path(cfg.vectors), vocab, mcfg.char_dim))
+    init_source = load_body(model, Path(cfg.init), vocab) if cfg.init else None
     opt = build_optimizer(model, cfg)
     steps_per_epoch = math.ceil((len(train_ex) + per_epoch_soft) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
@@ -337,6 +363,7 @@ def train(cfg: TrainConfig) -> dict:
         "model": mcfg.to_dict(),
         "vocab_size": len(vocab),
         **({"encoder": pretrained["source"]} if cfg.embedder == "bert" else {}),
+        **({"init": init_source} if init_source else {}),
         "training_data_sha256": file_sha256(data_paths),
         "best_epoch": best["epoch"],
         "dev": best.get("metrics"),
