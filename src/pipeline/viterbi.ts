@@ -19,8 +19,9 @@
 //   sums per position.
 // Exactness: the kept predecessors are scanned in index order with strict `>`,
 // so the scores and the path are those of the plain 13×13 recursion, ties
-// included; rows with scores that are not finite (or near overflow) take that
-// plain recursion, written as before, so −∞ and NaN behave as they always did.
+// included; rows with scores that are not finite take that plain recursion,
+// written as before, so −∞ and NaN behave as they always did (and a CRF whose
+// transitions or start scores reach 1e200 is never pruned).
 
 import type { ConstrainedCrf } from './crf.js';
 import { NUM_TAGS } from './labels.js';
@@ -31,11 +32,14 @@ const OPEN_TAGS = [0, 1, 3, 5, 7, 9, 11] as const;
 const ALL_PREDECESSORS = (1 << NUM_TAGS) - 1; // bit i: tag i kept as a predecessor
 const INSIDE_SHIFT = NUM_TAGS - 1; // bit 12 + x (x = 1…6): I-X came from I-X, not B-X
 /**
- * Rows whose |scores| add up to more than this take the plain recursion: all
- * sums below stay finite, which the pruning bound and the branch-free selects
- * (x·1 + y·0 = x) need.
+ * Pruning is on only when every finite start score and every transition the
+ * pruned step reads is below this in magnitude. Then a row of finite scores
+ * is below 1e200 + t·(1e200 + 3.4e38) (float32 emissions), far from overflow
+ * for any length, so every sum of the pruned step is finite, which the
+ * pruning bound and the branch-free selects (x·1 + y·0 = x) need; and a row
+ * holds only finite scores exactly when their plain sum is finite.
  */
-const SAFE_MAGNITUDE = 1e300;
+const PRUNABLE_MAGNITUDE = 1e200;
 /**
  * Relative slack on the pruning bounds, far above the rounding of the few
  * additions they compare, so rounding never prunes a predecessor that could
@@ -92,9 +96,12 @@ export class ViterbiDecoder {
     }
     let magnitude = Math.max(Math.abs(lo), Math.abs(hi));
     for (const v of this.#intoInside) magnitude = Math.max(magnitude, Math.abs(v));
+    let startMagnitude = 0;
+    for (const v of crf.start) if (Number.isFinite(v)) startMagnitude = Math.max(startMagnitude, Math.abs(v)); // −∞: forbidden starts
     this.#openSpread = hi - lo;
     this.#slack = (magnitude + 1) * SLACK;
-    this.#prune = magnitude < SAFE_MAGNITUDE; // NaN (never from parseCrf) disables pruning too
+    // NaN (never from parseCrf) disables pruning too
+    this.#prune = magnitude < PRUNABLE_MAGNITUDE && startMagnitude < PRUNABLE_MAGNITUDE;
     this.#scores = new Float64Array(initialLength * T);
     this.#trace = new Int32Array(initialLength);
   }
@@ -147,10 +154,8 @@ export class ViterbiDecoder {
       // Best score into each open target (before this position's emission).
       let o: number, bDis: number, bExa: number, bTes: number, bOpe: number, bDru: number, bAna: number;
       let kept = ALL_PREDECESSORS;
-      const magnitude =
-        Math.abs(s0) + Math.abs(s1) + Math.abs(s2) + Math.abs(s3) + Math.abs(s4) + Math.abs(s5) + Math.abs(s6) +
-        Math.abs(s7) + Math.abs(s8) + Math.abs(s9) + Math.abs(s10) + Math.abs(s11) + Math.abs(s12);
-      const pruned = prune && magnitude < SAFE_MAGNITUDE; // false for NaN and ±∞ too
+      const sum = s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7 + s8 + s9 + s10 + s11 + s12;
+      const pruned = prune && sum - sum === 0; // every score finite: a ±∞ or NaN makes the sum ±∞ or NaN
       if (pruned) {
         let m = s0;
         if (s1 > m) m = s1;
