@@ -140,12 +140,12 @@ class TransferModel(nn.Module):
         return self.heads[name](self.dropout(self.body.features(input_ids, attention_mask, lexicon_features)))
 
 
+HEAD_PREFIXES = ("classifier.", "crf.")  # a tagger's weights that train --init starts fresh
+
+
 def body_state(body: Tagger) -> dict[str, torch.Tensor]:
     """The tagger's weights below its classifier (what ``train --init`` loads)."""
     return {k: v.detach().clone() for k, v in body.state_dict().items() if not k.startswith(HEAD_PREFIXES)}
-
-
-HEAD_PREFIXES = ("classifier.", "crf.")
 
 
 @torch.no_grad()
