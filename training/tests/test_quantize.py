@@ -203,6 +203,11 @@ def test_static_int8_with_smoothing_and_another_calibration(fixtures_dir, mini_c
     assert "99.999th-percentile scales" in method and "SmoothQuant (alpha 0.5) on 1 MatMuls matching" in method
     nodes = __import__("onnx").load(str(out / "model.onnx")).graph.node
     assert any(n.name == "/mha/attn/out/MatMul/smooth" for n in nodes)
+    out = quantize(QuantizeConfig(bundle=str(fixtures_dir / "tiny-lexicon-bundle"), out=str(tmp_path / "m"), data=str(mini_ccks),
+                                  dev_size=2, max_drop=100.0, method="static", calibration_records=4,
+                                  calibration="moving-average"))
+    assert "moving-average MinMax scales" in json.loads((out / "manifest.json").read_text(encoding="utf-8"))[
+        "quantization"]["method"]
     with pytest.raises(SystemExit, match="--smooth needs --method static"):
         QuantizeConfig(bundle="b", out="o", data="d", smooth="x")
     with pytest.raises(SystemExit, match="--calibration must be one of"):

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 QUANTIZED_OPS = ("MatMul", "Gemm")
 QUANTIZABLE_OPS = ("MatMul", "Gemm", "Conv")
-CALIBRATIONS = ("minmax", "percentile", "entropy")
+CALIBRATIONS = ("minmax", "moving-average", "percentile", "entropy")
 
 
 @dataclass
@@ -72,8 +72,9 @@ class QuantizeConfig:
                 "activation's int8 step (e.g. 'output/dense' for BERT's post-GELU feed-forward outputs)"})
     smooth_alpha: float = field(default=0.5, metadata={"help": "SmoothQuant's migration strength alpha, in (0, 1)"})
     calibration: str = field(default="minmax", metadata={
-        "help": "static: how activation ranges are set from the calibration chunks: minmax | percentile (99.999th "
-                "percentile of |x|, outliers clipped) | entropy (KL-minimizing threshold, TensorRT's method)"})
+        "help": "static: how activation ranges are set from the calibration chunks: minmax | moving-average (of each "
+                "batch's min and max, constant 0.01: rare extremes count less, as in PyTorch's QAT observers) | "
+                "percentile (99.999th percentile of |x|) | entropy (KL-minimizing threshold, TensorRT's method)"})
     calibration_records: int = field(default=60, metadata={
         "help": "static: training-side records (never dev) whose chunks calibrate the activation scales"})
     version_suffix: str = "-int8"
@@ -129,12 +130,12 @@ def quantize_static_qdq(src: Path, dst: Path, cfg: QuantizeConfig, exclude: list
     feeds = []
     # ONNX Runtime's histogram calibrators stack every batch's activations into one array, so
     # there all batches must have one shape: one chunk each, padded to the chunk limit.
-    for _, batch in eval_batches(examples, 16 if cfg.calibration == "minmax" else 1):
+    for _, batch in eval_batches(examples, 1 if cfg.calibration in ("percentile", "entropy") else 16):
         ids, mask, _ = pad_batch(batch)
         feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
         if lexicon is not None:
             feed["lexicon_features"] = pad_features(batch).numpy()
-        if cfg.calibration != "minmax":
+        if cfg.calibration in ("percentile", "entropy"):
             width = MAX_CHUNK_LEN - ids.shape[1]
             feed = {k: np.pad(v, [(0, 0), (0, width)] + [(0, 0)] * (v.ndim - 2)) for k, v in feed.items()}
         feeds.append(feed)
@@ -147,7 +148,8 @@ def quantize_static_qdq(src: Path, dst: Path, cfg: QuantizeConfig, exclude: list
             smoothed = (f"; SmoothQuant (alpha {cfg.smooth_alpha}) on {len(names)} MatMuls matching {cfg.smooth!r}, "
                         "channel maxima from the same chunks")
         quantize_static_graph(graph, dst, feeds, exclude, cfg.op_types, cfg.calibration)
-    how = {"minmax": "MinMax", "percentile": "99.999th-percentile", "entropy": "entropy (KL)"}[cfg.calibration]
+    how = {"minmax": "MinMax", "moving-average": "moving-average MinMax", "percentile": "99.999th-percentile",
+           "entropy": "entropy (KL)"}[cfg.calibration]
     return (f"onnxruntime.quantization.quantize_static, QDQ, weights QInt8 per channel, activations QUInt8 with "
             f"{how} scales from the {len(examples)} chunks of {len(calib)} training-side records (batch-invariant)"
             + smoothed)
@@ -326,5 +328,8 @@ def quantize_static_graph(src: Path, dst: Path, feeds: list[dict], exclude: list
         quantize_static(str(pre), str(dst), Feeds(), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=list(ops), nodes_to_exclude=exclude, per_channel=True,
                         weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                        calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-                                          "entropy": CalibrationMethod.Entropy}[calibration])
+                        calibrate_method={"minmax": CalibrationMethod.MinMax, "moving-average": CalibrationMethod.MinMax,
+                                          "percentile": CalibrationMethod.Percentile,
+                                          "entropy": CalibrationMethod.Entropy}[calibration],
+                        extra_options={"CalibMovingAverage": True, "CalibMovingAverageConstant": 0.01}
+                        if calibration == "moving-average" else {})
