@@ -37,7 +37,7 @@ from .bge import SPECIAL_ROWS, load_encoder, pruned_state_dict
 from .corpus import WindowFilter, dev_split, read_ccks
 from .models import frame
 from .pretrain import SegmentStore, collate, encode_segments, make_batches, mask_spans, masked_holdout
-from .train import set_seed, warmup_linear
+from .train import decay_groups, set_seed, warmup_linear
 from .vocab import PAD_ID, Vocab
 
 log = logging.getLogger(__name__)
@@ -140,10 +140,9 @@ class MlmModel(torch.nn.Module):
         return loss, int((logits.argmax(-1) == target).sum()), int(picked.sum())
 
 
-def save_encoder(model: MlmModel, enc: dict, vocab: Vocab, path: Path, record: dict) -> None:
+def save_encoder(bert: torch.nn.Module, enc: dict, vocab: Vocab, path: Path, source: dict) -> None:
     """``cner-train bge``'s format: BertModel weights (rows = the tagger vocabulary), config, row names, source."""
-    sd = {k: v.detach().clone() for k, v in model.mlm.bert.state_dict().items()}
-    source = {**enc["source"], "domain_mlm": record}
+    sd = {k: v.detach().clone() for k, v in bert.state_dict().items()}
     tmp = path.with_suffix(".tmp")
     torch.save({"bert_config": {**enc["bert_config"], "vocab_size": len(vocab)}, "state_dict": sd,
                 "vocab": row_names(vocab), "source": source}, tmp)
@@ -192,11 +191,8 @@ def adapt(cfg: BgeMlmConfig) -> Path:
     encoder_ids = {id(p) for p in encoder_params}
     head_params = [p for p in model.parameters() if id(p) not in encoder_ids]
 
-    def groups(params, kind):
-        return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay, "kind": kind},
-                {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "kind": kind}]
-
-    opt = torch.optim.AdamW(groups(encoder_params, "encoder") + groups(head_params, "head"), lr=cfg.lr)
+    opt = torch.optim.AdamW(decay_groups(encoder_params, cfg.weight_decay, kind="encoder")
+                            + decay_groups(head_params, cfg.weight_decay, kind="head"), lr=cfg.lr)
 
     def lr_of(kind: str, step: int) -> float:
         if kind == "encoder":
@@ -234,7 +230,7 @@ def adapt(cfg: BgeMlmConfig) -> Path:
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
                     "torch_rng": torch.get_rng_state()}, tmp)
         os.replace(tmp, ckpt_path)
-        save_encoder(model, enc, vocab, out / "encoder.pt", record(holdout_metrics))
+        save_encoder(model.mlm.bert, enc, vocab, out / "encoder.pt", {**enc["source"], "domain_mlm": record(holdout_metrics)})
 
     started = last_ckpt = time.time()
     run_loss, run_n = 0.0, 0

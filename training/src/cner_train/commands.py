@@ -37,9 +37,9 @@ COMMANDS = {
             "(parity with ONNX Runtime) and build the tagger vocabulary"),
     "bge-mlm": (BgeMlmConfig, adapt, "domain adaptation: continue masked-LM pretraining of the bge encoder (fresh MLM head) on "
                 "the medical corpus's clinical EMR text, dev records kept out; writes an encoder.pt for train --pretrained"),
-    "transfer": (TransferConfig, transfer, "intermediate-task fine-tuning of the bge encoder on the other CCKS clinical NER sets "
-                 "(CCKS-2017/2018, a head and CRF of their own each; records sharing text with a dev record dropped); "
-                 "writes an encoder.pt for train --pretrained"),
+    "transfer": (TransferConfig, transfer, "intermediate-task fine-tuning of the bge encoder or the character model on the "
+                 "other CCKS clinical NER sets (CCKS-2017/2018, a head and CRF of their own each; records sharing text "
+                 "with a dev record dropped); writes an encoder.pt for train --pretrained or a body.pt for train --init"),
     "w2v": (W2VConfig, train_w2v, "train 128-d word2vec character vectors for the non-ALBERT baselines"),
     "train": (TrainConfig, train, "fine-tune a tagger on CCKS-2019 with the fixed dev split; keeps the best epoch"),
     "pseudo": (PseudoConfig, pseudo_label, "self-training data: a teacher bundle tags the unlabeled EMR text of the "

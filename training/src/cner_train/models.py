@@ -129,6 +129,9 @@ def frame(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.
     return ids, mask
 
 
+HEAD_PREFIXES = ("classifier.", "crf.")  # a Tagger's weights above its features (train --init starts them fresh)
+
+
 class Tagger(nn.Module):
     def __init__(self, cfg: ModelConfig, vocab_size: int):
         super().__init__()

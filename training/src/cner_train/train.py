@@ -26,7 +26,7 @@ from .crf import ConstrainedDecoder
 from .data import Example, eval_batches, make_examples, pad_batch, pad_features, pad_soft, train_batches, with_soft
 from .lexicon import NUM_FEATURES, Lexicon
 from .metrics import format_table, strict_prf
-from .models import ModelConfig, Tagger
+from .models import HEAD_PREFIXES, ModelConfig, Tagger
 from .pseudo import marginals_path, read_soft
 from .text import Span, spans_from_tags
 from .vocab import Vocab
@@ -122,6 +122,13 @@ def embedder_groups(model: Tagger, params: list[torch.nn.Parameter], cfg: TrainC
     return [{"params": ps, "lr": cfg.lr_embedder * cfg.layer_decay ** (layers - d)} for d, ps in sorted(by_depth.items())]
 
 
+def decay_groups(params: list[torch.nn.Parameter], weight_decay: float, **extra) -> list[dict]:
+    """AdamW's parameter groups in BERT's recipe: decay on the matrices, none on biases and norm
+    weights (1-d parameters); ``extra`` (a learning rate, a tag) goes into both groups."""
+    return [{"params": [p for p in params if p.dim() > 1], "weight_decay": weight_decay, **extra},
+            {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0, **extra}]
+
+
 def build_optimizer(model: Tagger, cfg: TrainConfig) -> torch.optim.Optimizer:
     emb_params, top_params = [], []
     # The pretrained encoder learns slowly; a hybrid's character vectors learn with the head.
@@ -132,14 +139,7 @@ def build_optimizer(model: Tagger, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(groups)
     if cfg.optimizer == "adamw":
-        # BERT's recipe: no decay on biases and LayerNorm weights (1-d parameters)
-        split = []
-        for g in groups:
-            decay = [p for p in g["params"] if p.dim() > 1]
-            plain = [p for p in g["params"] if p.dim() <= 1]
-            split += [{"params": decay, "lr": g["lr"], "weight_decay": cfg.weight_decay},
-                      {"params": plain, "lr": g["lr"], "weight_decay": 0.0}]
-        return torch.optim.AdamW(split)
+        return torch.optim.AdamW([d for g in groups for d in decay_groups(g["params"], cfg.weight_decay, lr=g["lr"])])
     if cfg.optimizer == "radam":
         return torch.optim.RAdam(groups)
     if cfg.optimizer == "adagrad":
@@ -250,7 +250,7 @@ def load_body(model: Tagger, path: Path, vocab: Vocab) -> dict:
     if list(body["vocab"]) != list(vocab.tokens):
         raise ValueError(f"{path} was trained on another vocabulary than --vocab")
     missing, unexpected = model.load_state_dict(body["state_dict"], strict=False)
-    if unexpected or [m for m in missing if not m.startswith(("classifier.", "crf."))]:
+    if unexpected or [m for m in missing if not m.startswith(HEAD_PREFIXES)]:
         raise ValueError(f"{path} does not fit the model: missing {missing}, unexpected {unexpected}")
     return body["source"]
 

@@ -42,15 +42,15 @@ import torch
 from torch import nn
 
 from .bge import pruned_state_dict
-from .bge_mlm import row_names, start_encoder_run
+from .bge_mlm import save_encoder, start_encoder_run
 from .corpus import Record, WindowFilter, dev_split, read_ccks
 from .crf import CRF, ConstrainedDecoder
 from .data import Example, eval_batches, pad_batch, pad_features, train_batches
 from .lexicon import NUM_FEATURES, Lexicon
 from .metrics import strict_prf
-from .models import ModelConfig, Tagger
+from .models import HEAD_PREFIXES, ModelConfig, Tagger
 from .text import Span, bio_tags, chunk_text, spans_from_tags
-from .train import load_vectors, warmup_linear
+from .train import decay_groups, load_vectors, warmup_linear
 from .vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -140,9 +140,6 @@ class TransferModel(nn.Module):
         return self.heads[name](self.dropout(self.body.features(input_ids, attention_mask, lexicon_features)))
 
 
-HEAD_PREFIXES = ("classifier.", "crf.")  # a tagger's weights that train --init starts fresh
-
-
 def body_state(body: Tagger) -> dict[str, torch.Tensor]:
     """The tagger's weights below its classifier (what ``train --init`` loads)."""
     return {k: v.detach().clone() for k, v in body.state_dict().items() if not k.startswith(HEAD_PREFIXES)}
@@ -172,7 +169,7 @@ def transfer(cfg: TransferConfig) -> dict:
     lexicon = Lexicon.load(Path(cfg.lexicon)) if cfg.lexicon else None
 
     base = read_ccks(Path(cfg.ccks2019))
-    _, dev_idx = dev_split(len(base), cfg.dev_size, cfg.split_seed) if cfg.dev_size else ([], [])
+    _, dev_idx = dev_split(len(base), cfg.dev_size, cfg.split_seed)
     guard = WindowFilter([base[i].text for i in dev_idx] + [r.text for p in cfg.protect for r in read_ccks(Path(p))])
     rng = random.Random(cfg.seed)
     tags: dict[str, tuple[str, ...]] = {}
@@ -208,17 +205,15 @@ def transfer(cfg: TransferConfig) -> dict:
         model.body.char.weight.data.copy_(load_vectors(Path(cfg.vectors), vocab, mcfg.char_dim))
     embedder = model.body.bert if cfg.embedder == "bert" else model.body.char
     enc_ids = {id(p) for p in embedder.parameters()}
-    groups = []
-    for kind, lr in (("encoder", cfg.lr), ("head", cfg.head_lr)):
-        params = [p for p in model.parameters() if (id(p) in enc_ids) == (kind == "encoder")]
-        groups += [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay, "base_lr": lr},
-                   {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "base_lr": lr}]
-    opt = torch.optim.AdamW(groups)
+    opt = torch.optim.AdamW(
+        decay_groups([p for p in model.parameters() if id(p) in enc_ids], cfg.weight_decay, base_lr=cfg.lr)
+        + decay_groups([p for p in model.parameters() if id(p) not in enc_ids], cfg.weight_decay, base_lr=cfg.head_lr))
     steps_per_epoch = sum(math.ceil(len(x) / cfg.batch_size) for x in train_ex.values())
     total = steps_per_epoch * cfg.epochs
     warmup = int(total * cfg.warmup_ratio)
 
     history = []
+    holdout: dict[str, dict] = {}
     started = time.time()
     step = 0
     for epoch in range(cfg.epochs):
@@ -240,22 +235,20 @@ def transfer(cfg: TransferConfig) -> dict:
             opt.step()
             losses[name].append(loss.item())
             step += 1
+        holdout = {n: score(model, n, tags[n], *held[n]) for n in held if held[n][0]}
         rec = {"epoch": epoch + 1, "train_seconds": time.time() - t0,
                "loss": {n: sum(v) / max(1, len(v)) for n, v in losses.items()},
-               "holdout_f1": {n: score(model, n, tags[n], *held[n])["micro"]["f1"] for n in held if held[n][0]}}
+               "holdout_f1": {n: m["micro"]["f1"] for n, m in holdout.items()}}
         history.append(rec)
         log.info("epoch %d: %s", epoch + 1, json.dumps(rec))
         if cfg.max_minutes and time.time() - started > cfg.max_minutes * 60:
             log.info("time budget reached")
             break
 
-    holdout = {n: score(model, n, tags[n], *held[n]) for n in held if held[n][0]}
     record = {"sets": kept_counts, "tags": tags, "epochs": len(history), "lr": cfg.lr, "head_lr": cfg.head_lr,
               "holdout_f1": {n: m["micro"]["f1"] for n, m in holdout.items()}}
     if cfg.embedder == "bert":
-        sd = {k: v.detach().clone() for k, v in model.body.bert.state_dict().items()}
-        torch.save({"bert_config": {**enc["bert_config"], "vocab_size": len(vocab)}, "state_dict": sd,
-                    "vocab": row_names(vocab), "source": {**enc["source"], "transfer": record}}, out / "encoder.pt")
+        save_encoder(model.body.bert, enc, vocab, out / "encoder.pt", {**enc["source"], "transfer": record})
     else:
         torch.save({"model": mcfg.to_dict(), "state_dict": body_state(model.body), "vocab": list(vocab.tokens),
                     "source": {"transfer": record}}, out / "body.pt")
