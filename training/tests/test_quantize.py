@@ -73,6 +73,30 @@ def test_static_int8_copy_is_calibrated_and_batch_invariant(fixtures_dir, mini_c
     np.testing.assert_allclose(both[0, :12], alone[0], atol=1e-5)
 
 
+def test_static_int8_leaves_every_matmul_result_float(fixtures_dir, mini_ccks, tmp_path):
+    """Only a MatMul's inputs are quantized: a QuantizeLinear on its result would round it to uint8 a
+    second time, at one step for the whole output, before the bias and the residual sum (what cost
+    bge's output projections 1.4 F1); ONNX Runtime fuses DQ -> MatMul into an integer MatMul with a
+    float result instead."""
+    import onnx
+
+    out = quantize(QuantizeConfig(bundle=str(fixtures_dir / "tiny-lexicon-bundle"), out=str(tmp_path / "o"), data=str(mini_ccks),
+                                  dev_size=2, max_drop=100.0, method="static", calibration_records=4, ops="MatMul,Gemm,Conv"))
+    graph = onnx.load(str(out / "model.onnx")).graph
+    produced = {o: n for n in graph.node for o in n.output}
+    readers = {}
+    for n in graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    quantized = [n for n in graph.node if n.op_type in ("MatMul", "Gemm") and produced.get(n.input[1]) is not None
+                 and produced[n.input[1]].op_type == "DequantizeLinear"]
+    assert quantized, "some MatMul reads an int8 weight"
+    assert all(r.op_type != "QuantizeLinear" for n in quantized for r in readers.get(n.output[0], []))
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert any(r.op_type == "QuantizeLinear" for n in convs for r in readers.get(n.output[0], [])), \
+        "a Conv's result stays quantized (QLinearConv: ONNX Runtime has no integer Conv with a float result)"
+
+
 def test_static_int8_with_float16_weights_keeps_its_scales(fixtures_dir, mini_ccks, tmp_path):
     import onnx
     from onnx import TensorProto
@@ -212,3 +236,36 @@ def test_static_int8_with_smoothing_and_another_calibration(fixtures_dir, mini_c
         QuantizeConfig(bundle="b", out="o", data="d", smooth="x")
     with pytest.raises(SystemExit, match="--calibration must be one of"):
         QuantizeConfig(bundle="b", out="o", data="d", method="static", calibration="mse")
+
+
+def test_a_static_int8_graph_restored_to_float_quantizes_to_the_same_weights(fixtures_dir, mini_ccks, tmp_path):
+    """restore_float32 undoes QDQ: no QuantizeLinear/DequantizeLinear left, each int8 weight back as the float32
+    it stood for (the float graph's answers up to int8 rounding), and quantizing that again finds the same integers."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from cner_train.quantize import quantize_static_graph, restore_float32
+
+    src = fixtures_dir / "tiny-lexicon-bundle"
+    out = quantize(QuantizeConfig(bundle=str(src), out=str(tmp_path / "q"), data=str(mini_ccks), dev_size=2,
+                                  max_drop=100.0, method="static", calibration_records=4, ops="MatMul,Gemm,Conv"))
+    restored = tmp_path / "restored.onnx"
+    restore_float32(out / "model.onnx", restored)
+    graph = onnx.load(str(restored)).graph
+    assert not [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+
+    rng = np.random.default_rng(2)
+    ids = rng.integers(6, 40, size=(2, 20)).astype(np.int64)
+    mask = np.ones_like(ids)
+    feeds = {"input_ids": ids, "attention_mask": mask,
+             "lexicon_features": (rng.random((2, 20, 24)) < 0.1).astype(np.float32)}
+    run = lambda path: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["emissions"], feeds)[0]  # noqa: E731
+    float32, back = run(src / "model.onnx"), run(restored)
+    assert np.abs(back - float32).max() < 0.05 * np.abs(float32).max()
+
+    again = tmp_path / "again.onnx"
+    quantize_static_graph(restored, again, [feeds], exclude=[], ops=("MatMul", "Gemm", "Conv"))
+    int8 = lambda path: sorted((i.dims[0] if i.dims else 0, numpy_helper.to_array(i).tobytes())  # noqa: E731
+                               for i in onnx.load(str(path)).graph.initializer if i.data_type == onnx.TensorProto.INT8)
+    assert int8(out / "model.onnx") == int8(again)

@@ -800,7 +800,8 @@ def golden_linker_cases(bundle: Path) -> list[dict]:
 
 @dataclass
 class LinkQuantizeConfig:
-    bundle: str = field(metadata={"help": "linker bundle (link-export, or rerank-export with its re-ranker)"})
+    bundle: str = field(metadata={"help": "linker bundle (link-export, or rerank-export with its re-ranker; "
+                                          "an int8 one is restored to float first)"})
     out: str = field(metadata={"help": "folder of the int8 copy"})
     pairs: str = field(metadata={"help": "CHIP-CDN train.jsonl: calibration texts from the fitting side, and the dev score"})
     calibration_texts: int = field(default=1000, metadata={"help": "training-side diagnoses whose activations set the int8 ranges"})
@@ -850,6 +851,7 @@ def quantize_linker(cfg: LinkQuantizeConfig) -> Path:
 
     src, out = Path(cfg.bundle), Path(cfg.out)
     manifest, fit, dev = _copy_to_rewrite(src, out, cfg.pairs)
+    src_version = manifest["version"]
     calib = [t for t, _ in fit[: cfg.calibration_texts]]
     base = OnnxLinker(src)
 
@@ -886,19 +888,24 @@ def quantize_linker(cfg: LinkQuantizeConfig) -> Path:
                             "float16_bytes_saved": saved}
 
     f, q = _dev_score(base, dev), _dev_score(OnnxLinker(out), dev)
-    log.info("dev set F1: float %.2f, int8 %.2f", f["f1"], q["f1"])
+    before = manifest.get("quantization")
+    log.info("dev set F1: %s %.2f, int8 %.2f", "the int8 source" if before else "float", f["f1"], q["f1"])
     from .corpus import sha256_file
 
     manifest["version"] = manifest["version"] + cfg.version_suffix
     manifest["quantization"] = {
         "method": (f"onnxruntime.quantization.quantize_static, QDQ, weights QInt8 per channel, activations QUInt8 with MinMax "
-                   f"ranges from {len(calib)} training-side diagnoses (batch-invariant); the product with the embedded names "
-                   "and the embeddings stay float (stored as float16)"),
+                   f"ranges from {len(calib)} training-side diagnoses (batch-invariant), MatMul results float; the product "
+                   "with the embedded names and the embeddings stay float (stored as float16)"),
         "graphs": report,
-        "float_dev": f,
+        **({"float_dev": f} if before is None else {
+            # An int8 bundle quantized again (restore_float32 undid its QDQ): its float bundle's score stays on record.
+            "requantized_from": {"version": src_version, "method": before.get("method"), "dev": f},
+            "float_dev": before.get("float_dev")}),
         "int8_dev": q,
+        **({"names": before["names"]} if before and "names" in before else {}),
     }
-    manifest["metrics"] = {**manifest.get("metrics", {}), "dev": q, "dev_float": f}
+    manifest["metrics"] = {**manifest.get("metrics", {}), "dev": q, **({"dev_float": f} if before is None else {})}
     manifest["files"] = {name: sha256_file(out / name) for name in manifest["files"]}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
     return out
