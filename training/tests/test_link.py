@@ -109,6 +109,24 @@ def test_a_short_training_run_measures_dev_and_fits_its_thresholds_on_the_traini
     assert m8["files"]["linker.onnx"] == sha256_file(names8 / "linker.onnx") != manifest["files"]["linker.onnx"]
     assert len(OnnxLinker(names8).link(["胃癌伴幽门梗阻"])[0]) >= 1
 
+    from cner_train.link import LinkQuantizeConfig, quantize_linker
+
+    # Static int8 of the encoder, then of that int8 bundle again (restored to float first), as models/icd10 was.
+    q1 = quantize_linker(LinkQuantizeConfig(bundle=str(names8), out=str(data / "q1"), pairs=str(data / "pairs.jsonl"),
+                                            calibration_texts=8))
+    mq1 = json.loads((q1 / "manifest.json").read_text(encoding="utf-8"))
+    assert mq1["version"] == "link-test-names8-int8" and "requantized_from" not in mq1["quantization"]
+    assert mq1["quantization"]["names"] == m8["quantization"]["names"] and mq1["quantization"]["graphs"]["linker.onnx"]["int8_nodes"] > 0
+    q2 = quantize_linker(LinkQuantizeConfig(bundle=str(q1), out=str(data / "q2"), pairs=str(data / "pairs.jsonl"),
+                                            calibration_texts=8, version_suffix=".2"))
+    mq2 = json.loads((q2 / "manifest.json").read_text(encoding="utf-8"))
+    assert mq2["version"] == "link-test-names8-int8.2"
+    assert mq2["quantization"]["requantized_from"]["version"] == "link-test-names8-int8"
+    assert mq2["quantization"]["requantized_from"]["dev"] == mq1["metrics"]["dev"]
+    assert mq2["quantization"]["float_dev"] == mq1["quantization"]["float_dev"] and "names" in mq2["quantization"]
+    assert mq2["files"]["linker.onnx"] == sha256_file(q2 / "linker.onnx")
+    assert len(OnnxLinker(q2).link(["胃癌伴幽门梗阻"])[0]) >= 1
+
 
 def test_golden_link_fixture_is_what_this_package_computes(fixtures_dir):
     """fixtures/golden/link.json (checked by the TypeScript suite too) is up to date with query_parts and Decision."""

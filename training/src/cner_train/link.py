@@ -888,8 +888,9 @@ def quantize_linker(cfg: LinkQuantizeConfig) -> Path:
                             "float16_bytes_saved": saved}
 
     f, q = _dev_score(base, dev), _dev_score(OnnxLinker(out), dev)
-    before = manifest.get("quantization")
-    log.info("dev set F1: %s %.2f, int8 %.2f", "the int8 source" if before else "float", f["f1"], q["f1"])
+    before = manifest.get("quantization") or {}
+    requantized = "method" in before  # the source was a link-quantize result, restored to float above
+    log.info("dev set F1: %s %.2f, int8 %.2f", "the int8 source" if requantized else "float", f["f1"], q["f1"])
     from .corpus import sha256_file
 
     manifest["version"] = manifest["version"] + cfg.version_suffix
@@ -898,14 +899,14 @@ def quantize_linker(cfg: LinkQuantizeConfig) -> Path:
                    f"ranges from {len(calib)} training-side diagnoses (batch-invariant), MatMul results float; the product "
                    "with the embedded names and the embeddings stay float (stored as float16)"),
         "graphs": report,
-        **({"float_dev": f} if before is None else {
+        **({"float_dev": f} if not requantized else {
             # An int8 bundle quantized again (restore_float32 undid its QDQ): its float bundle's score stays on record.
-            "requantized_from": {"version": src_version, "method": before.get("method"), "dev": f},
+            "requantized_from": {"version": src_version, "method": before["method"], "dev": f},
             "float_dev": before.get("float_dev")}),
         "int8_dev": q,
-        **({"names": before["names"]} if before and "names" in before else {}),
+        **({"names": before["names"]} if "names" in before else {}),
     }
-    manifest["metrics"] = {**manifest.get("metrics", {}), "dev": q, **({"dev_float": f} if before is None else {})}
+    manifest["metrics"] = {**manifest.get("metrics", {}), "dev": q, **({} if requantized else {"dev_float": f})}
     manifest["files"] = {name: sha256_file(out / name) for name in manifest["files"]}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
     return out
