@@ -851,7 +851,6 @@ def quantize_linker(cfg: LinkQuantizeConfig) -> Path:
 
     src, out = Path(cfg.bundle), Path(cfg.out)
     manifest, fit, dev = _copy_to_rewrite(src, out, cfg.pairs)
-    src_version = manifest["version"]
     calib = [t for t, _ in fit[: cfg.calibration_texts]]
     base = OnnxLinker(src)
 
@@ -893,20 +892,25 @@ def quantize_linker(cfg: LinkQuantizeConfig) -> Path:
     log.info("dev set F1: %s %.2f, int8 %.2f", "the int8 source" if requantized else "float", f["f1"], q["f1"])
     from .corpus import sha256_file
 
-    manifest["version"] = manifest["version"] + cfg.version_suffix
-    manifest["quantization"] = {
+    quantization = {
         "method": (f"onnxruntime.quantization.quantize_static, QDQ, weights QInt8 per channel, activations QUInt8 with MinMax "
                    f"ranges from {len(calib)} training-side diagnoses (batch-invariant), MatMul results float; the product "
                    "with the embedded names and the embeddings stay float (stored as float16)"),
         "graphs": report,
-        **({"float_dev": f} if not requantized else {
-            # An int8 bundle quantized again (restore_float32 undid its QDQ): its float bundle's score stays on record.
-            "requantized_from": {"version": src_version, "method": before["method"], "dev": f},
-            "float_dev": before.get("float_dev")}),
-        "int8_dev": q,
-        **({"names": before["names"]} if "names" in before else {}),
     }
-    manifest["metrics"] = {**manifest.get("metrics", {}), "dev": q, **({} if requantized else {"dev_float": f})}
+    metrics = {**manifest.get("metrics", {}), "dev": q}
+    if requantized:
+        # An int8 bundle quantized again (restore_float32 undid its QDQ): its float bundle's score stays on record.
+        quantization["requantized_from"] = {"version": manifest["version"], "method": before["method"], "dev": f}
+        quantization["float_dev"] = before.get("float_dev")
+    else:
+        quantization["float_dev"] = metrics["dev_float"] = f
+    quantization["int8_dev"] = q
+    if "names" in before:
+        quantization["names"] = before["names"]
+    manifest["version"] = manifest["version"] + cfg.version_suffix
+    manifest["quantization"] = quantization
+    manifest["metrics"] = metrics
     manifest["files"] = {name: sha256_file(out / name) for name in manifest["files"]}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
     return out

@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 QUANTIZED_OPS = ("MatMul", "Gemm")
 QUANTIZABLE_OPS = ("MatMul", "Gemm", "Conv")
 CALIBRATIONS = ("minmax", "moving-average", "percentile", "entropy")
+# ONNX Runtime's histogram calibrators stack every batch's activations into one array, so for
+# these all calibration batches must have one shape.
+HISTOGRAM_CALIBRATIONS = ("percentile", "entropy")
 
 
 @dataclass
@@ -128,14 +131,13 @@ def quantize_static_qdq(src: Path, dst: Path, cfg: QuantizeConfig, exclude: list
     lexicon = Lexicon.load(src / "lexicon.tsv") if (src / "lexicon.tsv").exists() else None
     examples = make_examples(calib, Vocab.load(src / "vocab.txt"), lexicon=lexicon)
     feeds = []
-    # ONNX Runtime's histogram calibrators stack every batch's activations into one array, so
-    # there all batches must have one shape: one chunk each, padded to the chunk limit.
-    for _, batch in eval_batches(examples, 1 if cfg.calibration in ("percentile", "entropy") else 16):
+    histogram = cfg.calibration in HISTOGRAM_CALIBRATIONS  # then one chunk a batch, padded to the chunk limit
+    for _, batch in eval_batches(examples, 1 if histogram else 16):
         ids, mask, _ = pad_batch(batch)
         feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
         if lexicon is not None:
             feed["lexicon_features"] = pad_features(batch).numpy()
-        if cfg.calibration in ("percentile", "entropy"):
+        if histogram:
             width = MAX_CHUNK_LEN - ids.shape[1]
             feed = {k: np.pad(v, [(0, 0), (0, width)] + [(0, 0)] * (v.ndim - 2)) for k, v in feed.items()}
         feeds.append(feed)
@@ -335,8 +337,8 @@ def restore_float32(src: Path, dst: Path) -> None:
             raise SystemExit(f"{src}: graph output {o.name} is a dequantized activation; not restorable")
     del graph.node[:]
     graph.node.extend(keep)
-    used = {x for n in keep for x in n.input}
-    live = [i for i in graph.initializer if i.name in used or i.name in {o.name for o in graph.output}]
+    used = {x for n in keep for x in n.input} | {o.name for o in graph.output}
+    live = [i for i in graph.initializer if i.name in used]
     del graph.initializer[:]
     graph.initializer.extend(live)
     onnx.checker.check_model(model)
