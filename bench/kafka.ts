@@ -5,7 +5,11 @@
 //
 // 1. Saturation: N records are preloaded, then the processor starts; the rate
 //    is taken between the first and the last visible event (so the start-up —
-//    model load, group join — is left out; it is reported separately).
+//    model load, group join — is left out; it is reported separately). This
+//    is repeated with fresh processors and topics, each run paired with an
+//    in-process pass right before or after it: one run against the median of
+//    earlier in-process passes carried the machine's drift (84–89 % for the
+//    same code in the thirteenth session).
 // 2. Latency at half that rate: records are produced at a fixed rate into the
 //    same input topic; latency = visible time − the time the record was
 //    handed to the producer (both clocks are this process's).
@@ -25,7 +29,7 @@ import { createKafkaClient, kafkaConfig } from '../src/kafka/adapter.js';
 import { SchemaRegistry } from '../src/records/registry.js';
 import type { TopicTail } from '../src/kafka/port.js';
 import type { ModelSettings } from './inprocess.js';
-import { quantile } from './stats.js';
+import { median, quantile } from './stats.js';
 
 export interface KafkaServices {
   readonly brokers: string;
@@ -45,8 +49,12 @@ export interface KafkaBenchOptions {
   readonly bundle: string;
   readonly settings: ModelSettings;
   readonly texts: readonly string[];
-  /** Records preloaded for the saturation run. */
+  /** Records preloaded for each saturation run. */
   readonly records: number;
+  /** Processors started one after the other (fresh topics each), each paired with an in-process pass. */
+  readonly reps: number;
+  /** One in-process pass over the same texts with the same settings (linking when `linker` is set). */
+  readonly inProcessPass: () => Promise<PassRate>;
   /** How long records are produced at half the saturation rate. */
   readonly latencySeconds: number;
   readonly partitions: number;
@@ -64,6 +72,7 @@ export interface KafkaResult {
   readonly mallocArenaMax?: string; // absent in results from before it was set
   /** Whether cner serve linked (compare with the in-process run with linking, then). */
   readonly linked: boolean;
+  /** recordsPerSecond: the median of the processors'; the rest: the median processor's. */
   readonly saturation: {
     readonly records: number;
     readonly recordsPerSecond: number;
@@ -72,7 +81,16 @@ export interface KafkaResult {
     /** Process start to first visible event (model load, group join, first transaction). */
     readonly startupSeconds: number;
   };
-  /** Process start to /readyz saying so (absent in results from before it was measured). */
+  /** Each processor's saturation run (absent in results from before the runs were repeated). */
+  readonly saturationRuns?: readonly SaturationRun[];
+  /** The in-process pass paired with each processor, records/s. */
+  readonly inProcessRecordsPerSecond?: readonly number[];
+  /** Its process's CPU seconds per record. */
+  readonly inProcessCpuSecondsPerRecord?: readonly number[];
+  /** Each processor's rate over its paired in-process pass's. */
+  readonly ratios?: readonly number[];
+  readonly medianRatio?: number;
+  /** Process start to /readyz saying so, the processor with the median time to ready (absent in results from before it was measured). */
   readonly startup?: {
     /** The model (and linker) opened: `modelLoaded` left /readyz's waitingFor. */
     readonly modelLoadedSeconds: number;
@@ -88,7 +106,7 @@ export interface KafkaResult {
     readonly maxMs: number;
   };
   readonly rss: {
-    /** VmHWM: the processor's peak resident set over both runs. */
+    /** VmHWM: the highest of the processors' peak resident sets (the last one's over both runs). */
     readonly peakMb: number;
     readonly lastMb: number;
   };
@@ -103,17 +121,89 @@ export interface KafkaResult {
  */
 export const IMAGE_MALLOC_ARENA_MAX = '2';
 
+/** The processor runs as the image runs it, unless the bench's environment says otherwise. */
+const mallocArenaMax = (): string => process.env['MALLOC_ARENA_MAX'] ?? IMAGE_MALLOC_ARENA_MAX;
+
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** An in-process pass: its records/s, and the CPU seconds its process spent per record. */
+export interface PassRate {
+  readonly recordsPerSecond: number;
+  readonly cpuSecondsPerRecord: number;
+}
+
+/** One `cner serve` process over preloaded records: its saturation rate and start-up. */
+export interface SaturationRun {
+  readonly records: number;
+  readonly recordsPerSecond: number;
+  /** First to last visible event. */
+  readonly seconds: number;
+  /** Process start to first visible event (model load, group join, first transaction). */
+  readonly startupSeconds: number;
+  readonly startup: { readonly modelLoadedSeconds: number; readonly readySeconds: number };
+  /** VmHWM of this process, MB. */
+  readonly peakMb: number;
+  /**
+   * CPU seconds per record over the saturation window (from within 20 ms of
+   * the first visible event to the last): the processor's, the local broker's
+   * (null when the stack's pid file does not name a running broker) and this
+   * process's (its output reader).
+   */
+  readonly cpuSecondsPerRecord: { readonly processor: number; readonly broker: number | null; readonly reader: number };
+}
+
+/**
+ * `o.reps` processors, each on fresh topics over the same preloaded records,
+ * each paired with one in-process pass (`o.inProcessPass`) run right before
+ * or right after it (alternating, so drifting load hits both alike); the
+ * throughput ratio is the median of the pairs' ratios. The last processor
+ * then also serves the latency run.
+ */
 export async function kafkaBench(o: KafkaBenchOptions): Promise<KafkaResult> {
-  const run = `bench.${Date.now().toString(36)}${Math.random().toString(36).slice(2, 7)}`;
+  const prefix = `bench.${Date.now().toString(36)}${Math.random().toString(36).slice(2, 7)}`;
+  const runs: SaturationRun[] = [];
+  const inProcess: PassRate[] = [];
+  let latency: KafkaResult['latency'] | null = null;
+  let lastMb = Number.NaN;
+  for (let rep = 0; rep < o.reps; rep++) {
+    const inProcessFirst = rep % 2 === 1;
+    if (inProcessFirst) inProcess.push(await o.inProcessPass());
+    const last = rep === o.reps - 1;
+    const p = await oneProcessor(o, o.reps === 1 ? prefix : `${prefix}.${rep}`, last);
+    runs.push(p.run);
+    if (p.latency !== null) latency = p.latency;
+    lastMb = p.lastMb;
+    o.progress(`kafka: processor ${rep + 1}/${o.reps}: saturation ${p.run.recordsPerSecond.toFixed(1)} records/s`);
+    if (!inProcessFirst) inProcess.push(await o.inProcessPass());
+  }
+  const ratios = runs.map((r, i) => r.recordsPerSecond / inProcess[i]!.recordsPerSecond);
+  const middle = [...runs].sort((a, b) => a.recordsPerSecond - b.recordsPerSecond)[(runs.length - 1) >> 1]!;
+  const readies = runs.map((r) => r.startup);
+  const byReady = [...readies].sort((a, b) => a.readySeconds - b.readySeconds)[(readies.length - 1) >> 1]!;
+  return {
+    topicPrefix: prefix,
+    partitions: o.partitions,
+    processor: processorMode(o.root),
+    mallocArenaMax: mallocArenaMax(),
+    linked: o.linker !== null,
+    saturation: { records: middle.records, recordsPerSecond: median(runs.map((r) => r.recordsPerSecond)), seconds: middle.seconds, startupSeconds: middle.startupSeconds },
+    saturationRuns: runs,
+    inProcessRecordsPerSecond: inProcess.map((p) => p.recordsPerSecond),
+    inProcessCpuSecondsPerRecord: inProcess.map((p) => p.cpuSecondsPerRecord),
+    ratios,
+    medianRatio: median(ratios),
+    startup: byReady,
+    latency: latency!,
+    rss: { peakMb: Math.max(...runs.map((r) => r.peakMb)), lastMb },
+  };
+}
+
+async function oneProcessor(o: KafkaBenchOptions, run: string, withLatency: boolean): Promise<{ run: SaturationRun; latency: KafkaResult['latency'] | null; lastMb: number }> {
   const input = `${run}.records.raw`;
   const output = `${run}.records.entities`;
   const dlt = `${input}.DLT`;
   const models = `${run}.models`;
   const log = pino({ level: 'silent' });
-  // The processor runs as the image runs it.
-  const mallocArenaMax = process.env['MALLOC_ARENA_MAX'] ?? IMAGE_MALLOC_ARENA_MAX;
   const brokers = o.services.brokers.split(',');
   const kafka = createKafkaClient({ brokers, clientId: 'cner-bench', groupId: `${run}.unused`, tls: null, sasl: null, sessionTimeoutMs: 10_000, log, retries: 3 });
   await kafka.createTopics([
@@ -161,50 +251,52 @@ export async function kafkaBench(o: KafkaBenchOptions): Promise<KafkaResult> {
       CNER_LINKER_DIR: o.linker ?? 'none',
       CNER_HTTP_PORT: String(httpPort),
       CNER_LOG_LEVEL: 'info',
-      MALLOC_ARENA_MAX: mallocArenaMax,
+      MALLOC_ARENA_MAX: mallocArenaMax(),
     });
     const startup = serve.readiness(httpPort);
     const satTimeout = Math.max(180_000, o.records * 100);
-    const satTimes = await watcher.waitFor(satKeys, satTimeout, serve);
+    const cpu = cpuProbe(serve.pid, localBrokerPid(o.root));
+    let cpuAtFirst = cpu();
+    const satTimes = await watcher.waitFor(satKeys, satTimeout, serve, () => (cpuAtFirst = cpu()));
+    const cpuAtLast = cpu();
     const first = satTimes.reduce((a, b) => Math.min(a, b));
     const last = satTimes.reduce((a, b) => Math.max(a, b));
     const atFirst = satTimes.filter((t) => t === first).length;
-    const saturation = {
-      records: o.records,
-      // Events after the first visible batch, over the time it took them to appear.
-      recordsPerSecond: last > first ? ((o.records - atFirst) * 1000) / (last - first) : Number.NaN,
-      seconds: (last - first) / 1000,
-      startupSeconds: (first - serve.startedAt) / 1000,
-    };
-    o.progress(`kafka: saturation ${saturation.recordsPerSecond.toFixed(1)} records/s; latency run at half that rate for ${o.latencySeconds} s`);
+    // Events after the first visible batch, over the time it took them to appear.
+    const recordsPerSecond = last > first ? ((o.records - atFirst) * 1000) / (last - first) : Number.NaN;
 
     // 2. Latency at half the saturation rate.
-    const rate = saturation.recordsPerSecond / 2;
-    const count = Math.max(1, Math.round(rate * o.latencySeconds));
-    const latKeys = Array.from({ length: count }, (_, i) => `lat-${i}`);
-    const paced = await producePaced(kafkaConfig({ brokers, clientId: 'cner-bench-producer', tls: null, sasl: null, log }), input, rate, latKeys, (k, i) => value(k, textOf(i)));
-    const latTimes = await watcher.waitFor(latKeys, o.latencySeconds * 1000 + 120_000, serve);
-    const latencies = latKeys.map((k, i) => latTimes[i]! - paced.producedAt.get(k)!);
-
-    const rss = serve.memory();
-    const started = await startup;
-    return {
-      topicPrefix: run,
-      partitions: o.partitions,
-      processor: processorMode(o.root),
-      mallocArenaMax,
-      linked: o.linker !== null,
-      saturation,
-      startup: started,
-      latency: {
+    let latency: KafkaResult['latency'] | null = null;
+    if (withLatency) {
+      o.progress(`kafka: saturation ${recordsPerSecond.toFixed(1)} records/s; latency run at half that rate for ${o.latencySeconds} s`);
+      const rate = recordsPerSecond / 2;
+      const count = Math.max(1, Math.round(rate * o.latencySeconds));
+      const latKeys = Array.from({ length: count }, (_, i) => `lat-${i}`);
+      const paced = await producePaced(kafkaConfig({ brokers, clientId: 'cner-bench-producer', tls: null, sasl: null, log }), input, rate, latKeys, (k, i) => value(k, textOf(i)));
+      const latTimes = await watcher.waitFor(latKeys, o.latencySeconds * 1000 + 120_000, serve);
+      const latencies = latKeys.map((k, i) => latTimes[i]! - paced.producedAt.get(k)!);
+      latency = {
         targetRate: rate,
         achievedRate: paced.achievedRate,
         records: count,
         p50Ms: quantile(latencies, 0.5),
         p99Ms: quantile(latencies, 0.99),
         maxMs: latencies.reduce((a, b) => Math.max(a, b)),
+      };
+    }
+    const rss = serve.memory();
+    return {
+      run: {
+        records: o.records,
+        recordsPerSecond,
+        seconds: (last - first) / 1000,
+        startupSeconds: (first - serve.startedAt) / 1000,
+        startup: await startup,
+        peakMb: rss.peakMb,
+        cpuSecondsPerRecord: perRecord(cpuAtFirst, cpuAtLast, o.records - atFirst),
       },
-      rss,
+      latency,
+      lastMb: rss.lastMb,
     };
   } finally {
     await serve?.stop();
@@ -242,10 +334,15 @@ class EventWatcher {
     return w;
   }
 
-  /** Visible times of `keys`, in order, once all are visible. */
-  async waitFor(keys: readonly string[], timeoutMs: number, serve: Serve): Promise<number[]> {
+  /** Visible times of `keys`, in order, once all are visible; `onFirst` is called when the first is seen (within 20 ms). */
+  async waitFor(keys: readonly string[], timeoutMs: number, serve: Serve, onFirst: () => void = () => {}): Promise<number[]> {
     const deadline = Date.now() + timeoutMs;
+    let seen = false;
     for (;;) {
+      if (!seen && keys.some((k) => this.#visibleAt.has(k))) {
+        seen = true;
+        onFirst();
+      }
       if (keys.every((k) => this.#visibleAt.has(k))) return keys.map((k) => this.#visibleAt.get(k)!);
       if (this.#crash !== null) throw new Error('the output reader crashed', { cause: this.#crash });
       if (serve.exited) throw new Error(`cner serve exited early:\n${serve.output().slice(-3_000)}`);
@@ -298,6 +395,50 @@ async function producePaced(
   }
 }
 
+interface CpuSample {
+  readonly processor: number;
+  readonly broker: number | null;
+  readonly reader: number;
+}
+
+/** The processor's, the broker's and this process's CPU seconds so far. */
+function cpuProbe(processorPid: number, brokerPid: number | null): () => CpuSample {
+  return () => {
+    const own = process.cpuUsage();
+    return { processor: cpuSecondsOfPid(processorPid), broker: brokerPid === null ? null : cpuSecondsOfPid(brokerPid), reader: (own.user + own.system) / 1e6 };
+  };
+}
+
+function perRecord(a: CpuSample, b: CpuSample, records: number): SaturationRun['cpuSecondsPerRecord'] {
+  return {
+    processor: (b.processor - a.processor) / records,
+    broker: a.broker === null || b.broker === null ? null : (b.broker - a.broker) / records,
+    reader: (b.reader - a.reader) / records,
+  };
+}
+
+/** utime + stime of every thread of `pid`, from /proc/<pid>/stat (in USER_HZ ticks: 100 a second on Linux); NaN when it is gone. */
+function cpuSecondsOfPid(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields from the 3rd (state) on
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** The broker scripts/stack.sh started, if its pid file names a running one (a remote broker: null). */
+function localBrokerPid(root: string): number | null {
+  try {
+    const pid = Number(readFileSync(path.join(root, '.stack', 'kafka.pid'), 'utf8').trim());
+    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    return cmdline.includes('cner.stack.service=kafka') ? pid : null;
+  } catch {
+    return null;
+  }
+}
+
 /** A TCP port nothing listens on now (the OS's pick), for the processor's HTTP server. */
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -331,6 +472,10 @@ class Serve {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     return new Serve(child);
+  }
+
+  get pid(): number {
+    return this.#child.pid ?? -1;
   }
 
   get exited(): boolean {

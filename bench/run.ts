@@ -12,7 +12,7 @@ import { autoIntraOpThreads } from '../src/model/cpus.js';
 import { chunkText, codePoints } from '../src/pipeline/chunk.js';
 import { compareEntities } from './entities.js';
 import { InProcessCner, type InProcessRun, recordsPerSlice } from './inprocess.js';
-import { kafkaBench, kafkaServicesFromEnv } from './kafka.js';
+import { type PassRate, kafkaBench, kafkaServicesFromEnv } from './kafka.js';
 import { loadAverage, machineFacts } from './machine.js';
 import { type BenchOptions, USAGE, parseOptions } from './options.js';
 import { Peer, type PeerRun } from './peers.js';
@@ -162,14 +162,21 @@ async function main(o: BenchOptions): Promise<number> {
         ratios,
         medianCost: 1 - median(ratios),
       };
-      await linked.close();
-      linked = null;
     }
-    await cner.close();
-    cner = null;
     for (const { peer } of peers.splice(0)) await peer.close();
-
-    const kafka = await runKafka(o, texts, problems);
+    // The Kafka runs are paired with passes of the in-process contender cner serve is compared with.
+    const paired = linked ?? cner;
+    if (linked !== null) {
+      await cner.close();
+      cner = null;
+    }
+    const kafka = await runKafka(o, texts, problems, async () => {
+      const { run } = await paired.run(texts, chunks);
+      return { recordsPerSecond: run.recordsPerSecond, cpuSecondsPerRecord: run.cpuSeconds / texts.length };
+    });
+    await paired.close();
+    cner = null;
+    linked = null;
     machine.loadAverageEnd = loadAverage();
     const settings: Settings = {
       ...o.settings,
@@ -232,7 +239,7 @@ async function quantizationOf(bundle: string): Promise<Settings['quantization']>
   return { method: typeof q['method'] === 'string' ? q['method'] : '', float32DevF1: f1('float32_dev_micro'), int8DevF1: f1('int8_dev_micro'), devSeenInTraining: q['dev_records_seen_in_training'] === true };
 }
 
-async function runKafka(o: BenchOptions, texts: readonly string[], problems: string[]): Promise<KafkaOutcome> {
+async function runKafka(o: BenchOptions, texts: readonly string[], problems: string[], inProcessPass: () => Promise<PassRate>): Promise<KafkaOutcome> {
   const services = kafkaServicesFromEnv();
   if (o.kafka === 'off') return { ran: false, reason: '--kafka off' };
   if (services === null) {
@@ -243,9 +250,9 @@ async function runKafka(o: BenchOptions, texts: readonly string[], problems: str
   // With a linker, each text once: cner serve's linker cache would answer a repeated text's diagnoses for
   // free, which the in-process run it is compared with (cache empty at each pass) never gets.
   const records = o.kafkaRecords ?? (o.smoke ? 48 : o.linker !== null ? texts.length : Math.max(1000, texts.length));
-  progress(`Kafka: ${records} records through cner serve on ${services.brokers}`);
+  progress(`Kafka: ${records} records through cner serve on ${services.brokers}, ${o.reps} processor(s), each paired with an in-process pass`);
   try {
-    const result = await kafkaBench({ services, root: o.root, bundle: o.cnerBundle, settings: o.settings, texts, records, latencySeconds: o.latencySeconds, partitions: o.partitions, linker: o.linker, progress });
+    const result = await kafkaBench({ services, root: o.root, bundle: o.cnerBundle, settings: o.settings, texts, records, reps: o.reps, inProcessPass, latencySeconds: o.latencySeconds, partitions: o.partitions, linker: o.linker, progress });
     return { ran: true, result };
   } catch (e) {
     const reason = `failed: ${e instanceof Error ? e.message : String(e)}`;

@@ -130,6 +130,38 @@ describe('judgeTargets', () => {
     assert.equal(judgeTargets(result({ kafka: kafka() })).find((x) => x.name === 'Processor peak RSS')!.pass, true);
   });
 
+  it('judges Kafka throughput on the median of the paired runs, and on the in-process median in older results', () => {
+    const kafka = (paired: boolean): BenchResult['kafka'] => ({
+      ran: true,
+      result: {
+        topicPrefix: 'b', partitions: 3, processor: 'dist/', linked: false,
+        saturation: { records: 10, recordsPerSecond: 85, seconds: 1, startupSeconds: 4 },
+        ...(paired
+          ? {
+              saturationRuns: [80, 85, 99].map((recordsPerSecond) => ({ records: 10, recordsPerSecond, seconds: 1, startupSeconds: 4, startup: { modelLoadedSeconds: 1, readySeconds: 2 }, peakMb: 400, cpuSecondsPerRecord: { processor: 0.03, broker: 0.003, reader: 0.001 } })),
+              inProcessRecordsPerSecond: [84, 85, 100],
+              inProcessCpuSecondsPerRecord: [0.028, 0.029, 0.027],
+              ratios: [80 / 84, 85 / 85, 99 / 100],
+              medianRatio: 0.99,
+            }
+          : {}),
+        latency: { targetRate: 45, achievedRate: 45, records: 9, p50Ms: 40, p99Ms: 90, maxMs: 100 },
+        rss: { peakMb: 480, lastMb: 400 },
+      },
+    });
+    const target = (k: BenchResult['kafka']) => judgeTargets(result({ kafka: k })).find((x) => x.name.startsWith('Kafka throughput'))!;
+    // 85 records/s against result()'s in-process median of 100 fails; each processor against its own pass passes.
+    assert.equal(target(kafka(true)).pass, true);
+    assert.match(target(kafka(true)).measured, /^99\.0 % \(median of 3 paired runs: 95\.2 %, 100\.0 %, 99\.0 %\)$/);
+    const old = target(kafka(false));
+    assert.equal(old.pass, false);
+    assert.equal(old.measured, '85.0 %');
+    const partial = result({ kafka: kafka(true) });
+    const text = renderText({ ...partial, targets: judgeTargets(partial) });
+    assert.match(text, /records\/s at saturation \(10 preloaded, median of 3 processors\)\s+85\.0 \[80\.0, 85\.0, 99\.0\]/);
+    assert.match(text, /CPU ms per record: processor \/ broker \/ bench reader \(saturation\) vs cner in process\s+30\.0 \/ 3\.0 \/ 1\.0 vs 28\.0/);
+  });
+
   it('leaves what did not run unjudged', () => {
     const t = judgeTargets(result());
     assert.equal(t.find((x) => x.name.startsWith('Viterbi'))?.pass, null);
