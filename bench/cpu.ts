@@ -43,3 +43,18 @@ export function processCpuSeconds(since: NodeJS.CpuUsage): number {
   const d = process.cpuUsage(since);
   return (d.user + d.system) / 1e6;
 }
+
+/**
+ * CPU seconds (user + system, every thread) another process has spent so far,
+ * from /proc/<pid>/stat (in USER_HZ ticks: 100 a second on Linux); NaN once
+ * it is gone.
+ */
+export function pidCpuSeconds(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields from the 3rd (state) on
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return Number.NaN;
+  }
+}

@@ -29,7 +29,8 @@ import { createKafkaClient, kafkaConfig } from '../src/kafka/adapter.js';
 import { SchemaRegistry } from '../src/records/registry.js';
 import type { TopicTail } from '../src/kafka/port.js';
 import type { ModelSettings } from './inprocess.js';
-import { median, quantile } from './stats.js';
+import { pidCpuSeconds } from './cpu.js';
+import { median, medianItem, pairRatios, quantile } from './stats.js';
 
 export interface KafkaServices {
   readonly brokers: string;
@@ -176,10 +177,8 @@ export async function kafkaBench(o: KafkaBenchOptions): Promise<KafkaResult> {
     o.progress(`kafka: processor ${rep + 1}/${o.reps}: saturation ${p.run.recordsPerSecond.toFixed(1)} records/s`);
     if (!inProcessFirst) inProcess.push(await o.inProcessPass());
   }
-  const ratios = runs.map((r, i) => r.recordsPerSecond / inProcess[i]!.recordsPerSecond);
-  const middle = [...runs].sort((a, b) => a.recordsPerSecond - b.recordsPerSecond)[(runs.length - 1) >> 1]!;
-  const readies = runs.map((r) => r.startup);
-  const byReady = [...readies].sort((a, b) => a.readySeconds - b.readySeconds)[(readies.length - 1) >> 1]!;
+  const ratios = pairRatios(runs.map((r) => r.recordsPerSecond), inProcess.map((p) => p.recordsPerSecond));
+  const middle = medianItem(runs, (r) => r.recordsPerSecond)!;
   return {
     topicPrefix: prefix,
     partitions: o.partitions,
@@ -192,7 +191,7 @@ export async function kafkaBench(o: KafkaBenchOptions): Promise<KafkaResult> {
     inProcessCpuSecondsPerRecord: inProcess.map((p) => p.cpuSecondsPerRecord),
     ratios,
     medianRatio: median(ratios),
-    startup: byReady,
+    startup: medianItem(runs, (r) => r.startup.readySeconds)!.startup,
     latency: latency!,
     rss: { peakMb: Math.max(...runs.map((r) => r.peakMb)), lastMb },
   };
@@ -405,7 +404,7 @@ interface CpuSample {
 function cpuProbe(processorPid: number, brokerPid: number | null): () => CpuSample {
   return () => {
     const own = process.cpuUsage();
-    return { processor: cpuSecondsOfPid(processorPid), broker: brokerPid === null ? null : cpuSecondsOfPid(brokerPid), reader: (own.user + own.system) / 1e6 };
+    return { processor: pidCpuSeconds(processorPid), broker: brokerPid === null ? null : pidCpuSeconds(brokerPid), reader: (own.user + own.system) / 1e6 };
   };
 }
 
@@ -415,17 +414,6 @@ function perRecord(a: CpuSample, b: CpuSample, records: number): SaturationRun['
     broker: a.broker === null || b.broker === null ? null : (b.broker - a.broker) / records,
     reader: (b.reader - a.reader) / records,
   };
-}
-
-/** utime + stime of every thread of `pid`, from /proc/<pid>/stat (in USER_HZ ticks: 100 a second on Linux); NaN when it is gone. */
-function cpuSecondsOfPid(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields from the 3rd (state) on
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return Number.NaN;
-  }
 }
 
 /** The broker scripts/stack.sh started, if its pid file names a running one (a remote broker: null). */

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { compareEntities } from '../../bench/entities.js';
 import { type BenchResult, judgeTargets, renderMarkdown, renderText } from '../../bench/report.js';
-import { median, pairRatios, quantile } from '../../bench/stats.js';
+import { median, medianItem, pairRatios, quantile } from '../../bench/stats.js';
 import type { Entity } from '../../src/pipeline/spans.js';
 
 const entity = (start: number, end: number, code: Entity['code']): Entity => ({ code, label: '疾病和诊断', start, end, text: 'x', confidence: 0.9 });
@@ -22,6 +22,15 @@ describe('bench statistics', () => {
   it('ratios are taken pair by pair', () => {
     assert.deepEqual(pairRatios([10, 20], [5, 5]), [2, 4]);
     assert.throws(() => pairRatios([1], [1, 2]), RangeError);
+  });
+});
+
+describe('medianItem', () => {
+  it('picks the item with the median key, the lower middle one of an even count, none of none', () => {
+    const runs = [{ id: 'a', rate: 3 }, { id: 'b', rate: 1 }, { id: 'c', rate: 2 }];
+    assert.equal(medianItem(runs, (r) => r.rate)?.id, 'c');
+    assert.equal(medianItem([...runs, { id: 'd', rate: 4 }], (r) => r.rate)?.id, 'c');
+    assert.equal(medianItem([], (r: { rate: number }) => r.rate), undefined);
   });
 });
 
