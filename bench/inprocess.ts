@@ -80,28 +80,22 @@ export class InProcessCner {
     return new InProcessCner(model, linkerDir, settings, before && after ? newThreads(before, after) : null, recordsPerSlice(settings));
   }
 
-  /** Tags every text (timed); returns the timings and each record's entities. */
-  async run(texts: readonly string[], chunks: number): Promise<{ run: InProcessRun; entities: LinkedEntity[][] }> {
-    const entities: LinkedEntity[][] = [];
+  /**
+   * Tags every text (timed); returns the timings and each record's entities.
+   * `warmup` texts are tagged and linked first, untimed, with the run's new
+   * linker (as a processor tags its warm-up records before the bench times
+   * it: the linker cache then holds their diagnoses on both sides).
+   */
+  async run(texts: readonly string[], chunks: number, warmup: readonly string[] = []): Promise<{ run: InProcessRun; entities: LinkedEntity[][] }> {
     if (this.linkerDir !== null) {
       await this.linker?.close();
       this.linker = await openLinker(this.linkerDir, { workers: this.#settings.workers, session: sessionOf(this.#settings) });
     }
+    if (warmup.length > 0) await this.#pass(warmup);
     const threads0: ThreadCpu | null = threadCpu();
     const cpu0 = process.cpuUsage();
     const t0 = process.hrtime.bigint();
-    // As the processor does (src/stream/loop.ts): the next slice starts once this one is tagged.
-    const start = (i: number): { tagged: Promise<unknown>; linked: Promise<LinkedEntity[][]> } => {
-      const records = texts.slice(i, i + this.#slice).map((text) => tagAndLink(text, this.model, this.linker));
-      return { tagged: Promise.allSettled(records.map((r) => r.tagged)), linked: Promise.all(records.map((r) => r.linked)) };
-    };
-    let current: ReturnType<typeof start> | null = texts.length > 0 ? start(0) : null;
-    for (let i = 0; current !== null; i += this.#slice) {
-      const after = i + this.#slice;
-      const ahead = after < texts.length ? current.tagged.then(() => start(after)) : Promise.resolve(null);
-      entities.push(...(await current.linked));
-      current = await ahead;
-    }
+    const entities = await this.#pass(texts);
     const wallSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
     const cpuSeconds = processCpuSeconds(cpu0);
     const threads1 = threadCpu();
@@ -118,6 +112,24 @@ export class InProcessCner {
       },
       entities,
     };
+  }
+
+  /** Every text tagged and linked, slice after slice. */
+  async #pass(texts: readonly string[]): Promise<LinkedEntity[][]> {
+    const entities: LinkedEntity[][] = [];
+    // As the processor does (src/stream/loop.ts): the next slice starts once this one is tagged.
+    const start = (i: number): { tagged: Promise<unknown>; linked: Promise<LinkedEntity[][]> } => {
+      const records = texts.slice(i, i + this.#slice).map((text) => tagAndLink(text, this.model, this.linker));
+      return { tagged: Promise.allSettled(records.map((r) => r.tagged)), linked: Promise.all(records.map((r) => r.linked)) };
+    };
+    let current: ReturnType<typeof start> | null = texts.length > 0 ? start(0) : null;
+    for (let i = 0; current !== null; i += this.#slice) {
+      const after = i + this.#slice;
+      const ahead = after < texts.length ? current.tagged.then(() => start(after)) : Promise.resolve(null);
+      entities.push(...(await current.linked));
+      current = await ahead;
+    }
+    return entities;
   }
 
   async close(): Promise<void> {

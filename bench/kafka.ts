@@ -3,12 +3,15 @@
 // topic, and a read_committed reader of its output topic timing when each
 // event becomes visible.
 //
-// 1. Saturation: N records are preloaded, then the processor starts; the rate
-//    is taken between the first and the last visible event (so the start-up —
-//    model load, group join — is left out; it is reported separately). This
-//    is repeated with fresh processors and topics, each run paired with an
-//    in-process pass right before or after it: one run against the median of
-//    earlier in-process passes carried the machine's drift (84–89 % for the
+// 1. Saturation: warm-up records are preloaded, then the processor starts and
+//    tags them (as the in-process contender tagged its warm-up run: a fresh
+//    process pays for compiling its code and growing its heaps and arenas
+//    once, which a processor running for hours does not); then N records are
+//    produced, and the rate is taken between the first and the last of their
+//    visible events. The warm-up records' own rate is kept as the cold rate.
+//    This is repeated with fresh processors and topics, each run paired with
+//    an in-process pass right before or after it: one run against the median
+//    of earlier in-process passes carried the machine's drift (84–89 % for the
 //    same code in the thirteenth session).
 // 2. Latency at half that rate: records are produced at a fixed rate into the
 //    same input topic; latency = visible time − the time the record was
@@ -50,8 +53,14 @@ export interface KafkaBenchOptions {
   readonly bundle: string;
   readonly settings: ModelSettings;
   readonly texts: readonly string[];
-  /** Records preloaded for each saturation run. */
+  /** Records produced for each saturation run. */
   readonly records: number;
+  /**
+   * Texts each processor tags before its saturation run, one record each (the
+   * paired in-process pass warms its linker with the same ones); empty: the
+   * saturation run is the fresh processor's first records.
+   */
+  readonly warmupTexts: readonly string[];
   /** Processors started one after the other (fresh topics each), each paired with an in-process pass. */
   readonly reps: number;
   /** One in-process pass over the same texts with the same settings (linking when `linker` is set). */
@@ -73,6 +82,8 @@ export interface KafkaResult {
   readonly mallocArenaMax?: string; // absent in results from before it was set
   /** Whether cner serve linked (compare with the in-process run with linking, then). */
   readonly linked: boolean;
+  /** Records each processor tagged before its saturation run (absent in results from before there was a warm-up: they were measured cold). */
+  readonly warmupRecords?: number;
   /** recordsPerSecond: the median of the processors'; the rest: the median processor's. */
   readonly saturation: {
     readonly records: number;
@@ -141,6 +152,8 @@ export interface SaturationRun {
   readonly seconds: number;
   /** Process start to first visible event (model load, group join, first transaction). */
   readonly startupSeconds: number;
+  /** The warm-up records' rate: the fresh process's first records (null without a warm-up, or too few to time). */
+  readonly coldRecordsPerSecond?: number | null;
   readonly startup: { readonly modelLoadedSeconds: number; readonly readySeconds: number };
   /** VmHWM of this process, MB. */
   readonly peakMb: number;
@@ -185,6 +198,7 @@ export async function kafkaBench(o: KafkaBenchOptions): Promise<KafkaResult> {
     processor: processorMode(o.root),
     mallocArenaMax: mallocArenaMax(),
     linked: o.linker !== null,
+    warmupRecords: o.warmupTexts.length,
     saturation: { records: middle.records, recordsPerSecond: median(runs.map((r) => r.recordsPerSecond)), seconds: middle.seconds, startupSeconds: middle.startupSeconds },
     saturationRuns: runs,
     inProcessRecordsPerSecond: inProcess.map((p) => p.recordsPerSecond),
@@ -222,12 +236,16 @@ async function oneProcessor(o: KafkaBenchOptions, run: string, withLatency: bool
 
     watcher = await EventWatcher.start(kafka, output, `${run}.watch`);
 
-    // 1. Saturation.
+    // 1. Saturation, after the warm-up records.
+    const produceAll = async (keys: readonly string[], text: (i: number) => string): Promise<void> => {
+      for (let i = 0; i < keys.length; i += 500) {
+        await kafka.produce(input, keys.slice(i, i + 500).map((k, j) => ({ key: Buffer.from(k), value: value(k, text(i + j)), headers: {} })));
+      }
+    };
+    const warmKeys = o.warmupTexts.map((_, i) => `warm-${i}`);
     const satKeys = Array.from({ length: o.records }, (_, i) => `sat-${i}`);
-    for (let i = 0; i < satKeys.length; i += 500) {
-      await kafka.produce(input, satKeys.slice(i, i + 500).map((k, j) => ({ key: Buffer.from(k), value: value(k, textOf(i + j)), headers: {} })));
-    }
-    o.progress(`kafka: ${o.records} records preloaded into ${input}; starting cner serve`);
+    await produceAll(warmKeys.length > 0 ? warmKeys : satKeys, warmKeys.length > 0 ? (i) => o.warmupTexts[i]! : textOf);
+    o.progress(`kafka: ${warmKeys.length > 0 ? `${warmKeys.length} warm-up` : o.records} records preloaded into ${input}; starting cner serve`);
     const httpPort = await freePort();
     serve = Serve.start(o.root, {
       KAFKA_BROKERS: o.services.brokers,
@@ -253,16 +271,16 @@ async function oneProcessor(o: KafkaBenchOptions, run: string, withLatency: bool
       MALLOC_ARENA_MAX: mallocArenaMax(),
     });
     const startup = serve.readiness(httpPort);
-    const satTimeout = Math.max(180_000, o.records * 100);
+    let cold: { readonly firstAt: number; readonly recordsPerSecond: number } | null = null;
+    if (warmKeys.length > 0) {
+      cold = window(await watcher.waitFor(warmKeys, Math.max(180_000, warmKeys.length * 100), serve));
+      await produceAll(satKeys, textOf);
+    }
     const cpu = cpuProbe(serve.pid, localBrokerPid(o.root));
     let cpuAtFirst = cpu();
-    const satTimes = await watcher.waitFor(satKeys, satTimeout, serve, () => (cpuAtFirst = cpu()));
+    const sat = window(await watcher.waitFor(satKeys, Math.max(180_000, o.records * 100), serve, () => (cpuAtFirst = cpu())));
     const cpuAtLast = cpu();
-    const first = satTimes.reduce((a, b) => Math.min(a, b));
-    const last = satTimes.reduce((a, b) => Math.max(a, b));
-    const atFirst = satTimes.filter((t) => t === first).length;
-    // Events after the first visible batch, over the time it took them to appear.
-    const recordsPerSecond = last > first ? ((o.records - atFirst) * 1000) / (last - first) : Number.NaN;
+    const recordsPerSecond = sat.recordsPerSecond;
 
     // 2. Latency at half the saturation rate.
     let latency: KafkaResult['latency'] | null = null;
@@ -288,11 +306,12 @@ async function oneProcessor(o: KafkaBenchOptions, run: string, withLatency: bool
       run: {
         records: o.records,
         recordsPerSecond,
-        seconds: (last - first) / 1000,
-        startupSeconds: (first - serve.startedAt) / 1000,
+        seconds: sat.seconds,
+        startupSeconds: ((cold ?? sat).firstAt - serve.startedAt) / 1000,
+        coldRecordsPerSecond: cold?.recordsPerSecond ?? null,
         startup: await startup,
         peakMb: rss.peakMb,
-        cpuSecondsPerRecord: perRecord(cpuAtFirst, cpuAtLast, o.records - atFirst),
+        cpuSecondsPerRecord: perRecord(cpuAtFirst, cpuAtLast, sat.timed),
       },
       latency,
       lastMb: rss.lastMb,
@@ -303,6 +322,18 @@ async function oneProcessor(o: KafkaBenchOptions, run: string, withLatency: bool
     await kafka.deleteTopics([input, output, dlt, models]).catch(() => {});
     rmSync(modelCache, { recursive: true, force: true });
   }
+}
+
+/**
+ * A run's rate from its events' visible times: the events after the first
+ * visible batch, over the time from it to the last (the first batch's own
+ * tagging happened before anything was visible).
+ */
+function window(times: readonly number[]): { firstAt: number; seconds: number; timed: number; recordsPerSecond: number } {
+  const first = Math.min(...times);
+  const last = Math.max(...times);
+  const timed = times.filter((t) => t > first).length;
+  return { firstAt: first, seconds: (last - first) / 1000, timed, recordsPerSecond: last > first ? (timed * 1000) / (last - first) : Number.NaN };
 }
 
 /** When each event of the output topic became visible to a read_committed reader, by key. */

@@ -27,7 +27,7 @@ const CPU_METHOD =
   'openModel started (the inference worker threads: onnxruntime session.run and the message passing around it), ' +
   'read per thread from /proc/self/task/<tid>/schedstat; share = 1 − inference ÷ process.';
 
-/** The texts of a JSONL file: each line's "originalText" (CCKS) or "text" (cner tag input). */
+/** The texts of a JSONL file: each line's "originalText" (CCKS) or "text" (cner tag input), the first `limit` of them. */
 async function readTexts(file: string, limit: number | null): Promise<string[]> {
   const texts: string[] = [];
   for (const [i, line] of (await readFile(file, 'utf8')).split('\n').entries()) {
@@ -54,7 +54,10 @@ async function main(o: BenchOptions): Promise<number> {
   const startedAt = new Date().toISOString();
   const machine = machineFacts(o.root);
   const problems: string[] = [];
-  const texts = await readTexts(o.input, o.limit);
+  // Up to twice the limit: the records after the measured ones warm each Kafka processor up.
+  const read = await readTexts(o.input, o.limit === null ? null : 2 * o.limit);
+  const texts = o.limit === null ? read : read.slice(0, o.limit);
+  const warmupTexts = warmupFor(o, texts, read.slice(texts.length));
   const chunks = texts.reduce((n, t) => n + chunkText(t).length, 0);
   const work = await mkdtemp(path.join(tmpdir(), 'cner-bench-'));
   const textsFile = path.join(work, 'texts.jsonl');
@@ -170,8 +173,8 @@ async function main(o: BenchOptions): Promise<number> {
       await cner.close();
       cner = null;
     }
-    const kafka = await runKafka(o, texts, problems, async () => {
-      const { run } = await paired.run(texts, chunks);
+    const kafka = await runKafka(o, texts, warmupTexts, problems, async () => {
+      const { run } = await paired.run(texts, chunks, warmupTexts);
       return { recordsPerSecond: run.recordsPerSecond, cpuSecondsPerRecord: run.cpuSeconds / texts.length };
     });
     await paired.close();
@@ -239,7 +242,19 @@ async function quantizationOf(bundle: string): Promise<Settings['quantization']>
   return { method: typeof q['method'] === 'string' ? q['method'] : '', float32DevF1: f1('float32_dev_micro'), int8DevF1: f1('int8_dev_micro'), devSeenInTraining: q['dev_records_seen_in_training'] === true };
 }
 
-async function runKafka(o: BenchOptions, texts: readonly string[], problems: string[], inProcessPass: () => Promise<PassRate>): Promise<KafkaOutcome> {
+/**
+ * What each Kafka processor tags before it is timed: the input's records
+ * after the measured ones (as many, where there are). Not the measured texts:
+ * the processor's linker would then know their diagnoses. Without others, the
+ * smoke run (which judges nothing) warms up on the measured texts, and a full
+ * run is timed cold.
+ */
+function warmupFor(o: BenchOptions, texts: readonly string[], others: readonly string[]): readonly string[] {
+  if (others.length > 0) return others;
+  return o.smoke ? texts : [];
+}
+
+async function runKafka(o: BenchOptions, texts: readonly string[], warmupTexts: readonly string[], problems: string[], inProcessPass: () => Promise<PassRate>): Promise<KafkaOutcome> {
   const services = kafkaServicesFromEnv();
   if (o.kafka === 'off') return { ran: false, reason: '--kafka off' };
   if (services === null) {
@@ -252,7 +267,7 @@ async function runKafka(o: BenchOptions, texts: readonly string[], problems: str
   const records = o.kafkaRecords ?? (o.smoke ? 48 : o.linker !== null ? texts.length : Math.max(1000, texts.length));
   progress(`Kafka: ${records} records through cner serve on ${services.brokers}, ${o.reps} processor(s), each paired with an in-process pass`);
   try {
-    const result = await kafkaBench({ services, root: o.root, bundle: o.cnerBundle, settings: o.settings, texts, records, reps: o.reps, inProcessPass, latencySeconds: o.latencySeconds, partitions: o.partitions, linker: o.linker, progress });
+    const result = await kafkaBench({ services, root: o.root, bundle: o.cnerBundle, settings: o.settings, texts, records, warmupTexts, reps: o.reps, inProcessPass, latencySeconds: o.latencySeconds, partitions: o.partitions, linker: o.linker, progress });
     return { ran: true, result };
   } catch (e) {
     const reason = `failed: ${e instanceof Error ? e.message : String(e)}`;

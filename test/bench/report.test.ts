@@ -167,8 +167,32 @@ describe('judgeTargets', () => {
     assert.equal(old.measured, '85.0 %');
     const partial = result({ kafka: kafka(true) });
     const text = renderText({ ...partial, targets: judgeTargets(partial) });
-    assert.match(text, /records\/s at saturation \(10 preloaded, median of 3 processors\)\s+85\.0 \[80\.0, 85\.0, 99\.0\]/);
+    assert.match(text, /records\/s at saturation \(10 preloaded, timed from a cold start, median of 3 processors\)\s+85\.0 \[80\.0, 85\.0, 99\.0\]/);
     assert.match(text, /CPU ms per record: processor \/ broker \/ bench reader \(saturation\) vs cner in process\s+30\.0 \/ 3\.0 \/ 1\.0 vs 28\.0/);
+    assert.doesNotMatch(text, /warm-up records/);
+  });
+
+  it('says how many warm-up records came before the saturation run, and their cold rate', () => {
+    const base = result();
+    const ran = (runs: { recordsPerSecond: number; coldRecordsPerSecond: number | null }[]): BenchResult['kafka'] => ({
+      ran: true,
+      result: {
+        topicPrefix: 'b', partitions: 3, processor: 'dist/', linked: false, warmupRecords: 400,
+        saturation: { records: 400, recordsPerSecond: 51, seconds: 8, startupSeconds: 10 },
+        saturationRuns: runs.map((r) => ({ ...r, records: 400, seconds: 8, startupSeconds: 10, startup: { modelLoadedSeconds: 1, readySeconds: 2 }, peakMb: 400, cpuSecondsPerRecord: { processor: 0.03, broker: 0.001, reader: 0.001 } })),
+        latency: { targetRate: 25, achievedRate: 25, records: 9, p50Ms: 40, p99Ms: 90, maxMs: 100 },
+        rss: { peakMb: 420, lastMb: 400 },
+      },
+    });
+    const render = (k: BenchResult['kafka']): string => {
+      const partial = { ...base, kafka: k };
+      return renderText({ ...partial, targets: judgeTargets(partial) });
+    };
+    const text = render(ran([{ recordsPerSecond: 50, coldRecordsPerSecond: 44 }, { recordsPerSecond: 52, coldRecordsPerSecond: 46 }]));
+    assert.match(text, /records\/s at saturation \(400 produced after 400 warm-up records, median of 2 processors\)\s+51\.0 \[50\.0, 52\.0\]/);
+    assert.match(text, /records\/s over the warm-up records \(each fresh processor's first\)\s+45\.0 \[44\.0, 46\.0\]/);
+    // Too few warm-up records to time: no cold row.
+    assert.doesNotMatch(render(ran([{ recordsPerSecond: 50, coldRecordsPerSecond: null }])), /over the warm-up records/);
   });
 
   it('leaves what did not run unjudged', () => {
