@@ -15,7 +15,8 @@ model bundle; prints a table and writes the results as JSON.
   --input FILE          JSONL texts ("originalText" or "text" per line)
                         (default ../shared/data/ccks2019/train.jsonl when present,
                         else bench/fixtures/smoke.jsonl)
-  --limit N             only the first N records
+  --limit N             only the first N records (the next N, where the input has them,
+                        warm each Kafka processor up before it is timed)
   --bundle DIR          the peers' model bundle (default models/default-f32, the float32
                         bundle the shipped default was quantized from: what a Python team
                         would serve); cner runs it too unless --cner-bundle says otherwise
@@ -37,8 +38,9 @@ model bundle; prints a table and writes the results as JSON.
                         represent: int8 copies; ensembles run as cner_train.export.Ensemble)
   --kafka MODE          auto (default: when KAFKA_BROKERS and SCHEMA_REGISTRY_URL are set),
                         on (fail without them) or off
-  --kafka-records N     records preloaded for the saturation run (default: as many as texts, at least 1000;
-                        with a linker exactly as many, so that no text repeats into the linker's cache)
+  --kafka-records N     records timed in the saturation run, after the warm-up records (default: as many
+                        as texts, at least 1000; with a linker exactly as many, so that no text repeats
+                        into the linker's cache)
   --latency-seconds S   length of the fixed-rate latency run (default 30)
   --partitions N        partitions of the benchmark's topics (default 3, cner serve's default)
   --python PATH         Python with onnxruntime, numpy, torch (default .venv/bin/python)
