@@ -244,8 +244,10 @@ async function oneProcessor(o: KafkaBenchOptions, run: string, withLatency: bool
     };
     const warmKeys = o.warmupTexts.map((_, i) => `warm-${i}`);
     const satKeys = Array.from({ length: o.records }, (_, i) => `sat-${i}`);
-    await produceAll(warmKeys.length > 0 ? warmKeys : satKeys, warmKeys.length > 0 ? (i) => o.warmupTexts[i]! : textOf);
-    o.progress(`kafka: ${warmKeys.length > 0 ? `${warmKeys.length} warm-up` : o.records} records preloaded into ${input}; starting cner serve`);
+    const warm = warmKeys.length > 0;
+    // Preloaded: the warm-up records, or (timed cold) the measured ones.
+    await (warm ? produceAll(warmKeys, (i) => o.warmupTexts[i]!) : produceAll(satKeys, textOf));
+    o.progress(`kafka: ${warm ? `${warmKeys.length} warm-up` : o.records} records preloaded into ${input}; starting cner serve`);
     const httpPort = await freePort();
     serve = Serve.start(o.root, {
       KAFKA_BROKERS: o.services.brokers,
@@ -272,7 +274,7 @@ async function oneProcessor(o: KafkaBenchOptions, run: string, withLatency: bool
     });
     const startup = serve.readiness(httpPort);
     let cold: { readonly firstAt: number; readonly recordsPerSecond: number } | null = null;
-    if (warmKeys.length > 0) {
+    if (warm) {
       cold = window(await watcher.waitFor(warmKeys, Math.max(180_000, warmKeys.length * 100), serve));
       await produceAll(satKeys, textOf);
     }
@@ -280,13 +282,12 @@ async function oneProcessor(o: KafkaBenchOptions, run: string, withLatency: bool
     let cpuAtFirst = cpu();
     const sat = window(await watcher.waitFor(satKeys, Math.max(180_000, o.records * 100), serve, () => (cpuAtFirst = cpu())));
     const cpuAtLast = cpu();
-    const recordsPerSecond = sat.recordsPerSecond;
 
     // 2. Latency at half the saturation rate.
     let latency: KafkaResult['latency'] | null = null;
     if (withLatency) {
-      o.progress(`kafka: saturation ${recordsPerSecond.toFixed(1)} records/s; latency run at half that rate for ${o.latencySeconds} s`);
-      const rate = recordsPerSecond / 2;
+      o.progress(`kafka: saturation ${sat.recordsPerSecond.toFixed(1)} records/s; latency run at half that rate for ${o.latencySeconds} s`);
+      const rate = sat.recordsPerSecond / 2;
       const count = Math.max(1, Math.round(rate * o.latencySeconds));
       const latKeys = Array.from({ length: count }, (_, i) => `lat-${i}`);
       const paced = await producePaced(kafkaConfig({ brokers, clientId: 'cner-bench-producer', tls: null, sasl: null, log }), input, rate, latKeys, (k, i) => value(k, textOf(i)));
@@ -305,7 +306,7 @@ async function oneProcessor(o: KafkaBenchOptions, run: string, withLatency: bool
     return {
       run: {
         records: o.records,
-        recordsPerSecond,
+        recordsPerSecond: sat.recordsPerSecond,
         seconds: sat.seconds,
         startupSeconds: ((cold ?? sat).firstAt - serve.startedAt) / 1000,
         coldRecordsPerSecond: cold?.recordsPerSecond ?? null,

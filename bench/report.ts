@@ -234,7 +234,8 @@ function resultRows(r: BenchResult): Row[] {
   if (r.kafka.ran) {
     const k = r.kafka.result;
     const runs = k.saturationRuns ?? [];
-    const list = (xs: readonly number[]): string => (xs.length > 1 ? ` [${xs.map((x) => f(x)).join(', ')}]` : '');
+    // Every processor's figure after the median's, when there are several.
+    const list = (xs: readonly number[], digits = 1): string => (xs.length > 1 ? ` [${xs.map((x) => f(x, digits)).join(', ')}]` : '');
     rows.push([
       `Kafka (cner serve, ${k.partitions} partitions${k.linked === true ? ', linking' : ''})`,
       `records/s at saturation (${k.saturation.records} ${saturationInput(k.warmupRecords)}${runs.length > 1 ? `, median of ${runs.length} processors` : ''})`,
@@ -256,10 +257,9 @@ function resultRows(r: BenchResult): Row[] {
       ]);
     }
     if (k.startup !== undefined) {
-      // Several processors: the one with the median time to ready, and every processor's.
-      const readies = runs.length > 1 ? ` [${runs.map((x) => f(x.startup.readySeconds, 2)).join(', ')}]` : '';
+      // The processor with the median time to ready.
       rows.push(['', 'start-up to model and linker loaded, s', f(k.startup.modelLoadedSeconds, 2)]);
-      rows.push(['', 'start-up to ready (/readyz 200), s', `${f(k.startup.readySeconds, 2)}${readies}`]);
+      rows.push(['', 'start-up to ready (/readyz 200), s', `${f(k.startup.readySeconds, 2)}${list(runs.map((x) => x.startup.readySeconds), 2)}`]);
     }
     rows.push(['', 'start-up to first event, s', f(k.saturation.startupSeconds)]);
     rows.push(['', `latency at ${f(k.latency.targetRate)} records/s, p50 / p99 / max`, `${f(k.latency.p50Ms, 0)} / ${f(k.latency.p99Ms, 0)} / ${f(k.latency.maxMs, 0)} ms`]);

@@ -263,7 +263,7 @@ async function runKafka(o: BenchOptions, texts: readonly string[], warmupTexts: 
     return { ran: false, reason };
   }
   // With a linker, each text once: cner serve's linker cache would answer a repeated text's diagnoses for
-  // free, which the in-process run it is compared with (cache empty at each pass) never gets.
+  // free, which the in-process pass it is compared with (each text once, after the warm-up texts) never gets.
   const records = o.kafkaRecords ?? (o.smoke ? 48 : o.linker !== null ? texts.length : Math.max(1000, texts.length));
   progress(`Kafka: ${records} records through cner serve on ${services.brokers}, ${o.reps} processor(s), each paired with an in-process pass`);
   try {
